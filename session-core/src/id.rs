@@ -1,0 +1,189 @@
+//! Session ids (the secret the client holds) and session keys (what stores see).
+
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
+/// Random bytes in an id: 192 bits, comfortably above the 128 that OWASP asks for.
+const ID_BYTES: usize = 24;
+/// Length of an encoded id: 24 bytes are exactly 32 base64url characters, so every
+/// character carries 6 uniform bits and there is no padding to canonicalise.
+pub(crate) const ID_LEN: usize = 32;
+
+/// The secret that names a session, carried by the client in a cookie or header.
+///
+/// It is made only from the operating system's random generator and never printed:
+/// `Debug` shows `SessionId(…)`. Stores never see it; they see its [`SessionKey`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionId([u8; ID_BYTES]);
+
+impl SessionId {
+    /// Draws a fresh id from the OS random generator.
+    ///
+    /// # Panics
+    ///
+    /// If the operating system cannot provide randomness, which leaves no safe way
+    /// to issue sessions at all.
+    pub(crate) fn generate() -> Self {
+        let mut bytes = [0u8; ID_BYTES];
+        // An OS without a working CSPRNG cannot issue safe ids; refusing is the only
+        // secure answer, and it does not happen on any supported platform.
+        getrandom::fill(&mut bytes).expect("the OS random generator failed");
+        Self(bytes)
+    }
+
+    /// Parses an id as the client sent it. Anything that is not exactly 32 base64url
+    /// characters is rejected.
+    pub fn parse(token: &str) -> Option<Self> {
+        if token.len() != ID_LEN {
+            return None;
+        }
+        let mut bytes = [0u8; ID_BYTES];
+        match URL_SAFE_NO_PAD.decode_slice(token, &mut bytes) {
+            Ok(ID_BYTES) => Some(Self(bytes)),
+            _ => None,
+        }
+    }
+
+    /// The id as the client carries it: 32 base64url characters.
+    pub(crate) fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0)
+    }
+
+    /// The key under which stores keep this session: a versioned hash of the id.
+    pub fn key(&self) -> SessionKey {
+        let mut hasher = Sha256::new();
+        hasher.update(KEY_DOMAIN);
+        hasher.update(self.0);
+        SessionKey(hasher.finalize().into())
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionId(…)")
+    }
+}
+
+/// Domain separation for the key hash; the version in it changes if the hash does.
+const KEY_DOMAIN: &[u8] = b"session-kit key v1\0";
+/// Prefix of a key's text form, naming the hash version.
+const KEY_PREFIX: &str = "v1.";
+const KEY_TEXT_LEN: usize = KEY_PREFIX.len() + 43;
+
+/// What stores key a session by: a hash of its [`SessionId`].
+///
+/// A dump of a store yields keys, and a key is no use as a cookie: the layer hashes
+/// whatever the client sends, so presenting a key names a different session.
+/// The text form (`Display`) is `v1.` followed by 43 base64url characters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionKey([u8; 32]);
+
+impl SessionKey {
+    /// Parses the text form produced by `Display`, as a store reads it back.
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.len() != KEY_TEXT_LEN {
+            return None;
+        }
+        let encoded = text.strip_prefix(KEY_PREFIX)?;
+        let mut bytes = [0u8; 32];
+        match URL_SAFE_NO_PAD.decode_slice(encoded, &mut bytes) {
+            Ok(32) => Some(Self(bytes)),
+            _ => None,
+        }
+    }
+
+    /// The raw hash bytes, for stores that keep binary keys.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(KEY_PREFIX)?;
+        f.write_str(&URL_SAFE_NO_PAD.encode(self.0))
+    }
+}
+
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionKey({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+    /// SECURITY.md 1: a million ids, right length and alphabet, no duplicates, and every
+    /// position uniform over the 64 characters by a χ² test.
+    #[test]
+    fn a_million_ids_are_unique_and_uniform() {
+        const N: usize = 1_000_000;
+        let mut seen = HashSet::with_capacity(N);
+        let mut counts = vec![[0u32; 64]; ID_LEN];
+        for _ in 0..N {
+            let token = SessionId::generate().encode();
+            assert_eq!(token.len(), ID_LEN);
+            for (position, byte) in token.bytes().enumerate() {
+                let symbol = ALPHABET
+                    .iter()
+                    .position(|&c| c == byte)
+                    .expect("character outside the base64url alphabet");
+                counts[position][symbol] += 1;
+            }
+            assert!(seen.insert(token), "duplicate id");
+        }
+        let expected = N as f64 / 64.0;
+        for (position, column) in counts.iter().enumerate() {
+            let chi2: f64 = column
+                .iter()
+                .map(|&observed| (observed as f64 - expected).powi(2) / expected)
+                .sum();
+            // 63 degrees of freedom: the 99.99th percentile is about 117.
+            assert!(chi2 < 117.0, "position {position}: χ² = {chi2}");
+        }
+    }
+
+    #[test]
+    fn parse_round_trips_and_rejects_everything_else() {
+        let id = SessionId::generate();
+        assert_eq!(SessionId::parse(&id.encode()), Some(id.clone()));
+        for bad in [
+            "",
+            "short",
+            &"A".repeat(31),
+            &"A".repeat(33),
+            &format!("{}=", "A".repeat(31)),
+            &format!("{}+", "A".repeat(31)),
+            &format!("{}é", "A".repeat(30)),
+        ] {
+            assert_eq!(SessionId::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn key_text_round_trips_and_is_no_id() {
+        let id = SessionId::generate();
+        let key = id.key();
+        let text = key.to_string();
+        assert_eq!(SessionKey::parse(&text), Some(key));
+        assert_eq!(SessionId::parse(&text), None);
+        assert_ne!(text, id.encode());
+        assert_eq!(SessionKey::parse("v2.abc"), None);
+    }
+
+    #[test]
+    fn debug_hides_the_id() {
+        let id = SessionId::generate();
+        let printed = format!("{id:?}");
+        assert_eq!(printed, "SessionId(…)");
+        assert!(!printed.contains(&id.encode()));
+    }
+}

@@ -1,0 +1,480 @@
+//! What a store keeps for a session, and the changes a request makes to it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::de::{MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+/// A point in time, in whole milliseconds since the Unix epoch: the resolution that
+/// Redis TTLs and SQL timestamps share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    /// The current time of the system clock.
+    pub fn now() -> Self {
+        Self::from(SystemTime::now())
+    }
+
+    /// A timestamp from milliseconds since the Unix epoch.
+    pub const fn from_unix_millis(millis: i64) -> Self {
+        Self(millis)
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub const fn unix_millis(self) -> i64 {
+        self.0
+    }
+
+    /// The time from `earlier` to `self`, or zero if `earlier` is later.
+    pub fn saturating_since(self, earlier: Timestamp) -> Duration {
+        Duration::from_millis(self.0.saturating_sub(earlier.0).max(0) as u64)
+    }
+
+    /// `self` moved `duration` later, saturating at the far future.
+    pub fn saturating_add(self, duration: Duration) -> Self {
+        let millis = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        Self(self.0.saturating_add(millis))
+    }
+}
+
+impl From<SystemTime> for Timestamp {
+    fn from(time: SystemTime) -> Self {
+        match time.duration_since(UNIX_EPOCH) {
+            Ok(after) => Self(i64::try_from(after.as_millis()).unwrap_or(i64::MAX)),
+            Err(before) => Self(-i64::try_from(before.duration().as_millis()).unwrap_or(i64::MAX)),
+        }
+    }
+}
+
+/// How long a session lives without requests, and whether its cookie outlives the
+/// browser.
+///
+/// The layer has one (see `SessionLayerBuilder::with_expiry`); a session can carry its
+/// own with `Session::set_expiry`, for example a long one after "remember me".
+///
+/// ```
+/// use std::time::Duration;
+/// use session_core::Expiry;
+///
+/// let remember_me = Expiry::on_inactivity(Duration::from_secs(30 * 24 * 3600)).persistent();
+/// assert!(remember_me.is_persistent());
+/// assert_eq!(remember_me.idle_timeout(), Duration::from_secs(30 * 24 * 3600));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expiry {
+    #[serde(rename = "i", with = "whole_seconds")]
+    idle_timeout: Duration,
+    #[serde(rename = "p", default, skip_serializing_if = "std::ops::Not::not")]
+    persistent: bool,
+}
+
+impl Expiry {
+    /// Ends the session after `idle_timeout` without a request, with a cookie that the
+    /// browser drops when it closes. Whole seconds count; zero is raised to one second.
+    pub fn on_inactivity(idle_timeout: Duration) -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(idle_timeout.as_secs().max(1)),
+            persistent: false,
+        }
+    }
+
+    /// The same expiry with a persistent cookie (`Max-Age`), kept across browser
+    /// restarts until the session expires.
+    #[must_use]
+    pub fn persistent(mut self) -> Self {
+        self.persistent = true;
+        self
+    }
+
+    /// How long the session lives without a request.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    /// Whether the cookie carries a `Max-Age`.
+    pub fn is_persistent(&self) -> bool {
+        self.persistent
+    }
+}
+
+impl Default for Expiry {
+    /// Thirty minutes of inactivity, a browser-session cookie: a servlet container's
+    /// default.
+    fn default() -> Self {
+        Self::on_inactivity(Duration::from_secs(30 * 60))
+    }
+}
+
+mod whole_seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+}
+
+/// A session's metadata: what the store needs for expiry and the user index, plus the
+/// layer's own bookkeeping. Stores persist it whole (it serialises compactly with
+/// serde) and read `expires_at` and `user_id` for their TTL and index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// When the store must stop returning the session.
+    #[serde(rename = "e")]
+    pub expires_at: Timestamp,
+    /// When the session was created (or its user last logged in).
+    #[serde(rename = "c")]
+    pub created_at: Timestamp,
+    /// The user the session is bound to, if any.
+    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// The absolute end of the session, if the layer sets an absolute lifetime.
+    #[serde(rename = "d", default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Timestamp>,
+    /// This session's own expiry, when it differs from the layer's.
+    #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
+    pub expiry: Option<Expiry>,
+}
+
+impl Meta {
+    /// Metadata for a session created at `now` that expires at `expires_at`.
+    pub fn new(now: Timestamp, expires_at: Timestamp) -> Self {
+        Self {
+            expires_at,
+            created_at: now,
+            user_id: None,
+            deadline: None,
+            expiry: None,
+        }
+    }
+
+    /// Whether the session has expired at `now`.
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.expires_at <= now
+    }
+}
+
+/// A session's data: string keys, JSON values.
+///
+/// A small ordered map, cheap to clone (it shares its entries until one side changes)
+/// and compact for the few keys a session usually has. `Debug` shows the keys, never
+/// the values.
+#[derive(Clone, Default, PartialEq)]
+pub struct Data(Arc<Vec<(String, Value)>>);
+
+impl Data {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn position(&self, key: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(key))
+    }
+
+    /// The value under `key`.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.position(key).ok().map(|i| &self.0[i].1)
+    }
+
+    /// Sets `key` to `value`, returning the value it replaces.
+    pub fn insert(&mut self, key: String, value: Value) -> Option<Value> {
+        match self.position(&key) {
+            Ok(i) => Some(std::mem::replace(
+                &mut Arc::make_mut(&mut self.0)[i].1,
+                value,
+            )),
+            Err(i) => {
+                Arc::make_mut(&mut self.0).insert(i, (key, value));
+                None
+            }
+        }
+    }
+
+    /// Removes `key`, returning its value.
+    pub fn remove(&mut self, key: &str) -> Option<Value> {
+        let i = self.position(key).ok()?;
+        Some(Arc::make_mut(&mut self.0).remove(i).1)
+    }
+
+    /// Removes every key.
+    pub fn clear(&mut self) {
+        if !self.0.is_empty() {
+            self.0 = Arc::default();
+        }
+    }
+
+    /// The number of keys.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The entries in key order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Value)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Drops spare capacity, for stores that keep many sessions in memory.
+    pub fn shrink_to_fit(&mut self) {
+        if self.0.capacity() > self.0.len() {
+            Arc::make_mut(&mut self.0).shrink_to_fit();
+        }
+    }
+}
+
+impl fmt::Debug for Data {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set()
+            .entries(self.0.iter().map(|(k, _)| k))
+            .finish()
+    }
+}
+
+impl FromIterator<(String, Value)> for Data {
+    fn from_iter<I: IntoIterator<Item = (String, Value)>>(iter: I) -> Self {
+        let mut data = Data::new();
+        for (key, value) in iter {
+            data.insert(key, value);
+        }
+        data
+    }
+}
+
+impl Serialize for Data {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.len()))?;
+        for (key, value) in self.0.iter() {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Data {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DataVisitor;
+
+        impl<'de> Visitor<'de> for DataVisitor {
+            type Value = Data;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Data, A::Error> {
+                let mut entries = Vec::with_capacity(access.size_hint().unwrap_or(0).min(64));
+                while let Some((key, value)) = access.next_entry::<String, Value>()? {
+                    entries.push((key, value));
+                }
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                // A repeated key keeps its last value, as JSON parsers conventionally do.
+                entries.reverse();
+                entries.dedup_by(|later, earlier| later.0 == earlier.0);
+                entries.reverse();
+                Ok(Data(Arc::new(entries)))
+            }
+        }
+
+        deserializer.deserialize_map(DataVisitor)
+    }
+}
+
+/// A session as a store keeps it.
+#[derive(Clone, PartialEq)]
+pub struct Record {
+    /// The session's data.
+    pub data: Data,
+    /// Its metadata.
+    pub meta: Meta,
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Record")
+            .field("keys", &self.data)
+            .field("meta", &self.meta)
+            .finish()
+    }
+}
+
+/// What one request changed in a session: stores apply it atomically, on top of
+/// whatever other requests have written meanwhile.
+///
+/// Applied in this order: `cleared` empties the data, then `removed` keys go, then
+/// `set` keys are written. A key is never in both `set` and `removed`.
+#[derive(Clone, Default, PartialEq)]
+pub struct Changes {
+    /// Whether the request cleared the session before its other changes.
+    pub cleared: bool,
+    /// Keys removed.
+    pub removed: Vec<String>,
+    /// Keys set, with their new values.
+    pub set: Data,
+}
+
+impl Changes {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        !self.cleared && self.removed.is_empty() && self.set.is_empty()
+    }
+
+    /// Records that `key` was set.
+    pub(crate) fn insert(&mut self, key: String, value: Value) {
+        self.removed.retain(|k| *k != key);
+        self.set.insert(key, value);
+    }
+
+    /// Records that `key` was removed.
+    pub(crate) fn remove(&mut self, key: &str) {
+        self.set.remove(key);
+        if !self.cleared && !self.removed.iter().any(|k| k == key) {
+            self.removed.push(key.to_owned());
+        }
+    }
+
+    /// Records that everything was removed.
+    pub(crate) fn clear(&mut self) {
+        *self = Changes {
+            cleared: true,
+            ..Changes::default()
+        };
+    }
+
+    /// Applies the changes to `data`, as a store that keeps whole documents does.
+    pub fn apply_to(&self, data: &mut Data) {
+        if self.cleared {
+            data.clear();
+        }
+        for key in &self.removed {
+            data.remove(key);
+        }
+        for (key, value) in self.set.iter() {
+            data.insert(key.to_owned(), value.clone());
+        }
+    }
+}
+
+impl fmt::Debug for Changes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Changes")
+            .field("cleared", &self.cleared)
+            .field("removed", &self.removed)
+            .field("set", &self.set)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn data_keeps_keys_sorted_and_unique() {
+        let mut data = Data::new();
+        assert_eq!(data.insert("b".into(), json!(2)), None);
+        assert_eq!(data.insert("a".into(), json!(1)), None);
+        assert_eq!(data.insert("b".into(), json!(3)), Some(json!(2)));
+        assert_eq!(data.iter().map(|(k, _)| k).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(data.remove("a"), Some(json!(1)));
+        assert_eq!(data.get("a"), None);
+        assert_eq!(data.get("b"), Some(&json!(3)));
+    }
+
+    #[test]
+    fn data_clones_share_until_written() {
+        let mut first: Data = [("k".to_owned(), json!("v"))].into_iter().collect();
+        let second = first.clone();
+        first.insert("k".into(), json!("w"));
+        assert_eq!(second.get("k"), Some(&json!("v")));
+        assert_eq!(first.get("k"), Some(&json!("w")));
+    }
+
+    #[test]
+    fn data_serialises_as_an_object_and_last_duplicate_wins() {
+        let data: Data = serde_json::from_str(r#"{"b":1,"a":2,"b":3}"#).unwrap();
+        assert_eq!(serde_json::to_string(&data).unwrap(), r#"{"a":2,"b":3}"#);
+        assert!(serde_json::from_str::<Data>("[1]").is_err());
+    }
+
+    #[test]
+    fn debug_shows_keys_not_values() {
+        let record = Record {
+            data: [("user".to_owned(), json!("secret-value"))]
+                .into_iter()
+                .collect(),
+            meta: Meta::new(
+                Timestamp::from_unix_millis(0),
+                Timestamp::from_unix_millis(1),
+            ),
+        };
+        let printed = format!("{record:?}");
+        assert!(printed.contains("user"));
+        assert!(!printed.contains("secret-value"));
+    }
+
+    #[test]
+    fn changes_apply_in_order() {
+        let mut data: Data = [("a".to_owned(), json!(1)), ("b".to_owned(), json!(2))]
+            .into_iter()
+            .collect();
+        let mut changes = Changes::default();
+        changes.insert("a".into(), json!(10));
+        changes.remove("a");
+        changes.insert("c".into(), json!(3));
+        assert_eq!(changes.removed, ["a"]);
+        changes.apply_to(&mut data);
+        assert_eq!(
+            serde_json::to_value(&data).unwrap(),
+            json!({"b": 2, "c": 3})
+        );
+
+        let mut cleared = Changes::default();
+        cleared.insert("x".into(), json!(0));
+        cleared.clear();
+        cleared.remove("b");
+        cleared.insert("d".into(), json!(4));
+        assert!(cleared.removed.is_empty());
+        cleared.apply_to(&mut data);
+        assert_eq!(serde_json::to_value(&data).unwrap(), json!({"d": 4}));
+    }
+
+    #[test]
+    fn meta_round_trips_compactly() {
+        let mut meta = Meta::new(
+            Timestamp::from_unix_millis(5),
+            Timestamp::from_unix_millis(9),
+        );
+        assert_eq!(serde_json::to_string(&meta).unwrap(), r#"{"e":9,"c":5}"#);
+        meta.user_id = Some("alice".into());
+        meta.expiry = Some(Expiry::on_inactivity(Duration::from_secs(60)).persistent());
+        let text = serde_json::to_string(&meta).unwrap();
+        assert_eq!(serde_json::from_str::<Meta>(&text).unwrap(), meta);
+    }
+
+    #[test]
+    fn timestamps_saturate() {
+        let t = Timestamp::from_unix_millis(1_000);
+        assert_eq!(
+            t.saturating_since(Timestamp::from_unix_millis(2_000)),
+            Duration::ZERO
+        );
+        assert_eq!(t.saturating_add(Duration::MAX).unix_millis(), i64::MAX);
+    }
+}

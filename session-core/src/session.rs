@@ -1,0 +1,685 @@
+//! The per-request session handle.
+
+use std::cmp::Reverse;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::error::{SessionError, StoreError, StoreErrorKind};
+use crate::id::{SessionId, SessionKey};
+use crate::layer::Shared;
+use crate::record::{Changes, Data, Expiry, Meta, Record, Timestamp};
+use crate::store::{Created, Saved, Updated, UserSession};
+use crate::transport::IdUpdate;
+
+/// Ids drawn before a store that reports only collisions is declared broken. With
+/// 192-bit ids a single real collision is already beyond belief.
+const CREATE_ATTEMPTS: usize = 3;
+
+/// The session of the current request.
+///
+/// Handlers get it from the request (the axum extractor, or the request's extensions
+/// with plain tower). Clones share one state. Nothing is read from the store until
+/// the first method that needs the data, and nothing is written until the response:
+/// the layer then saves what changed, and only that.
+///
+/// Every method that touches the store can fail with [`SessionError::Store`]; the
+/// layer then answers with its error policy (by default 503) whatever the handler
+/// returns, and writes nothing.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), session_core::SessionError> {
+/// # let session = session_core::Session::detached(session_memory::MemoryStore::new());
+/// // In a handler: `async fn handler(session: Session) { … }`
+/// session.insert("theme", "dark").await?;
+/// let theme: Option<String> = session.get("theme").await?;
+/// assert_eq!(theme.as_deref(), Some("dark"));
+///
+/// // An atomic read-modify-write in the store: concurrent requests never lose one.
+/// let visits = session.update("visits", |n: Option<u64>| n.unwrap_or(0) + 1).await?;
+/// assert_eq!(visits, 1);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    /// Set by every method, so that the layer skips all work for requests whose
+    /// handler never looked at the session.
+    used: AtomicBool,
+    state: Mutex<State>,
+}
+
+/// Whether a record stands behind this session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stored {
+    /// The client sent an id, and nobody has asked the store about it yet.
+    Unknown,
+    /// No record: a new session, or the client's id named nothing (live).
+    Absent,
+    /// A live record under `State::id`.
+    Present,
+}
+
+struct State {
+    /// The well-formed id the client sent, if any.
+    incoming: Option<SessionId>,
+    /// The id of the record this session reads and writes, when `Present`.
+    id: Option<SessionId>,
+    stored: Stored,
+    /// The session's data as this request sees it: the record's plus its changes.
+    data: Data,
+    /// The record's metadata (or, when `Absent`, the metadata a new record will get).
+    meta: Meta,
+    /// What this request changed, to be saved when `Present`.
+    changes: Changes,
+    meta_changed: bool,
+    /// The id was created by this request, so the client must be told.
+    issued: bool,
+    /// A login happened: the per-user cap applies when the request ends.
+    logged_in: bool,
+    /// Records this request ended (logout, id cycling), deleted when it ends.
+    retired: Vec<SessionKey>,
+    /// The first store failure of this request, if any.
+    failed: Option<StoreErrorKind>,
+}
+
+impl Session {
+    pub(crate) fn new(shared: Arc<Shared>, incoming: Option<SessionId>) -> Self {
+        let now = (shared.clock)();
+        let stored = if incoming.is_some() {
+            Stored::Unknown
+        } else {
+            Stored::Absent
+        };
+        let meta = fresh_meta(&shared, now);
+        Self {
+            inner: Arc::new(Inner {
+                shared,
+                used: AtomicBool::new(false),
+                state: Mutex::new(State {
+                    incoming,
+                    id: None,
+                    stored,
+                    data: Data::new(),
+                    meta,
+                    changes: Changes::default(),
+                    meta_changed: false,
+                    issued: false,
+                    logged_in: false,
+                    retired: Vec::new(),
+                    failed: None,
+                }),
+            }),
+        }
+    }
+
+    /// A new, empty session over `store` that belongs to no request: for examples and
+    /// tests of code that takes a `Session`. Nothing it does reaches a client, and
+    /// whatever it writes to `store` outlives it.
+    pub fn detached(store: impl crate::SessionStore) -> Self {
+        let layer = crate::SessionLayer::new(store);
+        Self::new(layer.shared(), None)
+    }
+
+    /// The value under `key`, deserialised as `T`.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
+        let state = self.loaded().await?;
+        state
+            .data
+            .get(key)
+            .map(T::deserialize)
+            .transpose()
+            .map_err(SessionError::Value)
+    }
+
+    /// Sets `key` to `value`. Setting a key to the value it already has changes
+    /// nothing, and costs no write.
+    pub async fn insert(&self, key: &str, value: impl Serialize) -> Result<(), SessionError> {
+        let value = serde_json::to_value(value).map_err(SessionError::Value)?;
+        let mut state = self.loaded().await?;
+        if state.data.get(key) != Some(&value) {
+            state.data.insert(key.to_owned(), value.clone());
+            state.changes.insert(key.to_owned(), value);
+        }
+        Ok(())
+    }
+
+    /// Removes `key`, returning its value.
+    pub async fn remove(&self, key: &str) -> Result<Option<Value>, SessionError> {
+        let mut state = self.loaded().await?;
+        let old = state.data.remove(key);
+        if old.is_some() {
+            state.changes.remove(key);
+        }
+        Ok(old)
+    }
+
+    /// Removes every key. The session itself, its id and its user stay.
+    pub async fn clear(&self) -> Result<(), SessionError> {
+        let mut state = self.loaded().await?;
+        if !state.data.is_empty() {
+            state.data.clear();
+            state.changes.clear();
+        }
+        Ok(())
+    }
+
+    /// Whether the session has no data.
+    pub async fn is_empty(&self) -> Result<bool, SessionError> {
+        Ok(self.loaded().await?.data.is_empty())
+    }
+
+    /// Atomically replaces the value under `key` with `f(current)`, in the store, now,
+    /// and returns the value stored.
+    ///
+    /// Unlike [`insert`](Self::insert), this is not deferred to the response: the
+    /// store applies `f` to whatever value it holds at that moment, so concurrent
+    /// requests of the session never lose each other's updates (100 concurrent
+    /// increments end at +100). `f` may run more than once. Changes this request made
+    /// before are saved first. A new session is created on the spot.
+    pub async fn update<T, F>(&self, key: &str, f: F) -> Result<T, SessionError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: Fn(Option<T>) -> T + Send + Sync,
+    {
+        let failure = StdMutex::new(None);
+        let compute = |current: Option<&Value>| -> Option<Value> {
+            let result = current
+                .map(T::deserialize)
+                .transpose()
+                .and_then(|current| serde_json::to_value(f(current)));
+            match result {
+                Ok(value) => Some(value),
+                Err(error) => {
+                    *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+                    None
+                }
+            }
+        };
+        let take_failure = || {
+            let error = failure.lock().unwrap_or_else(|e| e.into_inner()).take();
+            SessionError::Value(error.unwrap_or_else(|| {
+                serde::de::Error::custom("the update function produced no value")
+            }))
+        };
+
+        let mut state = self.loaded().await?;
+        let shared = &self.inner.shared;
+        if state.stored == Stored::Present {
+            if !state.changes.is_empty() || state.meta_changed {
+                self.save_changes(&mut state).await?;
+            }
+        }
+        if state.stored == Stored::Present {
+            let key_hash = state.key();
+            let meta = state.meta_for_write(shared);
+            let outcome = call(
+                shared,
+                "update",
+                shared.store.update(&key_hash, key, &compute, &meta),
+            )
+            .await
+            .map_err(|e| state.fail(e))?;
+            match outcome {
+                Updated::Stored(value) => {
+                    state.data.insert(key.to_owned(), value.clone());
+                    state.meta = meta;
+                    return T::deserialize(value).map_err(SessionError::Value);
+                }
+                Updated::Kept(_) => return Err(take_failure()),
+                Updated::Missing => state.lose(shared),
+            }
+        }
+        // No record: compute on the local view and create the session now.
+        let Some(value) = compute(state.data.get(key)) else {
+            return Err(take_failure());
+        };
+        state.data.insert(key.to_owned(), value.clone());
+        self.create(&mut state).await?;
+        T::deserialize(value).map_err(SessionError::Value)
+    }
+
+    /// Gives the session a new id, keeping its data; the old id stops working when
+    /// the response is sent. Call it whenever privileges change, against session
+    /// fixation ([`login`](Self::login) does).
+    pub async fn cycle_id(&self) -> Result<(), SessionError> {
+        let mut state = self.loaded().await?;
+        state.retire();
+        Ok(())
+    }
+
+    /// Ends the session (logout): its record is deleted and the client told to
+    /// forget its id. The handle then acts as a new, empty session.
+    pub async fn destroy(&self) {
+        self.inner.used.store(true, Ordering::Relaxed);
+        let mut state = self.inner.state.lock().await;
+        let shared = &self.inner.shared;
+        if state.stored == Stored::Unknown {
+            // No need to load what is being deleted.
+            if let Some(id) = &state.incoming {
+                let key = id.key();
+                state.retired.push(key);
+            }
+            state.stored = Stored::Absent;
+        } else {
+            state.retire();
+        }
+        state.data.clear();
+        state.changes = Changes::default();
+        state.meta = fresh_meta(shared, (shared.clock)());
+        state.logged_in = false;
+    }
+
+    /// Binds the session to `user_id` and cycles its id. The absolute lifetime, if
+    /// any, counts from now; if the layer caps sessions per user, the user's oldest
+    /// sessions beyond the cap end when the response is sent.
+    pub async fn login(&self, user_id: impl Into<String>) -> Result<(), SessionError> {
+        let mut state = self.loaded().await?;
+        let shared = &self.inner.shared;
+        let now = (shared.clock)();
+        state.retire();
+        state.meta.user_id = Some(user_id.into());
+        state.meta.created_at = now;
+        state.meta.deadline = shared.absolute_timeout.map(|t| now.saturating_add(t));
+        state.logged_in = true;
+        Ok(())
+    }
+
+    /// The user the session is bound to.
+    pub async fn user_id(&self) -> Result<Option<String>, SessionError> {
+        Ok(self.loaded().await?.meta.user_id.clone())
+    }
+
+    /// Gives this session its own expiry, for example a long one with a persistent
+    /// cookie after "remember me".
+    pub async fn set_expiry(&self, expiry: Expiry) -> Result<(), SessionError> {
+        let mut state = self.loaded().await?;
+        if state.meta.expiry != Some(expiry) {
+            state.meta.expiry = Some(expiry);
+            state.meta_changed = true;
+        }
+        Ok(())
+    }
+
+    /// The key of the session's record, if it has one: the handle that
+    /// [`user_sessions`](Self::user_sessions) lists. It is not the id and cannot be
+    /// used as one.
+    pub async fn key(&self) -> Result<Option<SessionKey>, SessionError> {
+        let state = self.loaded().await?;
+        Ok((state.stored == Stored::Present).then(|| state.key()))
+    }
+
+    /// The live sessions of this session's user, oldest first (none when no user is
+    /// logged in).
+    pub async fn user_sessions(&self) -> Result<Vec<UserSession>, SessionError> {
+        let mut state = self.loaded().await?;
+        let Some(user) = state.meta.user_id.clone() else {
+            return Ok(Vec::new());
+        };
+        let shared = &self.inner.shared;
+        let mut sessions = call(shared, "user_sessions", shared.store.user_sessions(&user))
+            .await
+            .map_err(|e| state.fail(e))?;
+        sessions.sort_by_key(|s| s.meta.created_at);
+        Ok(sessions)
+    }
+
+    /// Ends one session of this session's user, named by its key; keys of other
+    /// users' sessions are refused. Returns whether a session was ended.
+    pub async fn end_user_session(&self, key: &SessionKey) -> Result<bool, SessionError> {
+        let sessions = self.user_sessions().await?;
+        if !sessions.iter().any(|s| s.key == *key) {
+            return Ok(false);
+        }
+        let mut state = self.inner.state.lock().await;
+        let shared = &self.inner.shared;
+        if state.stored == Stored::Present && state.key() == *key {
+            state.retire();
+            state.data.clear();
+            state.meta = fresh_meta(shared, (shared.clock)());
+            return Ok(true);
+        }
+        call(shared, "delete", shared.store.delete(key))
+            .await
+            .map_err(|e| state.fail(e))?;
+        Ok(true)
+    }
+
+    /// Ends every session of this session's user, on every server, this one
+    /// included ("log out everywhere"). Returns how many sessions ended.
+    pub async fn logout_everywhere(&self) -> Result<usize, SessionError> {
+        let mut state = self.loaded().await?;
+        let Some(user) = state.meta.user_id.clone() else {
+            return Ok(0);
+        };
+        let shared = &self.inner.shared;
+        let ended = call(
+            shared,
+            "delete_user_sessions",
+            shared.store.delete_user_sessions(&user),
+        )
+        .await
+        .map_err(|e| state.fail(e))?;
+        // The store deleted this session's record too; only the handle is left.
+        state.stored = Stored::Absent;
+        state.id = None;
+        state.data.clear();
+        state.changes = Changes::default();
+        state.meta = fresh_meta(shared, (shared.clock)());
+        state.logged_in = false;
+        Ok(ended)
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    /// Whether any method was called: if not, the layer has nothing to do.
+    pub(crate) fn is_used(&self) -> bool {
+        self.inner.used.load(Ordering::Relaxed)
+    }
+
+    /// Writes what the request changed and says what the client must be told. An
+    /// error means the request must fail with the error policy's response.
+    pub(crate) async fn finish(&self) -> Result<Option<IdUpdate>, StoreErrorKind> {
+        let mut state = self.inner.state.lock().await;
+        if let Some(kind) = state.failed {
+            return Err(kind);
+        }
+        let result = self.finish_locked(&mut state).await;
+        result.map_err(|_| state.failed.unwrap_or(StoreErrorKind::Other))
+    }
+
+    async fn finish_locked(&self, state: &mut State) -> Result<Option<IdUpdate>, SessionError> {
+        let shared = &self.inner.shared;
+        let mut refresh_cookie = false;
+        match state.stored {
+            Stored::Unknown => {}
+            Stored::Present => {
+                if !state.changes.is_empty() || state.meta_changed {
+                    refresh_cookie = self.save_changes(state).await?;
+                } else if let Some(expires_at) = state.touch_due(shared) {
+                    let key = state.key();
+                    let saved = call(shared, "touch", shared.store.touch(&key, expires_at))
+                        .await
+                        .map_err(|e| state.fail(e))?;
+                    match saved {
+                        Saved::Saved => {
+                            state.meta.expires_at = expires_at;
+                            refresh_cookie = true;
+                        }
+                        Saved::Missing => state.lose(shared),
+                    }
+                }
+            }
+            Stored::Absent => {
+                if !state.data.is_empty() || state.meta.user_id.is_some() {
+                    self.create(state).await?;
+                }
+            }
+        }
+        if state.stored == Stored::Present && state.logged_in {
+            self.enforce_user_cap(state).await?;
+        }
+        for key in std::mem::take(&mut state.retired) {
+            call(shared, "delete", shared.store.delete(&key))
+                .await
+                .map_err(|e| state.fail(e))?;
+        }
+
+        let now = (shared.clock)();
+        let expiry = state.meta.expiry.unwrap_or(shared.expiry);
+        Ok(match (&state.id, state.stored) {
+            (Some(id), Stored::Present)
+                if state.issued || (refresh_cookie && expiry.is_persistent()) =>
+            {
+                let max_age = expiry
+                    .is_persistent()
+                    .then(|| state.meta.expires_at.saturating_since(now));
+                Some(IdUpdate::Issue(id.clone(), max_age))
+            }
+            (_, Stored::Present | Stored::Unknown) => None,
+            (_, Stored::Absent) => state.incoming.is_some().then_some(IdUpdate::Remove),
+        })
+    }
+
+    /// Saves the pending changes of a `Present` session. Returns whether the expiry
+    /// moved far enough for a persistent cookie to be worth re-sending.
+    async fn save_changes(&self, state: &mut State) -> Result<bool, SessionError> {
+        let shared = &self.inner.shared;
+        let key = state.key();
+        let meta = state.meta_for_write(shared);
+        let saved = call(
+            shared,
+            "save",
+            shared.store.save(&key, &state.changes, &meta),
+        )
+        .await
+        .map_err(|e| state.fail(e))?;
+        match saved {
+            Saved::Saved => {
+                let extended = state.extends_enough(shared, meta.expires_at);
+                state.meta = meta;
+                state.changes = Changes::default();
+                state.meta_changed = false;
+                Ok(extended)
+            }
+            Saved::Missing => {
+                // Another request or server ended the session meanwhile; its end wins
+                // and this request's changes are dropped rather than resurrect it.
+                tracing::debug!("session ended concurrently; changes dropped");
+                state.lose(shared);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Stores the local view as a new record under a fresh id.
+    async fn create(&self, state: &mut State) -> Result<(), SessionError> {
+        let shared = &self.inner.shared;
+        let now = (shared.clock)();
+        let mut meta = state.meta.clone();
+        meta.expires_at = expires_at(shared, &meta, now);
+        let record = Record {
+            data: state.data.clone(),
+            meta,
+        };
+        for _ in 0..CREATE_ATTEMPTS {
+            let id = SessionId::generate();
+            let key = id.key();
+            let created = call(shared, "create", shared.store.create(&key, &record))
+                .await
+                .map_err(|e| state.fail(e))?;
+            if created == Created::Created {
+                state.id = Some(id);
+                state.stored = Stored::Present;
+                state.issued = true;
+                state.meta = record.meta;
+                state.changes = Changes::default();
+                state.meta_changed = false;
+                return Ok(());
+            }
+            tracing::warn!("session id collision; drawing another id");
+        }
+        Err(state.fail(StoreError::new(
+            StoreErrorKind::Other,
+            "the store reported a collision for every fresh id",
+        )))
+    }
+
+    /// Ends the user's oldest sessions beyond the layer's cap.
+    async fn enforce_user_cap(&self, state: &mut State) -> Result<(), SessionError> {
+        let shared = &self.inner.shared;
+        let (Some(cap), Some(user)) = (shared.max_sessions_per_user, state.meta.user_id.clone())
+        else {
+            return Ok(());
+        };
+        let current = state.key();
+        let mut others = call(shared, "user_sessions", shared.store.user_sessions(&user))
+            .await
+            .map_err(|e| state.fail(e))?;
+        others.retain(|s| s.key != current);
+        others.sort_by_key(|s| Reverse(s.meta.created_at));
+        for old in others.iter().skip(cap - 1) {
+            call(shared, "delete", shared.store.delete(&old.key))
+                .await
+                .map_err(|e| state.fail(e))?;
+        }
+        Ok(())
+    }
+
+    /// Locks the state, loading the record first if nobody has.
+    async fn loaded(&self) -> Result<MutexGuard<'_, State>, SessionError> {
+        self.inner.used.store(true, Ordering::Relaxed);
+        let mut state = self.inner.state.lock().await;
+        if let Some(kind) = state.failed {
+            return Err(SessionError::Store(StoreError::new(
+                kind,
+                "an earlier store operation of this request failed",
+            )));
+        }
+        if let (Stored::Unknown, Some(id)) = (state.stored, state.incoming.clone()) {
+            let shared = &self.inner.shared;
+            let key = id.key();
+            let record = call(shared, "load", shared.store.load(&key))
+                .await
+                .map_err(|e| state.fail(e))?;
+            let now = (shared.clock)();
+            match record {
+                // The store enforces expiry too; this check makes the stored times
+                // authoritative even where a store's clock or TTL lags.
+                Some(record)
+                    if !record.meta.is_expired(now) && !past_deadline(&record.meta, now) =>
+                {
+                    state.id = Some(id);
+                    state.stored = Stored::Present;
+                    state.data = record.data;
+                    state.meta = record.meta;
+                }
+                _ => state.stored = Stored::Absent,
+            }
+        }
+        Ok(state)
+    }
+}
+
+/// Runs one store operation under the layer's timeout, logging its outcome and
+/// timing (never ids or data).
+async fn call<T>(
+    shared: &Shared,
+    operation: &'static str,
+    future: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let started = Instant::now();
+    let result = match tokio::time::timeout(shared.store_timeout, future).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::timed_out()),
+    };
+    let elapsed_us = started.elapsed().as_micros() as u64;
+    match &result {
+        Ok(_) => tracing::debug!(operation, elapsed_us, "session store call"),
+        Err(error) => tracing::warn!(
+            operation,
+            elapsed_us,
+            %error,
+            source = ?std::error::Error::source(error),
+            "session store call failed"
+        ),
+    }
+    result
+}
+
+impl State {
+    fn key(&self) -> SessionKey {
+        self.id.as_ref().expect("a Present session has an id").key()
+    }
+
+    /// Remembers a failure, so that the layer answers with the error policy.
+    fn fail(&mut self, error: StoreError) -> SessionError {
+        self.failed.get_or_insert(error.kind());
+        SessionError::Store(error)
+    }
+
+    /// Marks the current record (if any) for deletion; the data stays, to be stored
+    /// under a fresh id if anything remains.
+    fn retire(&mut self) {
+        if self.stored == Stored::Present {
+            let key = self.key();
+            self.retired.push(key);
+            self.id = None;
+            self.issued = false;
+        }
+        self.stored = Stored::Absent;
+        self.changes = Changes::default();
+        self.meta_changed = false;
+    }
+
+    /// The record vanished under us (deleted or expired elsewhere): start afresh.
+    fn lose(&mut self, shared: &Shared) {
+        self.stored = Stored::Absent;
+        self.id = None;
+        self.issued = false;
+        self.data.clear();
+        self.changes = Changes::default();
+        self.meta = fresh_meta(shared, (shared.clock)());
+        self.meta_changed = false;
+        self.logged_in = false;
+    }
+
+    /// The metadata a write stores: the current one with the idle timeout restarted.
+    fn meta_for_write(&self, shared: &Shared) -> Meta {
+        let mut meta = self.meta.clone();
+        meta.expires_at = expires_at(shared, &meta, (shared.clock)());
+        meta
+    }
+
+    fn extends_enough(&self, shared: &Shared, new_expires_at: Timestamp) -> bool {
+        let idle = self.meta.expiry.unwrap_or(shared.expiry).idle_timeout();
+        new_expires_at.saturating_since(self.meta.expires_at) >= idle / 4
+    }
+
+    /// The new expiry if pushing it back is due: only once a quarter of the idle
+    /// timeout has passed since the last push, so that most reads write nothing.
+    fn touch_due(&self, shared: &Shared) -> Option<Timestamp> {
+        let target = expires_at(shared, &self.meta, (shared.clock)());
+        self.extends_enough(shared, target).then_some(target)
+    }
+}
+
+fn fresh_meta(shared: &Shared, now: Timestamp) -> Meta {
+    let mut meta = Meta::new(now, now);
+    meta.deadline = shared.absolute_timeout.map(|t| now.saturating_add(t));
+    meta
+}
+
+fn past_deadline(meta: &Meta, now: Timestamp) -> bool {
+    meta.deadline.is_some_and(|deadline| deadline <= now)
+}
+
+/// When a session written at `now` expires: after its idle timeout, but never past
+/// its absolute deadline.
+fn expires_at(shared: &Shared, meta: &Meta, now: Timestamp) -> Timestamp {
+    let idle: Duration = meta.expiry.unwrap_or(shared.expiry).idle_timeout();
+    let idle_end = now.saturating_add(idle);
+    match meta.deadline {
+        Some(deadline) => idle_end.min(deadline),
+        None => idle_end,
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,160 @@
+//! The contract between the layer and a storage backend.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::error::StoreError;
+use crate::id::SessionKey;
+use crate::record::{Changes, Meta, Record, Timestamp};
+
+/// How [`SessionStore::update`] computes a field's new value from its current one:
+/// `None` in means the field is absent; `None` out leaves it as it is. It may be called
+/// more than once, so it must not have side effects.
+pub type UpdateFn<'a> = dyn Fn(Option<&Value>) -> Option<Value> + Send + Sync + 'a;
+
+/// The outcome of [`SessionStore::create`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Created {
+    /// The record was written.
+    Created,
+    /// A live record already has this key; nothing was written.
+    Collision,
+}
+
+/// The outcome of a write to an existing session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Saved {
+    /// The write was applied.
+    Saved,
+    /// The session does not exist (deleted, expired, or never created); nothing was
+    /// written, and in particular the session was not re-created.
+    Missing,
+}
+
+/// The outcome of [`SessionStore::update`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Updated {
+    /// The function's value was stored.
+    Stored(Value),
+    /// The function declined to change the field, whose current value this is.
+    Kept(Option<Value>),
+    /// The session does not exist; nothing was written.
+    Missing,
+}
+
+/// One session of a user, as the user index lists it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UserSession {
+    /// The session's key.
+    pub key: SessionKey,
+    /// Its metadata (creation and expiry times, among others).
+    pub meta: Meta,
+}
+
+/// A place to keep sessions: the contract every backend keeps.
+///
+/// Stores see [`SessionKey`]s, hashes of the ids clients hold, never the ids.
+///
+/// - **Changes, not snapshots.** [`save`](Self::save) applies what one request changed,
+///   atomically, on top of whatever other requests wrote: requests that change
+///   different keys of one session all survive; on the same key the later write wins.
+/// - **Create is not update.** [`create`](Self::create) never overwrites a live record,
+///   and `save`, `update` and `touch` never create one, so a session deleted by one
+///   request or server is never brought back by another's stale write.
+/// - **Expiry is the store's.** A record whose `meta.expires_at` has passed is never
+///   returned and is eventually removed without any request asking for it.
+/// - **Users can be found.** Records whose `meta.user_id` is set are listed by
+///   [`user_sessions`](Self::user_sessions) and ended by
+///   [`delete_user_sessions`](Self::delete_user_sessions).
+/// - **Errors are values.** A store that is down, slow or returns garbage gives a
+///   [`StoreError`], never a panic.
+///
+/// The `session-testkit` crate checks all of this against a store with one macro call.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// The live record under `key`, if any.
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>, StoreError>;
+
+    /// Writes a new record under `key`, unless a live one is there already.
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created, StoreError>;
+
+    /// Applies `changes` to the live record under `key` and replaces its metadata with
+    /// `meta`, atomically.
+    async fn save(
+        &self,
+        key: &SessionKey,
+        changes: &Changes,
+        meta: &Meta,
+    ) -> Result<Saved, StoreError>;
+
+    /// Atomically replaces `field` of the live record under `key` with what `f`
+    /// computes from its current value, and sets the record's metadata to `meta` if
+    /// it does; concurrent updates of one field are never lost.
+    async fn update(
+        &self,
+        key: &SessionKey,
+        field: &str,
+        f: &UpdateFn<'_>,
+        meta: &Meta,
+    ) -> Result<Updated, StoreError>;
+
+    /// Moves the expiry of the live record under `key` to `expires_at`.
+    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<Saved, StoreError>;
+
+    /// Deletes the record under `key`, if there is one.
+    async fn delete(&self, key: &SessionKey) -> Result<(), StoreError>;
+
+    /// The live sessions bound to `user_id`.
+    async fn user_sessions(&self, user_id: &str) -> Result<Vec<UserSession>, StoreError>;
+
+    /// Deletes every session bound to `user_id`, returning how many there were.
+    async fn delete_user_sessions(&self, user_id: &str) -> Result<usize, StoreError>;
+}
+
+#[async_trait]
+impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>, StoreError> {
+        (**self).load(key).await
+    }
+
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created, StoreError> {
+        (**self).create(key, record).await
+    }
+
+    async fn save(
+        &self,
+        key: &SessionKey,
+        changes: &Changes,
+        meta: &Meta,
+    ) -> Result<Saved, StoreError> {
+        (**self).save(key, changes, meta).await
+    }
+
+    async fn update(
+        &self,
+        key: &SessionKey,
+        field: &str,
+        f: &UpdateFn<'_>,
+        meta: &Meta,
+    ) -> Result<Updated, StoreError> {
+        (**self).update(key, field, f, meta).await
+    }
+
+    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<Saved, StoreError> {
+        (**self).touch(key, expires_at).await
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<(), StoreError> {
+        (**self).delete(key).await
+    }
+
+    async fn user_sessions(&self, user_id: &str) -> Result<Vec<UserSession>, StoreError> {
+        (**self).user_sessions(user_id).await
+    }
+
+    async fn delete_user_sessions(&self, user_id: &str) -> Result<usize, StoreError> {
+        (**self).delete_user_sessions(user_id).await
+    }
+}

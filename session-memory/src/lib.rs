@@ -1,0 +1,351 @@
+//! [`MemoryStore`]: sessions in the memory of one process.
+//!
+//! For a single server and for tests. Behind a load balancer each server has its own
+//! store, so a user whose requests land on another server is logged out: use a
+//! central store (Redis, SQL) there.
+//!
+//! ```
+//! use session_core::SessionLayer;
+//! use session_memory::MemoryStore;
+//!
+//! let store = MemoryStore::new();
+//! let layer = SessionLayer::new(store.clone());
+//! assert_eq!(store.len(), 0);
+//! # let _ = layer;
+//! ```
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use session_core::{
+    async_trait, Changes, Created, Meta, Record, Saved, SessionKey, SessionStore, StoreError,
+    Timestamp, UpdateFn, Updated, UserSession,
+};
+
+/// An in-process session store.
+///
+/// Sessions live in a sharded map, so requests of different sessions rarely wait for
+/// each other; the operations on one session are atomic under its shard's lock.
+/// Expired sessions are never returned, and a background task (started on the first
+/// write, inside the tokio runtime) removes them every minute, or as often as
+/// [`with_sweep_interval`](Self::with_sweep_interval) says. Clones share the store.
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sessions: DashMap<SessionKey, Record>,
+    /// Keys of each user's sessions. It may briefly list a key that is gone (readers
+    /// check `sessions`), never miss one that is live: keys are added before their
+    /// session and removed after it.
+    users: DashMap<String, HashSet<SessionKey>>,
+    sweep_interval: Duration,
+    sweeper: OnceLock<()>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::with_sweep_interval(Duration::from_secs(60))
+    }
+
+    /// An empty store whose expired sessions are removed every `interval`.
+    pub fn with_sweep_interval(interval: Duration) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                sessions: DashMap::new(),
+                users: DashMap::new(),
+                sweep_interval: interval.max(Duration::from_millis(1)),
+                sweeper: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// How many sessions the store holds, expired ones not yet swept included.
+    pub fn len(&self) -> usize {
+        self.inner.sessions.len()
+    }
+
+    /// Whether the store holds no session.
+    pub fn is_empty(&self) -> bool {
+        self.inner.sessions.is_empty()
+    }
+
+    /// Starts the sweeper once, if a tokio runtime is there to run it. It holds only a
+    /// weak reference, and ends when the last clone of the store is dropped.
+    fn start_sweeper(&self) {
+        self.inner.sweeper.get_or_init(|| {
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            let weak = Arc::downgrade(&self.inner);
+            runtime.spawn(sweep(weak, self.inner.sweep_interval));
+        });
+    }
+}
+
+async fn sweep(store: Weak<Inner>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(inner) = store.upgrade() else { return };
+        let removed = inner.remove_expired(Timestamp::now());
+        if removed > 0 {
+            tracing::debug!(removed, "memory store swept expired sessions");
+        }
+    }
+}
+
+impl Inner {
+    fn remove_expired(&self, now: Timestamp) -> usize {
+        let mut expired = Vec::new();
+        self.sessions.retain(|key, record| {
+            let live = !record.meta.is_expired(now);
+            if !live {
+                expired.push((*key, record.meta.user_id.take()));
+            }
+            live
+        });
+        for (key, user) in &expired {
+            if let Some(user) = user {
+                self.unindex(user, key);
+            }
+        }
+        expired.len()
+    }
+
+    fn index(&self, user: &str, key: SessionKey) {
+        self.users.entry(user.to_owned()).or_default().insert(key);
+    }
+
+    fn unindex(&self, user: &str, key: &SessionKey) {
+        if let Entry::Occupied(mut keys) = self.users.entry(user.to_owned()) {
+            keys.get_mut().remove(key);
+            if keys.get().is_empty() {
+                keys.remove();
+            }
+        }
+    }
+
+    /// Removes `key`; its index entry goes after it.
+    fn remove(&self, key: &SessionKey) -> Option<Record> {
+        let (_, record) = self.sessions.remove(key)?;
+        if let Some(user) = &record.meta.user_id {
+            self.unindex(user, key);
+        }
+        Some(record)
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("sessions", &self.len())
+            .finish()
+    }
+}
+
+/// Takes a write's metadata, but not its user: the user of a session changes only
+/// through login, which creates a new record, so the index stays right.
+fn adopt_meta(stored: &mut Meta, written: &Meta) {
+    let user_id = stored.user_id.take();
+    *stored = Meta {
+        user_id,
+        ..written.clone()
+    };
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>, StoreError> {
+        let now = Timestamp::now();
+        Ok(self
+            .inner
+            .sessions
+            .get(key)
+            .filter(|record| !record.meta.is_expired(now))
+            .map(|record| record.clone()))
+    }
+
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created, StoreError> {
+        self.start_sweeper();
+        let now = Timestamp::now();
+        if record.meta.is_expired(now) {
+            // Born dead: nothing to keep, and nothing live can be under this key.
+            return Ok(Created::Created);
+        }
+        if let Some(user) = &record.meta.user_id {
+            self.inner.index(user, *key);
+        }
+        let mut stored = record.clone();
+        stored.data.shrink_to_fit();
+        let replaced = match self.inner.sessions.entry(*key) {
+            Entry::Occupied(existing) if !existing.get().meta.is_expired(now) => {
+                return Ok(Created::Collision);
+            }
+            Entry::Occupied(mut dead) => Some(std::mem::replace(dead.get_mut(), stored)),
+            Entry::Vacant(vacant) => {
+                vacant.insert(stored);
+                None
+            }
+        };
+        if let Some(user) = replaced.and_then(|dead| dead.meta.user_id) {
+            if record.meta.user_id.as_deref() != Some(&user) {
+                self.inner.unindex(&user, key);
+            }
+        }
+        Ok(Created::Created)
+    }
+
+    async fn save(
+        &self,
+        key: &SessionKey,
+        changes: &Changes,
+        meta: &Meta,
+    ) -> Result<Saved, StoreError> {
+        let now = Timestamp::now();
+        let Some(mut record) = self.inner.sessions.get_mut(key) else {
+            return Ok(Saved::Missing);
+        };
+        if record.meta.is_expired(now) {
+            return Ok(Saved::Missing);
+        }
+        adopt_meta(&mut record.meta, meta);
+        changes.apply_to(&mut record.data);
+        record.data.shrink_to_fit();
+        Ok(Saved::Saved)
+    }
+
+    async fn update(
+        &self,
+        key: &SessionKey,
+        field: &str,
+        f: &UpdateFn<'_>,
+        meta: &Meta,
+    ) -> Result<Updated, StoreError> {
+        let now = Timestamp::now();
+        let Some(mut record) = self.inner.sessions.get_mut(key) else {
+            return Ok(Updated::Missing);
+        };
+        if record.meta.is_expired(now) {
+            return Ok(Updated::Missing);
+        }
+        // The shard's write lock is held from read to write: the update is atomic.
+        let current = record.data.get(field);
+        let Some(value) = f(current) else {
+            return Ok(Updated::Kept(current.cloned()));
+        };
+        record.data.insert(field.to_owned(), value.clone());
+        adopt_meta(&mut record.meta, meta);
+        Ok(Updated::Stored(value))
+    }
+
+    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<Saved, StoreError> {
+        let now = Timestamp::now();
+        match self.inner.sessions.get_mut(key) {
+            Some(mut record) if !record.meta.is_expired(now) => {
+                record.meta.expires_at = expires_at;
+                Ok(Saved::Saved)
+            }
+            _ => Ok(Saved::Missing),
+        }
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<(), StoreError> {
+        self.inner.remove(key);
+        Ok(())
+    }
+
+    async fn user_sessions(&self, user_id: &str) -> Result<Vec<UserSession>, StoreError> {
+        let now = Timestamp::now();
+        let keys: Vec<SessionKey> = match self.inner.users.get(user_id) {
+            Some(keys) => keys.iter().copied().collect(),
+            None => return Ok(Vec::new()),
+        };
+        Ok(keys
+            .into_iter()
+            .filter_map(|key| {
+                let record = self.inner.sessions.get(&key)?;
+                let mine = record.meta.user_id.as_deref() == Some(user_id);
+                (mine && !record.meta.is_expired(now)).then(|| UserSession {
+                    key,
+                    meta: record.meta.clone(),
+                })
+            })
+            .collect())
+    }
+
+    async fn delete_user_sessions(&self, user_id: &str) -> Result<usize, StoreError> {
+        let now = Timestamp::now();
+        let Some((_, keys)) = self.inner.users.remove(user_id) else {
+            return Ok(0);
+        };
+        let mut ended = 0;
+        for key in keys {
+            let removed = self.inner.sessions.remove_if(&key, |_, record| {
+                record.meta.user_id.as_deref() == Some(user_id)
+            });
+            if removed.is_some_and(|(_, record)| !record.meta.is_expired(now)) {
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    session_testkit::conformance_tests!(MemoryStore::new());
+
+    #[tokio::test]
+    async fn expired_sessions_are_swept_without_a_request() {
+        let store = MemoryStore::with_sweep_interval(Duration::from_millis(20));
+        let now = Timestamp::now();
+        for i in 0..100 {
+            let key = session_testkit::random_key();
+            let mut meta = Meta::new(now, now.saturating_add(Duration::from_millis(50)));
+            meta.user_id = Some(format!("user-{}", i % 3));
+            let record = Record {
+                data: [("n".to_owned(), serde_json::json!(i))]
+                    .into_iter()
+                    .collect(),
+                meta,
+            };
+            assert_eq!(store.create(&key, &record).await.unwrap(), Created::Created);
+        }
+        assert_eq!(store.len(), 100);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while (store.len() > 0 || !store.inner.users.is_empty())
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(store.len(), 0, "expired sessions left in the store");
+        assert!(store.inner.users.is_empty(), "user index not cleaned");
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_ends_with_the_store() {
+        let store = MemoryStore::with_sweep_interval(Duration::from_millis(5));
+        store.start_sweeper();
+        let weak = Arc::downgrade(&store.inner);
+        drop(store);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(weak.upgrade().is_none());
+    }
+}

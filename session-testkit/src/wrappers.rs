@@ -1,0 +1,163 @@
+//! A store that wraps a real store to count its calls, make it fail, or force an id
+//! collision.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use session_core::{
+    Changes, Created, Meta, Record, Saved, SessionKey, SessionStore, StoreError, Timestamp,
+    UpdateFn, Updated, UserSession,
+};
+
+/// Wraps a store: counts the calls made to it by operation name (`load`, `create`,
+/// `save`, `update`, `touch`, `delete`, `user_sessions`, `delete_user_sessions`), and
+/// on demand makes them fail or hang, or sends the next `create` to a chosen key.
+/// Clones share the counters and switches.
+#[derive(Clone)]
+pub struct InstrumentedStore<S> {
+    inner: S,
+    shared: Arc<Instruments>,
+}
+
+#[derive(Default)]
+struct Instruments {
+    counts: Mutex<HashMap<&'static str, usize>>,
+    failing: AtomicBool,
+    hanging: AtomicBool,
+    forced_key: Mutex<Option<SessionKey>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<S> InstrumentedStore<S> {
+    /// Wraps `inner`, healthy, with zero counts.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            shared: Arc::default(),
+        }
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// Calls of `operation` so far.
+    pub fn count(&self, operation: &str) -> usize {
+        lock(&self.shared.counts)
+            .get(operation)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Calls of every operation so far.
+    pub fn total(&self) -> usize {
+        lock(&self.shared.counts).values().sum()
+    }
+
+    /// Calls that write (all but `load` and `user_sessions`).
+    pub fn writes(&self) -> usize {
+        self.total() - self.count("load") - self.count("user_sessions")
+    }
+
+    /// Forgets the counts.
+    pub fn reset_counts(&self) {
+        lock(&self.shared.counts).clear();
+    }
+
+    /// While `on`, every call returns an `Unavailable` error without reaching the store.
+    pub fn set_failing(&self, on: bool) {
+        self.shared.failing.store(on, Ordering::SeqCst);
+    }
+
+    /// While `on`, every call waits an hour first (the layer's timeout ends it).
+    pub fn set_hanging(&self, on: bool) {
+        self.shared.hanging.store(on, Ordering::SeqCst);
+    }
+
+    /// Makes the next `create` write under `key`, whatever key it was given: an id
+    /// generator repeating an existing id.
+    pub fn collide_next_with(&self, key: SessionKey) {
+        *lock(&self.shared.forced_key) = Some(key);
+    }
+
+    /// Whether a forced collision is still waiting for a `create`.
+    pub fn is_collision_pending(&self) -> bool {
+        lock(&self.shared.forced_key).is_some()
+    }
+
+    async fn enter(&self, operation: &'static str) -> Result<(), StoreError> {
+        *lock(&self.shared.counts).entry(operation).or_default() += 1;
+        if self.shared.hanging.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        if self.shared.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::unavailable(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "injected fault",
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<S: SessionStore> SessionStore for InstrumentedStore<S> {
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>, StoreError> {
+        self.enter("load").await?;
+        self.inner.load(key).await
+    }
+
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created, StoreError> {
+        self.enter("create").await?;
+        let forced = lock(&self.shared.forced_key).take();
+        self.inner.create(&forced.unwrap_or(*key), record).await
+    }
+
+    async fn save(
+        &self,
+        key: &SessionKey,
+        changes: &Changes,
+        meta: &Meta,
+    ) -> Result<Saved, StoreError> {
+        self.enter("save").await?;
+        self.inner.save(key, changes, meta).await
+    }
+
+    async fn update(
+        &self,
+        key: &SessionKey,
+        field: &str,
+        f: &UpdateFn<'_>,
+        meta: &Meta,
+    ) -> Result<Updated, StoreError> {
+        self.enter("update").await?;
+        self.inner.update(key, field, f, meta).await
+    }
+
+    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<Saved, StoreError> {
+        self.enter("touch").await?;
+        self.inner.touch(key, expires_at).await
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<(), StoreError> {
+        self.enter("delete").await?;
+        self.inner.delete(key).await
+    }
+
+    async fn user_sessions(&self, user_id: &str) -> Result<Vec<UserSession>, StoreError> {
+        self.enter("user_sessions").await?;
+        self.inner.user_sessions(user_id).await
+    }
+
+    async fn delete_user_sessions(&self, user_id: &str) -> Result<usize, StoreError> {
+        self.enter("delete_user_sessions").await?;
+        self.inner.delete_user_sessions(user_id).await
+    }
+}

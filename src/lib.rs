@@ -1,0 +1,38 @@
+//! Sessions for tower and axum that stay consistent when the application runs on many
+//! servers behind a load balancer.
+//!
+//! Wrap a router with [`SessionLayer`] over a [`SessionStore`] and take [`Session`] in
+//! handlers. The store is picked by a Cargo feature and a constructor; handlers never
+//! change when it does.
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use session_kit::{MemoryStore, Session, SessionLayer};
+//!
+//! async fn visits(session: Session) -> Result<String, session_kit::SessionError> {
+//!     let n = session.update("visits", |n: Option<u64>| n.unwrap_or(0) + 1).await?;
+//!     Ok(format!("visit number {n}"))
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/", get(visits))
+//!     .layer(SessionLayer::new(MemoryStore::new()));
+//! # let _ = app;
+//! ```
+//!
+//! See [`session_core`] for how a request flows and what is guaranteed under
+//! concurrency and failure.
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! | --- | --- | --- |
+//! | `memory` | yes | [`MemoryStore`], in-process: one server, and tests |
+//! | `axum` | yes | [`Session`] as an axum extractor |
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub use session_core::*;
+
+#[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
+pub use session_memory::MemoryStore;
