@@ -1,0 +1,675 @@
+//! The layer through axum, driven with `oneshot`: cookies, writes, failures, logs.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Path;
+use axum::http::{header, HeaderMap, Request, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use http_body_util::BodyExt;
+use session_kit::cookie::{Key, SameSite};
+use session_kit::{
+    ConfigError, Expiry, MemoryStore, Session, SessionError, SessionId, SessionLayer,
+    SessionLayerBuilder, SessionStore, Timestamp,
+};
+use session_testkit::InstrumentedStore;
+use tower::ServiceExt;
+
+type Store = InstrumentedStore<MemoryStore>;
+
+fn store() -> Store {
+    InstrumentedStore::new(MemoryStore::new())
+}
+
+async fn get_value(session: Session, Path(key): Path<String>) -> Result<String, SessionError> {
+    let value: Option<serde_json::Value> = session.get(&key).await?;
+    Ok(value.unwrap_or_default().to_string())
+}
+
+async fn set_value(
+    session: Session,
+    Path((key, value)): Path<(String, String)>,
+) -> Result<(), SessionError> {
+    session.insert(&key, value).await
+}
+
+async fn login(session: Session, Path(user): Path<String>) -> Result<(), SessionError> {
+    session.login(user).await
+}
+
+async fn logout(session: Session) {
+    session.destroy().await;
+}
+
+/// Sets a key and removes it again: the session ends the request empty.
+async fn set_and_unset(session: Session) -> Result<(), SessionError> {
+    session.insert("tmp", 1).await?;
+    session.remove("tmp").await?;
+    Ok(())
+}
+
+async fn remember_me(session: Session) -> Result<(), SessionError> {
+    session.login("remembered").await?;
+    session
+        .set_expiry(Expiry::on_inactivity(Duration::from_secs(3600)).persistent())
+        .await
+}
+
+fn routes() -> Router {
+    Router::new()
+        .route("/get/{key}", get(get_value))
+        .route("/set/{key}/{value}", post(set_value))
+        .route("/login/{user}", post(login))
+        .route("/logout", post(logout))
+        .route("/set-and-unset", post(set_and_unset))
+        .route("/remember-me", post(remember_me))
+        .route("/static", get(|| async { "no session here" }))
+}
+
+fn app(layer: SessionLayer) -> Router {
+    routes().layer(layer)
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// The `name=value` pair of the only `Set-Cookie`.
+    fn cookie_pair(&self) -> String {
+        let cookies = self.set_cookies();
+        assert_eq!(cookies.len(), 1, "expected one Set-Cookie, got {cookies:?}");
+        cookies[0].split(';').next().unwrap().to_owned()
+    }
+}
+
+async fn send(app: &Router, method: &str, path: &str, cookie: Option<&str>) -> Reply {
+    let mut request = Request::builder().method(method).uri(path);
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    reply(response).await
+}
+
+async fn reply(response: Response) -> Reply {
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// SECURITY.md 10: the default cookie, exactly.
+#[tokio::test]
+async fn default_cookie_is_secure() {
+    let app = app(SessionLayer::new(MemoryStore::new()));
+    let reply = send(&app, "POST", "/set/a/1", None).await;
+    let cookie = &reply.set_cookies()[0];
+    let value = cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .strip_prefix("id=")
+        .unwrap();
+    assert!(SessionId::parse(value).is_some(), "not an id: {value}");
+    assert_eq!(
+        cookie.replace(value, "<id>"),
+        "id=<id>; HttpOnly; SameSite=Lax; Secure; Path=/"
+    );
+    assert_eq!(reply.headers[header::CACHE_CONTROL], "no-store");
+}
+
+/// SECURITY.md 11: `__Host-` and `__Secure-` rules fail when the layer is built.
+#[test]
+fn cookie_prefixes_are_validated_at_build_time() {
+    let builder = || SessionLayer::builder(MemoryStore::new()).with_cookie_name("__Host-id");
+    let error = |b: SessionLayerBuilder| b.build().map(|_| ()).unwrap_err();
+    assert_eq!(
+        error(builder().with_domain("example.com")),
+        ConfigError::HostPrefixWithDomain
+    );
+    assert_eq!(
+        error(builder().with_secure(false)),
+        ConfigError::PrefixWithoutSecure
+    );
+    assert_eq!(
+        error(builder().with_path("/app")),
+        ConfigError::HostPrefixWithPath
+    );
+    assert!(builder().build().is_ok());
+    let secure = SessionLayer::builder(MemoryStore::new())
+        .with_cookie_name("__Secure-id")
+        .with_secure(false);
+    assert_eq!(error(secure), ConfigError::PrefixWithoutSecure);
+    for bad in ["", "a b", "a;b", "a=b", "é"] {
+        let b = SessionLayer::builder(MemoryStore::new()).with_cookie_name(bad);
+        assert!(
+            matches!(error(b), ConfigError::InvalidCookieName(_)),
+            "{bad:?}"
+        );
+    }
+    let zero = SessionLayer::builder(MemoryStore::new()).with_max_sessions_per_user(0);
+    assert_eq!(error(zero), ConfigError::ZeroSessionCap);
+    let header = SessionLayer::builder(MemoryStore::new()).with_header("bad header");
+    assert!(matches!(error(header), ConfigError::InvalidHeaderName(_)));
+}
+
+fn attributes(set_cookie: &str) -> Vec<String> {
+    let mut attributes: Vec<String> = set_cookie
+        .split(';')
+        .skip(1)
+        .map(|a| a.trim().to_owned())
+        .filter(|a| !a.starts_with("Max-Age") && !a.starts_with("Expires"))
+        .collect();
+    attributes.sort();
+    attributes
+}
+
+/// SECURITY.md 12: logout and expiry send a removal cookie with the issuing cookie's
+/// name, Path, Domain, Secure and SameSite, and `Max-Age=0`.
+#[tokio::test]
+async fn removal_cookie_matches_the_issued_one() {
+    let offset = Arc::new(AtomicI64::new(0));
+    let clock = {
+        let offset = offset.clone();
+        move || {
+            Timestamp::from_unix_millis(
+                Timestamp::now().unix_millis() + offset.load(Ordering::SeqCst),
+            )
+        }
+    };
+    let layer = SessionLayer::builder(MemoryStore::new())
+        .with_cookie_name("admin_session")
+        .with_path("/")
+        .with_domain("example.test")
+        .with_same_site(SameSite::Strict)
+        .with_clock(clock)
+        .build()
+        .unwrap();
+    let app = app(layer);
+    let issued = send(&app, "POST", "/login/alice", None).await;
+    let issued_cookie = issued.set_cookies()[0].clone();
+    let pair = issued.cookie_pair();
+
+    for removal in [send(&app, "POST", "/logout", Some(&pair)).await, {
+        let again = send(&app, "POST", "/login/alice", None).await;
+        offset.store(31 * 60_000, Ordering::SeqCst);
+        send(&app, "GET", "/get/x", Some(&again.cookie_pair())).await
+    }] {
+        let removal_cookie = &removal.set_cookies()[0];
+        assert!(
+            removal_cookie.starts_with("admin_session=;"),
+            "{removal_cookie}"
+        );
+        assert!(removal_cookie.contains("Max-Age=0"), "{removal_cookie}");
+        assert_eq!(attributes(removal_cookie), attributes(&issued_cookie));
+        offset.store(0, Ordering::SeqCst);
+    }
+}
+
+/// SECURITY.md 8: requests that only read write nothing and set no cookie.
+#[tokio::test]
+async fn read_only_requests_do_not_write() {
+    let store = store();
+    let app = app(SessionLayer::new(store.clone()));
+    let pair = send(&app, "POST", "/set/a/1", None).await.cookie_pair();
+    store.reset_counts();
+    for _ in 0..100 {
+        let reply = send(&app, "GET", "/get/a", Some(&pair)).await;
+        assert_eq!(reply.body, "\"1\"");
+        assert!(reply.set_cookies().is_empty());
+    }
+    assert_eq!(store.writes(), 0);
+    assert_eq!(store.count("load"), 100);
+    // Writing a value the session already has is no write either.
+    send(&app, "POST", "/set/a/1", Some(&pair)).await;
+    assert_eq!(store.writes(), 0);
+    // A route that never touches the session does not even load it.
+    send(&app, "GET", "/static", Some(&pair)).await;
+    assert_eq!(store.count("load"), 101);
+}
+
+/// A write to an existing session is one load and one save, and sets no cookie.
+#[tokio::test]
+async fn a_write_costs_two_store_calls() {
+    let store = store();
+    let app = app(SessionLayer::new(store.clone()));
+    let pair = send(&app, "POST", "/set/a/1", None).await.cookie_pair();
+    store.reset_counts();
+    let reply = send(&app, "POST", "/set/b/2", Some(&pair)).await;
+    assert!(reply.set_cookies().is_empty());
+    assert_eq!(
+        (store.count("load"), store.count("save"), store.total()),
+        (1, 1, 2)
+    );
+}
+
+/// SECURITY.md 9: ten thousand cookie-less requests make no store call, and a
+/// session that ends its request empty is never stored.
+#[tokio::test]
+async fn cookieless_requests_cost_nothing() {
+    let store = store();
+    let app = app(SessionLayer::new(store.clone()));
+    for i in 0..10_000 {
+        let path = if i % 2 == 0 {
+            "/get/a"
+        } else {
+            "/set-and-unset"
+        };
+        let reply = send(&app, if i % 2 == 0 { "GET" } else { "POST" }, path, None).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(reply.set_cookies().is_empty());
+    }
+    assert_eq!(store.total(), 0);
+    assert!(store.inner().is_empty());
+}
+
+/// SECURITY.md 16: a store that hangs gets a 503 with `Retry-After` once the store
+/// timeout passes (virtual time), and no cookie is set or cleared.
+#[tokio::test(start_paused = true)]
+async fn a_hanging_store_fails_closed_after_the_timeout() {
+    let store = store();
+    let layer = SessionLayer::builder(store.clone())
+        .with_store_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let app = app(layer);
+    let pair = send(&app, "POST", "/set/a/1", None).await.cookie_pair();
+    store.set_hanging(true);
+    let started = tokio::time::Instant::now();
+    let reply = send(&app, "GET", "/get/a", Some(&pair)).await;
+    let waited = started.elapsed();
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.headers[header::RETRY_AFTER], "1");
+    assert!(reply.set_cookies().is_empty());
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(1),
+        "{waited:?}"
+    );
+    store.set_hanging(false);
+    assert_eq!(send(&app, "GET", "/get/a", Some(&pair)).await.body, "\"1\"");
+}
+
+/// SECURITY.md 17: a store that fails never leads to a new session or a cleared
+/// cookie, even for a handler that ignores the error.
+#[tokio::test]
+async fn store_errors_never_become_new_sessions() {
+    async fn ignores_errors(session: Session) -> &'static str {
+        let _ = session.get::<String>("user").await;
+        let _ = session.insert("user", "guest").await;
+        "handler ran"
+    }
+    let store = store();
+    let app = Router::new()
+        .route("/careless", post(ignores_errors))
+        .merge(routes())
+        .layer(SessionLayer::new(store.clone()));
+    let pair = send(&app, "POST", "/set/user/alice", None)
+        .await
+        .cookie_pair();
+    store.set_failing(true);
+    for cookie in [Some(pair.as_str()), None] {
+        let reply = send(&app, "POST", "/careless", cookie).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(reply.set_cookies().is_empty(), "{:?}", reply.set_cookies());
+        assert_ne!(reply.body, "handler ran");
+    }
+    store.set_failing(false);
+    assert_eq!(
+        send(&app, "GET", "/get/user", Some(&pair)).await.body,
+        "\"alice\""
+    );
+    assert_eq!(store.inner().len(), 1);
+}
+
+/// A tracing layer that keeps everything it is given, at every level.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// SECURITY.md 26: a full login, use and logout, with every tracing event captured,
+/// never logs the id, its key, or the session's data.
+#[tokio::test]
+async fn ids_and_data_never_reach_the_logs() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let store = store();
+    let app = app(SessionLayer::new(store.clone()));
+    let pair = send(&app, "POST", "/login/alice", None).await.cookie_pair();
+    let token = pair.strip_prefix("id=").unwrap().to_owned();
+    let key = SessionId::parse(&token).unwrap().key().to_string();
+    send(&app, "POST", "/set/secret/hunter2", Some(&pair)).await;
+    send(&app, "GET", "/get/secret", Some(&pair)).await;
+    store.set_failing(true);
+    send(&app, "GET", "/get/secret", Some(&pair)).await;
+    store.set_failing(false);
+    send(&app, "POST", "/logout", Some(&pair)).await;
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("session store call"),
+        "nothing was logged:\n{logs}"
+    );
+    assert!(
+        logs.contains("failed"),
+        "the failure was not logged:\n{logs}"
+    );
+    for secret in [&token, &key, "hunter2"] {
+        assert!(
+            !logs.contains(secret),
+            "{secret} appears in the logs:\n{logs}"
+        );
+    }
+    assert_eq!(
+        format!("{:?}", SessionId::parse(&token).unwrap()),
+        "SessionId(…)"
+    );
+}
+
+/// SECURITY.md 27: a thousand concurrent users each see only their own data, and
+/// every response that sets the cookie says `Cache-Control: no-store`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_users_see_only_their_own_sessions() {
+    let app = app(SessionLayer::new(MemoryStore::new()));
+    let users: Vec<_> = (0..1000)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let reply = send(&app, "POST", &format!("/set/marker/user{i}"), None).await;
+                assert_eq!(reply.headers[header::CACHE_CONTROL], "no-store");
+                let pair = reply.cookie_pair();
+                for _ in 0..3 {
+                    let reply = send(&app, "GET", "/get/marker", Some(&pair)).await;
+                    assert_eq!(reply.body, format!("\"user{i}\""));
+                    tokio::task::yield_now().await;
+                }
+                pair
+            })
+        })
+        .collect();
+    let mut cookies = std::collections::HashSet::new();
+    for user in users {
+        assert!(cookies.insert(user.await.unwrap()), "two users got one id");
+    }
+}
+
+/// SECURITY.md 28: malformed, oversized and duplicate cookies give a fresh session.
+#[tokio::test]
+async fn hostile_cookies_give_a_fresh_session() {
+    let store = store();
+    let app = app(SessionLayer::new(store.clone()));
+    let good = send(&app, "POST", "/set/a/1", None).await.cookie_pair();
+    let good_value = good.strip_prefix("id=").unwrap();
+    let huge = format!("id={}", "A".repeat(100_000));
+    let cases = [
+        "id=".to_owned(),
+        "id".to_owned(),
+        "=".to_owned(),
+        ";;;".to_owned(),
+        "id=%00%ff".to_owned(),
+        format!("id={}", &good_value[..31]),
+        format!("id={good_value}x"),
+        format!("id=\"{good_value}\""),
+        huge,
+        format!("id={}", "/".repeat(32)),
+    ];
+    for cookie in &cases {
+        let reply = send(&app, "GET", "/get/a", Some(cookie)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{cookie:.40}");
+        assert_eq!(reply.body, "null", "{cookie:.40}");
+    }
+    // A valid id among junk and duplicates is found; the first valid one wins.
+    let dup = format!(
+        "other=1; id=garbage; id={good_value}; id={}",
+        session_testkit::random_token()
+    );
+    assert_eq!(send(&app, "GET", "/get/a", Some(&dup)).await.body, "\"1\"");
+    // Bytes that are not valid UTF-8 in the header value.
+    let mut request = Request::get("/get/a").body(Body::empty()).unwrap();
+    request.headers_mut().insert(
+        header::COOKIE,
+        header::HeaderValue::from_bytes(b"id=\xff\xfe").unwrap(),
+    );
+    let response = reply(app.clone().oneshot(request).await.unwrap()).await;
+    assert_eq!(
+        (response.status, response.body.as_str()),
+        (StatusCode::OK, "null")
+    );
+    assert_eq!(store.inner().len(), 1, "hostile input changed the store");
+}
+
+mod cookie_parsing {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// SECURITY.md 28: no `Cookie` header, however odd, panics or fails the
+        /// request; a write under it always gets a new, well-formed id.
+        #[test]
+        fn any_cookie_header_gives_a_well_formed_outcome(
+            raw in proptest::collection::vec(any::<u8>(), 0..300),
+            prefix in prop_oneof![Just(""), Just("id="), Just("id=; id="), Just("a=b; id=")],
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let app = app(SessionLayer::new(MemoryStore::new()));
+                let mut bytes = prefix.as_bytes().to_vec();
+                bytes.extend(raw.iter().copied().filter(|b| *b == b'\t' || (*b >= 0x20 && *b != 0x7f)));
+                let mut request = Request::post("/set/k/v").body(Body::empty()).unwrap();
+                request.headers_mut().insert(header::COOKIE, header::HeaderValue::from_bytes(&bytes).unwrap());
+                let response = reply(app.clone().oneshot(request).await.unwrap()).await;
+                prop_assert_eq!(response.status, StatusCode::OK);
+                let pair = response.cookie_pair();
+                let value = pair.strip_prefix("id=").unwrap();
+                prop_assert!(SessionId::parse(value).is_some());
+                prop_assert!(!String::from_utf8_lossy(&bytes).contains(value));
+                Ok(())
+            })?;
+        }
+    }
+}
+
+/// With a signing key, only cookies this application signed are accepted.
+#[tokio::test]
+async fn signed_cookies_reject_tampering() {
+    let store = MemoryStore::new();
+    let signed_app = |key: [u8; 64]| {
+        let layer = SessionLayer::builder(store.clone()).with_signing_key(Key::from(&key));
+        app(layer.build().unwrap())
+    };
+    let app = signed_app([42; 64]);
+    let pair = send(&app, "POST", "/set/a/1", None).await.cookie_pair();
+    let value = pair.strip_prefix("id=").unwrap();
+    assert!(value.len() > 32, "the cookie is not signed: {value}");
+    assert_eq!(send(&app, "GET", "/get/a", Some(&pair)).await.body, "\"1\"");
+
+    // Flip each character of the signature and of the id: every one is refused.
+    for i in 0..value.len() {
+        let mut tampered = value.as_bytes().to_vec();
+        tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
+        let cookie = format!("id={}", String::from_utf8(tampered).unwrap());
+        assert_eq!(
+            send(&app, "GET", "/get/a", Some(&cookie)).await.body,
+            "null",
+            "byte {i}"
+        );
+    }
+    // The bare id, without its signature, is refused too.
+    let bare = format!("id={}", &value[value.len() - 32..]);
+    assert_eq!(send(&app, "GET", "/get/a", Some(&bare)).await.body, "null");
+    // Another key does not accept it.
+    let other = signed_app([7; 64]);
+    assert_eq!(
+        send(&other, "GET", "/get/a", Some(&pair)).await.body,
+        "null"
+    );
+}
+
+/// API clients can carry the id in a header instead of a cookie.
+#[tokio::test]
+async fn the_id_can_travel_in_a_header() {
+    let app = app(SessionLayer::builder(MemoryStore::new())
+        .with_header("x-session")
+        .build()
+        .unwrap());
+    let response = app
+        .clone()
+        .oneshot(Request::post("/set/a/1").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert!(response.headers().get(header::SET_COOKIE).is_none());
+    let id = response.headers()["x-session"].to_str().unwrap().to_owned();
+    let request = Request::get("/get/a")
+        .header("x-session", &id)
+        .body(Body::empty())
+        .unwrap();
+    let read = reply(app.clone().oneshot(request).await.unwrap()).await;
+    assert_eq!(read.body, "\"1\"");
+    assert!(
+        read.headers.get("x-session").is_none(),
+        "an unchanged id was re-sent"
+    );
+    let request = Request::post("/logout")
+        .header("x-session", &id)
+        .body(Body::empty())
+        .unwrap();
+    let ended = reply(app.clone().oneshot(request).await.unwrap()).await;
+    assert_eq!(ended.headers["x-session"], "");
+}
+
+/// A persistent expiry gives the cookie a `Max-Age`, re-sent when the expiry moves.
+#[tokio::test]
+async fn persistent_cookies_carry_max_age() {
+    let offset = Arc::new(AtomicI64::new(0));
+    let clock = {
+        let offset = offset.clone();
+        move || {
+            Timestamp::from_unix_millis(
+                Timestamp::now().unix_millis() + offset.load(Ordering::SeqCst),
+            )
+        }
+    };
+    let app = app(SessionLayer::builder(MemoryStore::new())
+        .with_clock(clock)
+        .build()
+        .unwrap());
+    let plain = send(&app, "POST", "/set/a/1", None).await;
+    assert!(!plain.set_cookies()[0].contains("Max-Age"));
+
+    let remembered = send(&app, "POST", "/remember-me", None).await;
+    let cookie = &remembered.set_cookies()[0];
+    assert!(cookie.contains("Max-Age=3600"), "{cookie}");
+    let pair = remembered.cookie_pair();
+    // Soon after: nothing to re-send.
+    offset.store(60_000, Ordering::SeqCst);
+    assert!(send(&app, "GET", "/get/a", Some(&pair))
+        .await
+        .set_cookies()
+        .is_empty());
+    // Twenty minutes on, the expiry is pushed back and the cookie with it.
+    offset.store(20 * 60_000, Ordering::SeqCst);
+    let refreshed = send(&app, "GET", "/get/a", Some(&pair)).await;
+    let cookie = &refreshed.set_cookies()[0];
+    assert!(
+        cookie.contains("Max-Age=3600") || cookie.contains("Max-Age=3599"),
+        "{cookie}"
+    );
+}
+
+/// The extractor explains a missing layer; `Option<Session>` is `None` there.
+#[tokio::test]
+async fn the_extractor_names_the_missing_layer() {
+    let app = Router::new()
+        .route("/needs", get(|_: Session| async { "unreachable" }))
+        .route(
+            "/optional",
+            get(|session: Option<Session>| async move { session.is_some().to_string() }),
+        );
+    let reply = send(&app, "GET", "/needs", None).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(reply.body.contains("SessionLayer"), "{}", reply.body);
+    assert_eq!(send(&app, "GET", "/optional", None).await.body, "false");
+    let layered = app.layer(SessionLayer::new(MemoryStore::new()));
+    assert_eq!(send(&layered, "GET", "/optional", None).await.body, "true");
+}
+
+/// The layer serves any tower service, not only axum.
+#[tokio::test]
+async fn the_layer_wraps_plain_tower_services() {
+    use tower::Layer;
+    let service = SessionLayer::new(MemoryStore::new()).layer(tower::service_fn(
+        |request: http::Request<String>| async move {
+            let session = request.extensions().get::<Session>().cloned().unwrap();
+            let n = session
+                .update("n", |n: Option<u32>| n.unwrap_or(0) + 1)
+                .await?;
+            Ok::<_, SessionError>(http::Response::new(n.to_string()))
+        },
+    ));
+    let first = service
+        .clone()
+        .oneshot(http::Request::new(String::new()))
+        .await
+        .unwrap();
+    let cookie = first.headers()[header::SET_COOKIE].to_str().unwrap();
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    let request = http::Request::builder()
+        .header(header::COOKIE, pair)
+        .body(String::new())
+        .unwrap();
+    let second = service.oneshot(request).await.unwrap();
+    assert_eq!(second.body(), "2");
+}
+
+/// A session ended in the store while a request reads it is not re-created by that
+/// request's write.
+#[tokio::test]
+async fn a_session_deleted_elsewhere_stays_deleted() {
+    let store = MemoryStore::new();
+    let app = app(SessionLayer::new(store.clone()));
+    let pair = send(&app, "POST", "/login/alice", None).await.cookie_pair();
+    let id = SessionId::parse(pair.strip_prefix("id=").unwrap()).unwrap();
+    store.delete(&id.key()).await.unwrap();
+    let reply = send(&app, "POST", "/set/a/1", Some(&pair)).await;
+    // The write starts a new, anonymous session under a new id.
+    assert_ne!(reply.cookie_pair(), pair);
+    assert!(store.load(&id.key()).await.unwrap().is_none());
+}
