@@ -673,3 +673,47 @@ async fn a_session_deleted_elsewhere_stays_deleted() {
     assert_ne!(reply.cookie_pair(), pair);
     assert!(store.load(&id.key()).await.unwrap().is_none());
 }
+
+/// A request reads its own writes: inserts, removals and clears show at once, on a
+/// new session and on a stored one, and what it leaves is what the next request sees.
+#[tokio::test]
+async fn a_request_reads_its_own_writes() {
+    async fn sequence(session: Session) -> Result<String, SessionError> {
+        let mut seen = Vec::new();
+        let mut look = |label: &str, value: Option<String>| seen.push(format!("{label}={value:?}"));
+        look("start", session.get("a").await?);
+        session.insert("a", "1").await?;
+        session.insert("b", "2").await?;
+        look("a", session.get("a").await?);
+        session.remove("a").await?;
+        look("a-removed", session.get("a").await?);
+        look("b", session.get("b").await?);
+        session.clear().await?;
+        look("b-cleared", session.get("b").await?);
+        let empty = session.is_empty().await?;
+        session.insert("c", "3").await?;
+        look("c", session.get("c").await?);
+        seen.insert(seen.len() - 1, format!("empty={empty}"));
+        Ok(seen.join(" "))
+    }
+    let app = Router::new()
+        .route("/sequence", post(sequence))
+        .merge(routes())
+        .layer(SessionLayer::new(MemoryStore::new()));
+    let expected =
+        "a=Some(\"1\") a-removed=None b=Some(\"2\") b-cleared=None empty=true c=Some(\"3\")";
+    let first = send(&app, "POST", "/sequence", None).await;
+    assert_eq!(first.body, format!("start=None {expected}"));
+    let pair = first.cookie_pair();
+    assert_eq!(send(&app, "GET", "/get/c", Some(&pair)).await.body, "\"3\"");
+    let second = send(&app, "POST", "/sequence", Some(&pair)).await;
+    assert_eq!(second.body, format!("start=None {expected}"));
+    for (key, value) in [("a", "null"), ("b", "null"), ("c", "\"3\"")] {
+        assert_eq!(
+            send(&app, "GET", &format!("/get/{key}"), Some(&pair))
+                .await
+                .body,
+            value
+        );
+    }
+}

@@ -25,8 +25,8 @@ pin_project! {
     enum State<F, B> {
         /// The handler is running.
         Handler { #[pin] future: F, session: Option<Session> },
-        /// The session is being saved. Boxed: only requests that used their session
-        /// get here, and they pay a store call that dwarfs the allocation.
+        /// The session is being saved. Boxed: only requests that need a store call
+        /// get here, and that call dwarfs the allocation.
         Finishing { future: Finishing<B> },
     }
 }
@@ -57,6 +57,11 @@ where
                     let Some(session) = session.take().filter(Session::is_used) else {
                         return Poll::Ready(Ok(response));
                     };
+                    if let Some(outcome) = session.try_finish() {
+                        return Poll::Ready(Ok(crate::service::respond(
+                            &session, response, outcome,
+                        )));
+                    }
                     let finishing = Box::pin(crate::service::finish(session, response));
                     self.as_mut()
                         .project()

@@ -78,8 +78,16 @@ const KEY_TEXT_LEN: usize = KEY_PREFIX.len() + 43;
 /// A dump of a store yields keys, and a key is no use as a cookie: the layer hashes
 /// whatever the client sends, so presenting a key names a different session.
 /// The text form (`Display`) is `v1.` followed by 43 base64url characters.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SessionKey([u8; 32]);
+
+/// Writes the 32 bytes and nothing else, so that a map can take its hash straight from
+/// them: they are SHA-256 output, already uniform.
+impl std::hash::Hash for SessionKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write(&self.0);
+    }
+}
 
 impl SessionKey {
     /// Parses the text form produced by `Display`, as a store reads it back.

@@ -167,11 +167,11 @@ impl Meta {
 
 /// A session's data: string keys, JSON values.
 ///
-/// A small ordered map, cheap to clone (it shares its entries until one side changes)
-/// and compact for the few keys a session usually has. `Debug` shows the keys, never
-/// the values.
-#[derive(Clone, Default, PartialEq)]
-pub struct Data(Arc<Vec<(String, Value)>>);
+/// A small ordered map, cheap to clone (it shares its entries until one side changes),
+/// free when empty, and compact for the few keys a session usually has. `Debug` shows
+/// the keys, never the values.
+#[derive(Clone, Default)]
+pub struct Data(Option<Arc<Vec<(String, Value)>>>);
 
 impl Data {
     /// An empty map.
@@ -179,24 +179,30 @@ impl Data {
         Self::default()
     }
 
+    fn entries(&self) -> &[(String, Value)] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    fn entries_mut(&mut self) -> &mut Vec<(String, Value)> {
+        Arc::make_mut(self.0.get_or_insert_with(Arc::default))
+    }
+
     fn position(&self, key: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(k, _)| k.as_str().cmp(key))
+        self.entries()
+            .binary_search_by(|(k, _)| k.as_str().cmp(key))
     }
 
     /// The value under `key`.
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.position(key).ok().map(|i| &self.0[i].1)
+        self.position(key).ok().map(|i| &self.entries()[i].1)
     }
 
     /// Sets `key` to `value`, returning the value it replaces.
     pub fn insert(&mut self, key: String, value: Value) -> Option<Value> {
         match self.position(&key) {
-            Ok(i) => Some(std::mem::replace(
-                &mut Arc::make_mut(&mut self.0)[i].1,
-                value,
-            )),
+            Ok(i) => Some(std::mem::replace(&mut self.entries_mut()[i].1, value)),
             Err(i) => {
-                Arc::make_mut(&mut self.0).insert(i, (key, value));
+                self.entries_mut().insert(i, (key, value));
                 None
             }
         }
@@ -205,44 +211,48 @@ impl Data {
     /// Removes `key`, returning its value.
     pub fn remove(&mut self, key: &str) -> Option<Value> {
         let i = self.position(key).ok()?;
-        Some(Arc::make_mut(&mut self.0).remove(i).1)
+        Some(self.entries_mut().remove(i).1)
     }
 
     /// Removes every key.
     pub fn clear(&mut self) {
-        if !self.0.is_empty() {
-            self.0 = Arc::default();
-        }
+        self.0 = None;
     }
 
     /// The number of keys.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.entries().len()
     }
 
     /// Whether there are no keys.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.entries().is_empty()
     }
 
     /// The entries in key order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Value)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v))
+        self.entries().iter().map(|(k, v)| (k.as_str(), v))
     }
 
     /// Drops spare capacity, for stores that keep many sessions in memory.
     pub fn shrink_to_fit(&mut self) {
-        if self.0.capacity() > self.0.len() {
-            Arc::make_mut(&mut self.0).shrink_to_fit();
+        if let Some(entries) = &self.0 {
+            if entries.capacity() > entries.len() {
+                self.entries_mut().shrink_to_fit();
+            }
         }
+    }
+}
+
+impl PartialEq for Data {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries() == other.entries()
     }
 }
 
 impl fmt::Debug for Data {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set()
-            .entries(self.0.iter().map(|(k, _)| k))
-            .finish()
+        f.debug_set().entries(self.iter().map(|(k, _)| k)).finish()
     }
 }
 
@@ -259,7 +269,7 @@ impl FromIterator<(String, Value)> for Data {
 impl Serialize for Data {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.len()))?;
-        for (key, value) in self.0.iter() {
+        for (key, value) in self.iter() {
             map.serialize_entry(key, value)?;
         }
         map.end()
@@ -287,7 +297,7 @@ impl<'de> Deserialize<'de> for Data {
                 entries.reverse();
                 entries.dedup_by(|later, earlier| later.0 == earlier.0);
                 entries.reverse();
-                Ok(Data(Arc::new(entries)))
+                Ok(Data((!entries.is_empty()).then(|| Arc::new(entries))))
             }
         }
 

@@ -7,9 +7,11 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
+use crate::error::StoreErrorKind;
 use crate::future::ResponseFuture;
 use crate::layer::Shared;
 use crate::session::Session;
+use crate::transport::IdUpdate;
 
 /// Wraps a service so that every request carries a [`Session`] in its extensions;
 /// made by [`SessionLayer`](crate::SessionLayer).
@@ -56,10 +58,21 @@ impl<S: fmt::Debug> fmt::Debug for SessionService<S> {
     }
 }
 
-/// Runs after the handler: saves the session and sets the id on the response, or
-/// replaces the response with the error policy's if the store failed.
-pub(crate) async fn finish<B: Default>(session: Session, mut response: Response<B>) -> Response<B> {
-    match session.finish().await {
+/// Runs after the handler, when the session needs the store: saves it, then
+/// [`respond`]s.
+pub(crate) async fn finish<B: Default>(session: Session, response: Response<B>) -> Response<B> {
+    let outcome = session.finish().await;
+    respond(&session, response, outcome)
+}
+
+/// Sets the id on the response, or replaces the response with the error policy's if
+/// the store failed.
+pub(crate) fn respond<B: Default>(
+    session: &Session,
+    mut response: Response<B>,
+    outcome: Result<Option<IdUpdate>, StoreErrorKind>,
+) -> Response<B> {
+    match outcome {
         Ok(None) => response,
         Ok(Some(update)) => {
             session

@@ -2,9 +2,11 @@
 
 use std::cmp::Reverse;
 use std::fmt;
-use std::future::Future;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -77,8 +79,9 @@ struct State {
     /// The id of the record this session reads and writes, when `Present`.
     id: Option<SessionId>,
     stored: Stored,
-    /// The session's data as this request sees it: the record's plus its changes.
-    data: Data,
+    /// The record's data as loaded (or, when `Absent`, what a new record will hold
+    /// besides `changes`). What the request sees is `base` with `changes` on top.
+    base: Data,
     /// The record's metadata (or, when `Absent`, the metadata a new record will get).
     meta: Meta,
     /// What this request changed, to be saved when `Present`.
@@ -92,6 +95,8 @@ struct State {
     retired: Vec<SessionKey>,
     /// The first store failure of this request, if any.
     failed: Option<StoreErrorKind>,
+    /// When the request started: the time every expiry decision of the request uses.
+    now: Timestamp,
 }
 
 impl Session {
@@ -111,7 +116,7 @@ impl Session {
                     incoming,
                     id: None,
                     stored,
-                    data: Data::new(),
+                    base: Data::new(),
                     meta,
                     changes: Changes::default(),
                     meta_changed: false,
@@ -119,6 +124,7 @@ impl Session {
                     logged_in: false,
                     retired: Vec::new(),
                     failed: None,
+                    now,
                 }),
             }),
         }
@@ -136,8 +142,7 @@ impl Session {
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
         let state = self.loaded().await?;
         state
-            .data
-            .get(key)
+            .view(key)
             .map(T::deserialize)
             .transpose()
             .map_err(SessionError::Value)
@@ -148,8 +153,7 @@ impl Session {
     pub async fn insert(&self, key: &str, value: impl Serialize) -> Result<(), SessionError> {
         let value = serde_json::to_value(value).map_err(SessionError::Value)?;
         let mut state = self.loaded().await?;
-        if state.data.get(key) != Some(&value) {
-            state.data.insert(key.to_owned(), value.clone());
+        if state.view(key) != Some(&value) {
             state.changes.insert(key.to_owned(), value);
         }
         Ok(())
@@ -158,7 +162,7 @@ impl Session {
     /// Removes `key`, returning its value.
     pub async fn remove(&self, key: &str) -> Result<Option<Value>, SessionError> {
         let mut state = self.loaded().await?;
-        let old = state.data.remove(key);
+        let old = state.view(key).cloned();
         if old.is_some() {
             state.changes.remove(key);
         }
@@ -168,8 +172,7 @@ impl Session {
     /// Removes every key. The session itself, its id and its user stay.
     pub async fn clear(&self) -> Result<(), SessionError> {
         let mut state = self.loaded().await?;
-        if !state.data.is_empty() {
-            state.data.clear();
+        if !state.is_view_empty() {
             state.changes.clear();
         }
         Ok(())
@@ -177,7 +180,7 @@ impl Session {
 
     /// Whether the session has no data.
     pub async fn is_empty(&self) -> Result<bool, SessionError> {
-        Ok(self.loaded().await?.data.is_empty())
+        Ok(self.loaded().await?.is_view_empty())
     }
 
     /// Atomically replaces the value under `key` with `f(current)`, in the store, now,
@@ -216,10 +219,8 @@ impl Session {
 
         let mut state = self.loaded().await?;
         let shared = &self.inner.shared;
-        if state.stored == Stored::Present {
-            if !state.changes.is_empty() || state.meta_changed {
-                self.save_changes(&mut state).await?;
-            }
+        if state.stored == Stored::Present && (!state.changes.is_empty() || state.meta_changed) {
+            self.save_changes(&mut state, true).await?;
         }
         if state.stored == Stored::Present {
             let key_hash = state.key();
@@ -233,7 +234,7 @@ impl Session {
             .map_err(|e| state.fail(e))?;
             match outcome {
                 Updated::Stored(value) => {
-                    state.data.insert(key.to_owned(), value.clone());
+                    state.base.insert(key.to_owned(), value.clone());
                     state.meta = meta;
                     return T::deserialize(value).map_err(SessionError::Value);
                 }
@@ -242,10 +243,10 @@ impl Session {
             }
         }
         // No record: compute on the local view and create the session now.
-        let Some(value) = compute(state.data.get(key)) else {
+        let Some(value) = compute(state.view(key)) else {
             return Err(take_failure());
         };
-        state.data.insert(key.to_owned(), value.clone());
+        state.changes.insert(key.to_owned(), value.clone());
         self.create(&mut state).await?;
         T::deserialize(value).map_err(SessionError::Value)
     }
@@ -275,9 +276,9 @@ impl Session {
         } else {
             state.retire();
         }
-        state.data.clear();
+        state.base.clear();
         state.changes = Changes::default();
-        state.meta = fresh_meta(shared, (shared.clock)());
+        state.meta = fresh_meta(shared, state.now);
         state.logged_in = false;
     }
 
@@ -287,7 +288,7 @@ impl Session {
     pub async fn login(&self, user_id: impl Into<String>) -> Result<(), SessionError> {
         let mut state = self.loaded().await?;
         let shared = &self.inner.shared;
-        let now = (shared.clock)();
+        let now = state.now;
         state.retire();
         state.meta.user_id = Some(user_id.into());
         state.meta.created_at = now;
@@ -346,8 +347,8 @@ impl Session {
         let shared = &self.inner.shared;
         if state.stored == Stored::Present && state.key() == *key {
             state.retire();
-            state.data.clear();
-            state.meta = fresh_meta(shared, (shared.clock)());
+            state.base.clear();
+            state.meta = fresh_meta(shared, state.now);
             return Ok(true);
         }
         call(shared, "delete", shared.store.delete(key))
@@ -374,9 +375,9 @@ impl Session {
         // The store deleted this session's record too; only the handle is left.
         state.stored = Stored::Absent;
         state.id = None;
-        state.data.clear();
+        state.base.clear();
         state.changes = Changes::default();
-        state.meta = fresh_meta(shared, (shared.clock)());
+        state.meta = fresh_meta(shared, state.now);
         state.logged_in = false;
         Ok(ended)
     }
@@ -390,6 +391,20 @@ impl Session {
         self.inner.used.load(Ordering::Relaxed)
     }
 
+    /// Finishes the request without waiting, if it needs no store call: the common
+    /// case of a request that only read its session. `None` means it does.
+    pub(crate) fn try_finish(&self) -> Option<Result<Option<IdUpdate>, StoreErrorKind>> {
+        let state = self.inner.state.try_lock().ok()?;
+        if let Some(kind) = state.failed {
+            return Some(Err(kind));
+        }
+        let shared = &self.inner.shared;
+        if state.needs_store(shared) {
+            return None;
+        }
+        Some(Ok(state.id_update(shared, false)))
+    }
+
     /// Writes what the request changed and says what the client must be told. An
     /// error means the request must fail with the error policy's response.
     pub(crate) async fn finish(&self) -> Result<Option<IdUpdate>, StoreErrorKind> {
@@ -397,18 +412,22 @@ impl Session {
         if let Some(kind) = state.failed {
             return Err(kind);
         }
-        let result = self.finish_locked(&mut state).await;
-        result.map_err(|_| state.failed.unwrap_or(StoreErrorKind::Other))
+        match self.write_back(&mut state).await {
+            Ok(refresh_cookie) => Ok(state.id_update(&self.inner.shared, refresh_cookie)),
+            Err(_) => Err(state.failed.unwrap_or(StoreErrorKind::Other)),
+        }
     }
 
-    async fn finish_locked(&self, state: &mut State) -> Result<Option<IdUpdate>, SessionError> {
+    /// The store calls that end a request; `State::needs_store` says whether there
+    /// are any. Returns whether a persistent cookie should be re-sent.
+    async fn write_back(&self, state: &mut State) -> Result<bool, SessionError> {
         let shared = &self.inner.shared;
         let mut refresh_cookie = false;
         match state.stored {
             Stored::Unknown => {}
             Stored::Present => {
                 if !state.changes.is_empty() || state.meta_changed {
-                    refresh_cookie = self.save_changes(state).await?;
+                    refresh_cookie = self.save_changes(state, false).await?;
                 } else if let Some(expires_at) = state.touch_due(shared) {
                     let key = state.key();
                     let saved = call(shared, "touch", shared.store.touch(&key, expires_at))
@@ -424,7 +443,7 @@ impl Session {
                 }
             }
             Stored::Absent => {
-                if !state.data.is_empty() || state.meta.user_id.is_some() {
+                if !state.is_view_empty() || state.meta.user_id.is_some() {
                     self.create(state).await?;
                 }
             }
@@ -437,26 +456,13 @@ impl Session {
                 .await
                 .map_err(|e| state.fail(e))?;
         }
-
-        let now = (shared.clock)();
-        let expiry = state.meta.expiry.unwrap_or(shared.expiry);
-        Ok(match (&state.id, state.stored) {
-            (Some(id), Stored::Present)
-                if state.issued || (refresh_cookie && expiry.is_persistent()) =>
-            {
-                let max_age = expiry
-                    .is_persistent()
-                    .then(|| state.meta.expires_at.saturating_since(now));
-                Some(IdUpdate::Issue(id.clone(), max_age))
-            }
-            (_, Stored::Present | Stored::Unknown) => None,
-            (_, Stored::Absent) => state.incoming.is_some().then_some(IdUpdate::Remove),
-        })
+        Ok(refresh_cookie)
     }
 
-    /// Saves the pending changes of a `Present` session. Returns whether the expiry
-    /// moved far enough for a persistent cookie to be worth re-sending.
-    async fn save_changes(&self, state: &mut State) -> Result<bool, SessionError> {
+    /// Saves the pending changes of a `Present` session, folding them into what the
+    /// request sees if it goes on (`keep_view`). Returns whether the expiry moved far
+    /// enough for a persistent cookie to be worth re-sending.
+    async fn save_changes(&self, state: &mut State, keep_view: bool) -> Result<bool, SessionError> {
         let shared = &self.inner.shared;
         let key = state.key();
         let meta = state.meta_for_write(shared);
@@ -471,7 +477,10 @@ impl Session {
             Saved::Saved => {
                 let extended = state.extends_enough(shared, meta.expires_at);
                 state.meta = meta;
-                state.changes = Changes::default();
+                let changes = std::mem::take(&mut state.changes);
+                if keep_view {
+                    changes.apply_to(&mut state.base);
+                }
                 state.meta_changed = false;
                 Ok(extended)
             }
@@ -488,11 +497,11 @@ impl Session {
     /// Stores the local view as a new record under a fresh id.
     async fn create(&self, state: &mut State) -> Result<(), SessionError> {
         let shared = &self.inner.shared;
-        let now = (shared.clock)();
+        let now = state.now;
         let mut meta = state.meta.clone();
         meta.expires_at = expires_at(shared, &meta, now);
         let record = Record {
-            data: state.data.clone(),
+            data: state.merged(),
             meta,
         };
         for _ in 0..CREATE_ATTEMPTS {
@@ -505,6 +514,7 @@ impl Session {
                 state.id = Some(id);
                 state.stored = Stored::Present;
                 state.issued = true;
+                state.base = record.data;
                 state.meta = record.meta;
                 state.changes = Changes::default();
                 state.meta_changed = false;
@@ -555,7 +565,7 @@ impl Session {
             let record = call(shared, "load", shared.store.load(&key))
                 .await
                 .map_err(|e| state.fail(e))?;
-            let now = (shared.clock)();
+            let now = state.now;
             match record {
                 // The store enforces expiry too; this check makes the stored times
                 // authoritative even where a store's clock or TTL lags.
@@ -564,7 +574,7 @@ impl Session {
                 {
                     state.id = Some(id);
                     state.stored = Stored::Present;
-                    state.data = record.data;
+                    state.base = record.data;
                     state.meta = record.meta;
                 }
                 _ => state.stored = Stored::Absent,
@@ -581,21 +591,27 @@ async fn call<T>(
     operation: &'static str,
     future: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
-    let started = Instant::now();
-    let result = match tokio::time::timeout(shared.store_timeout, future).await {
-        Ok(result) => result,
-        Err(_) => Err(StoreError::timed_out()),
+    let started = tracing::enabled!(tracing::Level::WARN).then(Instant::now);
+    let mut future = pin!(future);
+    // A store that answers at once (the memory store) pays for no timer.
+    let result = match poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await {
+        Poll::Ready(result) => result,
+        Poll::Pending => tokio::time::timeout(shared.store_timeout, future)
+            .await
+            .unwrap_or_else(|_| Err(StoreError::timed_out())),
     };
-    let elapsed_us = started.elapsed().as_micros() as u64;
-    match &result {
-        Ok(_) => tracing::debug!(operation, elapsed_us, "session store call"),
-        Err(error) => tracing::warn!(
-            operation,
-            elapsed_us,
-            %error,
-            source = ?std::error::Error::source(error),
-            "session store call failed"
-        ),
+    if let Some(started) = started {
+        let elapsed_us = started.elapsed().as_micros() as u64;
+        match &result {
+            Ok(_) => tracing::debug!(operation, elapsed_us, "session store call"),
+            Err(error) => tracing::warn!(
+                operation,
+                elapsed_us,
+                %error,
+                source = ?std::error::Error::source(error),
+                "session store call failed"
+            ),
+        }
     }
     result
 }
@@ -611,6 +627,65 @@ impl State {
         SessionError::Store(error)
     }
 
+    /// The value under `key` as this request sees it.
+    fn view(&self, key: &str) -> Option<&Value> {
+        if let Some(value) = self.changes.set.get(key) {
+            return Some(value);
+        }
+        if self.changes.cleared || self.changes.removed.iter().any(|k| k == key) {
+            return None;
+        }
+        self.base.get(key)
+    }
+
+    fn is_view_empty(&self) -> bool {
+        self.changes.set.is_empty()
+            && (self.changes.cleared
+                || self
+                    .base
+                    .iter()
+                    .all(|(key, _)| self.changes.removed.iter().any(|k| k == key)))
+    }
+
+    /// The data as this request sees it, as one map.
+    fn merged(&self) -> Data {
+        let mut data = self.base.clone();
+        self.changes.apply_to(&mut data);
+        data
+    }
+
+    /// Whether ending the request needs the store: `Session::write_back` has work.
+    fn needs_store(&self, shared: &Shared) -> bool {
+        !self.retired.is_empty()
+            || match self.stored {
+                Stored::Unknown => false,
+                Stored::Present => {
+                    !self.changes.is_empty()
+                        || self.meta_changed
+                        || self.touch_due(shared).is_some()
+                        || (self.logged_in && shared.max_sessions_per_user.is_some())
+                }
+                Stored::Absent => !self.is_view_empty() || self.meta.user_id.is_some(),
+            }
+    }
+
+    /// What the client must be told once the store is right.
+    fn id_update(&self, shared: &Shared, refresh_cookie: bool) -> Option<IdUpdate> {
+        let expiry = self.meta.expiry.unwrap_or(shared.expiry);
+        match (&self.id, self.stored) {
+            (Some(id), Stored::Present)
+                if self.issued || (refresh_cookie && expiry.is_persistent()) =>
+            {
+                let max_age = expiry
+                    .is_persistent()
+                    .then(|| self.meta.expires_at.saturating_since(self.now));
+                Some(IdUpdate::Issue(id.clone(), max_age))
+            }
+            (_, Stored::Present | Stored::Unknown) => None,
+            (_, Stored::Absent) => self.incoming.is_some().then_some(IdUpdate::Remove),
+        }
+    }
+
     /// Marks the current record (if any) for deletion; the data stays, to be stored
     /// under a fresh id if anything remains.
     fn retire(&mut self) {
@@ -620,6 +695,7 @@ impl State {
             self.id = None;
             self.issued = false;
         }
+        self.base = self.merged();
         self.stored = Stored::Absent;
         self.changes = Changes::default();
         self.meta_changed = false;
@@ -630,9 +706,9 @@ impl State {
         self.stored = Stored::Absent;
         self.id = None;
         self.issued = false;
-        self.data.clear();
+        self.base.clear();
         self.changes = Changes::default();
-        self.meta = fresh_meta(shared, (shared.clock)());
+        self.meta = fresh_meta(shared, self.now);
         self.meta_changed = false;
         self.logged_in = false;
     }
@@ -640,7 +716,7 @@ impl State {
     /// The metadata a write stores: the current one with the idle timeout restarted.
     fn meta_for_write(&self, shared: &Shared) -> Meta {
         let mut meta = self.meta.clone();
-        meta.expires_at = expires_at(shared, &meta, (shared.clock)());
+        meta.expires_at = expires_at(shared, &meta, self.now);
         meta
     }
 
@@ -652,7 +728,7 @@ impl State {
     /// The new expiry if pushing it back is due: only once a quarter of the idle
     /// timeout has passed since the last push, so that most reads write nothing.
     fn touch_due(&self, shared: &Shared) -> Option<Timestamp> {
-        let target = expires_at(shared, &self.meta, (shared.clock)());
+        let target = expires_at(shared, &self.meta, self.now);
         self.extends_enough(shared, target).then_some(target)
     }
 }

@@ -1,0 +1,399 @@
+//! A small admin site with login: the kind of application session-kit exists for.
+//!
+//! Run with: `cargo run --example admin`, then open <http://127.0.0.1:3000/> and log
+//! in as `alice` (password `wonderland`) or `bob` (password `builder`).
+//!
+//! Environment:
+//!
+//! | variable | default | meaning |
+//! | --- | --- | --- |
+//! | `PORT` | `3000` | port to listen on (127.0.0.1) |
+//! | `SERVER_ID` | `server-1` | name shown on every page, to see which server answered |
+//! | `SESSION_STORE` | `memory` | where sessions live |
+//! | `SECURE_COOKIE` | `0` | `1` marks the cookie `Secure` (use it behind HTTPS) |
+//! | `MAX_SESSIONS_PER_USER` | none | cap per user; `1` makes a new login end the others |
+
+use std::env;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Form, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use session_kit::{MemoryStore, Session, SessionError, SessionKey, SessionLayer, SessionStore};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The demo's users and their passwords. A real application keeps password hashes.
+const USERS: [(&str, &str); 2] = [("alice", "wonderland"), ("bob", "builder")];
+
+#[derive(Clone)]
+struct AppState {
+    server_id: Arc<str>,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    tracing_subscriber::fmt()
+        .with_env_filter(env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .init();
+
+    let port: u16 = env::var("PORT").unwrap_or_else(|_| "3000".into()).parse()?;
+    let server_id = env::var("SERVER_ID").unwrap_or_else(|_| "server-1".into());
+    let store_spec = env::var("SESSION_STORE").unwrap_or_else(|_| "memory".into());
+
+    let mut layer = SessionLayer::builder(open_store(&store_spec)?)
+        .with_cookie_name("admin_session")
+        .with_secure(env::var("SECURE_COOKIE").is_ok_and(|v| v == "1"));
+    if let Ok(cap) = env::var("MAX_SESSIONS_PER_USER") {
+        layer = layer.with_max_sessions_per_user(cap.parse()?);
+    }
+
+    let app = app(layer.build()?, server_id.clone());
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    tracing::info!(%address, server_id, store = store_spec, "admin example listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+/// The store named by `SESSION_STORE`.
+fn open_store(spec: &str) -> Result<Arc<dyn SessionStore>, BoxError> {
+    match spec {
+        "memory" => Ok(Arc::new(MemoryStore::new())),
+        other => Err(format!(
+            "SESSION_STORE={other:?} is not a store this build knows; supported: memory"
+        )
+        .into()),
+    }
+}
+
+fn app(layer: SessionLayer, server_id: String) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
+        .route("/logout-everywhere", post(logout_everywhere))
+        .route("/sessions", get(sessions))
+        .route("/sessions/revoke", post(revoke))
+        .route("/api/me", get(me))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(layer)
+        .with_state(AppState {
+            server_id: server_id.into(),
+        })
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+}
+
+/// Compares without stopping at the first difference, so that timing does not tell
+/// how much of a password was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn check_password(username: &str, password: &str) -> bool {
+    USERS.iter().any(|(user, expected)| {
+        constant_time_eq(user.as_bytes(), username.as_bytes())
+            & constant_time_eq(expected.as_bytes(), password.as_bytes())
+    })
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+fn page(server_id: &str, title: &str, body: &str) -> Html<String> {
+    Html(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title} · admin</title>\
+         <style>body{{font-family:sans-serif;max-width:40em;margin:2em auto}}\
+         .server{{color:#666}}</style></head><body>\
+         <h1>{title}</h1>{body}<p class=\"server\">Served by <b id=\"server\">{server}</b></p>\
+         </body></html>",
+        server = escape(server_id),
+    ))
+}
+
+async fn login_form(State(state): State<AppState>) -> Html<String> {
+    page(
+        &state.server_id,
+        "Log in",
+        "<form method=\"post\" action=\"/login\">\
+         <label>User <input name=\"username\" autocomplete=\"username\"></label> \
+         <label>Password <input name=\"password\" type=\"password\" \
+         autocomplete=\"current-password\"></label> \
+         <button type=\"submit\">Log in</button></form>",
+    )
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    username: String,
+    password: String,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    session: Session,
+    Form(credentials): Form<Credentials>,
+) -> Result<Response, SessionError> {
+    if !check_password(&credentials.username, &credentials.password) {
+        let body =
+            "<p id=\"error\">Wrong user or password.</p><p><a href=\"/login\">Try again</a></p>";
+        let page = page(&state.server_id, "Log in", body);
+        return Ok((StatusCode::UNAUTHORIZED, page).into_response());
+    }
+    // `login` binds the user and gives the session a new id, against fixation.
+    session.login(&credentials.username).await?;
+    Ok(Redirect::to("/").into_response())
+}
+
+async fn dashboard(
+    State(state): State<AppState>,
+    session: Session,
+) -> Result<Response, SessionError> {
+    let Some(user) = session.user_id().await? else {
+        return Ok(Redirect::to("/login").into_response());
+    };
+    let body = format!(
+        "<p>Logged in as <b id=\"user\">{user}</b>.</p>\
+         <p><a href=\"/sessions\">Your sessions</a></p>\
+         <form method=\"post\" action=\"/logout\"><button>Log out</button></form>\
+         <form method=\"post\" action=\"/logout-everywhere\">\
+         <button>Log out everywhere</button></form>",
+        user = escape(&user)
+    );
+    Ok(page(&state.server_id, "Dashboard", &body).into_response())
+}
+
+async fn me(State(state): State<AppState>, session: Session) -> Result<Response, SessionError> {
+    let server = &*state.server_id;
+    Ok(match session.user_id().await? {
+        Some(user) => Json(json!({"user": user, "server": server})).into_response(),
+        None => (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "not logged in", "server": server})),
+        )
+            .into_response(),
+    })
+}
+
+async fn sessions(
+    State(state): State<AppState>,
+    session: Session,
+) -> Result<Response, SessionError> {
+    if session.user_id().await?.is_none() {
+        return Ok(Redirect::to("/login").into_response());
+    }
+    let current = session.key().await?;
+    let mut rows = String::new();
+    for other in session.user_sessions().await? {
+        let is_current = Some(other.key) == current;
+        rows.push_str(&format!(
+            "<li class=\"session\">started {started}s ago{marker} \
+             <form method=\"post\" action=\"/sessions/revoke\" style=\"display:inline\">\
+             <input type=\"hidden\" name=\"key\" value=\"{key}\"><button>Revoke</button></form></li>",
+            started = session_kit::Timestamp::now()
+                .saturating_since(other.meta.created_at)
+                .as_secs(),
+            marker = if is_current { " (this one)" } else { "" },
+            key = escape(&other.key.to_string()),
+        ));
+    }
+    let body = format!("<ul id=\"sessions\">{rows}</ul><p><a href=\"/\">Back</a></p>");
+    Ok(page(&state.server_id, "Your sessions", &body).into_response())
+}
+
+#[derive(Deserialize)]
+struct Revoke {
+    key: String,
+}
+
+async fn revoke(session: Session, Form(revoke): Form<Revoke>) -> Result<Response, SessionError> {
+    let Some(key) = SessionKey::parse(&revoke.key) else {
+        return Ok((StatusCode::BAD_REQUEST, "not a session key").into_response());
+    };
+    // Only the user's own sessions can be ended this way.
+    session.end_user_session(&key).await?;
+    Ok(Redirect::to("/sessions").into_response())
+}
+
+async fn logout(session: Session) -> Redirect {
+    session.destroy().await;
+    Redirect::to("/login")
+}
+
+async fn logout_everywhere(session: Session) -> Result<Redirect, SessionError> {
+    let ended = session.logout_everywhere().await?;
+    tracing::info!(ended, "logged out everywhere");
+    Ok(Redirect::to("/login"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{header, Request};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    fn test_app() -> Router {
+        let layer = SessionLayer::builder(MemoryStore::new())
+            .with_cookie_name("admin_session")
+            .build()
+            .expect("valid layer");
+        app(layer, "test-server".into())
+    }
+
+    async fn call(app: &Router, request: Request<Body>) -> (StatusCode, HeaderPair, String) {
+        let response = app.clone().oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let cookie = response
+            .headers()
+            .get(header::SET_COOKIE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(str::to_owned);
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, cookie, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    type HeaderPair = Option<String>;
+
+    fn login_request(user: &str, password: &str) -> Request<Body> {
+        Request::post("/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("username={user}&password={password}")))
+            .expect("request")
+    }
+
+    fn get_with(path: &str, cookie: &str) -> Request<Body> {
+        Request::get(path)
+            .header(header::COOKIE, cookie)
+            .body(Body::empty())
+            .expect("request")
+    }
+
+    #[tokio::test]
+    async fn login_dashboard_api_and_logout() {
+        let app = test_app();
+        let (status, cookie, _) = call(&app, login_request("alice", "wonderland")).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let cookie = cookie.expect("a session cookie");
+
+        let (status, _, body) = call(&app, get_with("/", &cookie)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("<b id=\"user\">alice</b>") && body.contains("test-server"));
+
+        let (status, _, body) = call(&app, get_with("/api/me", &cookie)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, r#"{"server":"test-server","user":"alice"}"#);
+
+        let (_, _, body) = call(&app, get_with("/sessions", &cookie)).await;
+        assert_eq!(body.matches("class=\"session\"").count(), 1);
+        assert!(body.contains("(this one)"));
+
+        let logout = Request::post("/logout")
+            .header(header::COOKIE, &cookie)
+            .body(Body::empty())
+            .expect("request");
+        let (status, removal, _) = call(&app, logout).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(removal.as_deref(), Some("admin_session="));
+        let (status, _, body) = call(&app, get_with("/api/me", &cookie)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body, r#"{"error":"not logged in","server":"test-server"}"#);
+    }
+
+    #[tokio::test]
+    async fn wrong_passwords_are_refused_without_a_session() {
+        let app = test_app();
+        for (user, password) in [("alice", "builder"), ("bob", "wonderlan"), ("eve", "x")] {
+            let (status, cookie, body) = call(&app, login_request(user, password)).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{user}");
+            assert_eq!(cookie, None);
+            assert!(body.contains("Wrong user or password"));
+        }
+        let (status, ..) = call(&app, login_request("bob", "builder")).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+    }
+
+    #[tokio::test]
+    async fn revoking_another_session_and_logging_out_everywhere() {
+        let app = test_app();
+        let (_, first, _) = call(&app, login_request("bob", "builder")).await;
+        let (_, second, _) = call(&app, login_request("bob", "builder")).await;
+        let (first, second) = (first.expect("cookie"), second.expect("cookie"));
+        let (_, _, page) = call(&app, get_with("/sessions", &first)).await;
+        assert_eq!(page.matches("class=\"session\"").count(), 2);
+
+        // Revoke the second session from the first.
+        let second_id =
+            session_kit::SessionId::parse(second.split_once('=').expect("pair").1).expect("an id");
+        let revoke = Request::post("/sessions/revoke")
+            .header(header::COOKIE, &first)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("key={}", second_id.key())))
+            .expect("request");
+        assert_eq!(call(&app, revoke).await.0, StatusCode::SEE_OTHER);
+        assert_eq!(
+            call(&app, get_with("/api/me", &second)).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            call(&app, get_with("/api/me", &first)).await.0,
+            StatusCode::OK
+        );
+
+        let (_, third, _) = call(&app, login_request("bob", "builder")).await;
+        let everywhere = Request::post("/logout-everywhere")
+            .header(header::COOKIE, &first)
+            .body(Body::empty())
+            .expect("request");
+        call(&app, everywhere).await;
+        for cookie in [first, third.expect("cookie")] {
+            assert_eq!(
+                call(&app, get_with("/api/me", &cookie)).await.0,
+                StatusCode::UNAUTHORIZED
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_stores_are_a_clear_error() {
+        let error = open_store("cassandra://x").err().expect("an error");
+        assert!(error.to_string().contains("supported: memory"));
+    }
+}
