@@ -430,12 +430,16 @@ impl Session {
                     refresh_cookie = self.save_changes(state, false).await?;
                 } else if let Some(expires_at) = state.touch_due(shared) {
                     let key = state.key();
-                    let saved = call(shared, "touch", shared.store.touch(&key, expires_at))
+                    let meta = Meta {
+                        expires_at,
+                        ..state.meta.clone()
+                    };
+                    let saved = call(shared, "touch", shared.store.touch(&key, &meta))
                         .await
                         .map_err(|e| state.fail(e))?;
                     match saved {
                         Saved::Saved => {
-                            state.meta.expires_at = expires_at;
+                            state.meta = meta;
                             refresh_cookie = true;
                         }
                         Saved::Missing => state.lose(shared),

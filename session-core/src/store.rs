@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::error::StoreError;
 use crate::id::SessionKey;
-use crate::record::{Changes, Meta, Record, Timestamp};
+use crate::record::{Changes, Meta, Record};
 
 /// How [`SessionStore::update`] computes a field's new value from its current one:
 /// `None` in means the field is absent; `None` out leaves it as it is. It may be called
@@ -100,8 +100,10 @@ pub trait SessionStore: Send + Sync + 'static {
         meta: &Meta,
     ) -> Result<Updated, StoreError>;
 
-    /// Moves the expiry of the live record under `key` to `expires_at`.
-    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<Saved, StoreError>;
+    /// Moves the expiry of the live record under `key` to `meta.expires_at`, and
+    /// nothing else; the rest of `meta` (its user, say) is there for stores whose
+    /// indexes must follow the expiry.
+    async fn touch(&self, key: &SessionKey, meta: &Meta) -> Result<Saved, StoreError>;
 
     /// Deletes the record under `key`, if there is one.
     async fn delete(&self, key: &SessionKey) -> Result<(), StoreError>;
@@ -142,8 +144,8 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
         (**self).update(key, field, f, meta).await
     }
 
-    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<Saved, StoreError> {
-        (**self).touch(key, expires_at).await
+    async fn touch(&self, key: &SessionKey, meta: &Meta) -> Result<Saved, StoreError> {
+        (**self).touch(key, meta).await
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<(), StoreError> {

@@ -282,11 +282,11 @@ impl SessionStore for MemoryStore {
         Ok(Updated::Stored(value))
     }
 
-    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<Saved, StoreError> {
+    async fn touch(&self, key: &SessionKey, meta: &Meta) -> Result<Saved, StoreError> {
         let now = Timestamp::now();
         match self.inner.sessions.get_mut(key) {
             Some(mut record) if !record.meta.is_expired(now) => {
-                record.meta.expires_at = expires_at;
+                record.meta.expires_at = meta.expires_at;
                 Ok(Saved::Saved)
             }
             _ => Ok(Saved::Missing),

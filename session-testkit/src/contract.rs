@@ -161,7 +161,7 @@ pub async fn writes_never_create<S: SessionStore>(store: S) {
         Updated::Missing
     );
     assert_eq!(
-        store.touch(&key, meta.expires_at).await.expect("touch"),
+        store.touch(&key, &meta).await.expect("touch"),
         Saved::Missing
     );
     assert_eq!(
@@ -202,11 +202,10 @@ pub async fn expired_records_are_never_returned<S: SessionStore>(store: S) {
         store.save(&key, &set, &meta).await.expect("save"),
         Saved::Missing
     );
+    let mut later = meta.clone();
+    later.expires_at = Timestamp::now().saturating_add(HOUR);
     assert_eq!(
-        store
-            .touch(&key, Timestamp::now().saturating_add(HOUR))
-            .await
-            .expect("touch"),
+        store.touch(&key, &later).await.expect("touch"),
         Saved::Missing
     );
     assert_eq!(store.load(&key).await.expect("load"), None);
@@ -222,19 +221,24 @@ pub async fn expired_records_are_never_returned<S: SessionStore>(store: S) {
 /// `touch` moves the expiry: a record touched past its first expiry is still there.
 pub async fn touch_extends_expiry<S: SessionStore>(store: S) {
     let key = random_key();
-    store
-        .create(&key, &record(json!({"a": 1}), Duration::from_millis(1500)))
-        .await
-        .expect("create");
-    let later = Timestamp::now().saturating_add(HOUR);
-    assert_eq!(store.touch(&key, later).await.expect("touch"), Saved::Saved);
+    let short = record(json!({"a": 1}), Duration::from_millis(1500));
+    store.create(&key, &short).await.expect("create");
+    let mut later = short.meta.clone();
+    later.expires_at = Timestamp::now().saturating_add(HOUR);
+    // Only the expiry moves, whatever else the metadata says.
+    let mut claims_other_user = later.clone();
+    claims_other_user.user_id = Some(random_user());
+    assert_eq!(
+        store.touch(&key, &claims_other_user).await.expect("touch"),
+        Saved::Saved
+    );
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let loaded = store
         .load(&key)
         .await
         .expect("load")
         .expect("touched record expired");
-    assert_eq!(loaded.meta.expires_at, later);
+    assert_eq!(loaded.meta, later);
     assert_eq!(data_of(&loaded), json!({"a": 1}));
     store.delete(&key).await.expect("delete");
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use session_core::{
-    Changes, Created, Meta, Record, Saved, SessionKey, SessionStore, StoreError, Timestamp,
-    UpdateFn, Updated, UserSession,
+    Changes, Created, Meta, Record, Saved, SessionKey, SessionStore, StoreError, UpdateFn, Updated,
+    UserSession,
 };
 
 /// Wraps a store: counts the calls made to it by operation name (`load`, `create`,
@@ -141,9 +141,9 @@ impl<S: SessionStore> SessionStore for InstrumentedStore<S> {
         self.inner.update(key, field, f, meta).await
     }
 
-    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<Saved, StoreError> {
+    async fn touch(&self, key: &SessionKey, meta: &Meta) -> Result<Saved, StoreError> {
         self.enter("touch").await?;
-        self.inner.touch(key, expires_at).await
+        self.inner.touch(key, meta).await
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<(), StoreError> {
