@@ -29,6 +29,7 @@
 //! | --- | --- | --- |
 //! | `memory` | yes | [`MemoryStore`], in-process: one server, and tests |
 //! | `axum` | yes | [`Session`] as an axum extractor |
+//! | `redis` | no | [`RedisStore`], for a Redis server or a Redis Cluster |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use session_core::*;
@@ -36,3 +37,6 @@ pub use session_core::*;
 #[cfg(feature = "memory")]
 #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 pub use session_memory::MemoryStore;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use session_redis::{redis, RedisStore};

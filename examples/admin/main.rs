@@ -9,7 +9,7 @@
 //! | --- | --- | --- |
 //! | `PORT` | `3000` | port to listen on (127.0.0.1) |
 //! | `SERVER_ID` | `server-1` | name shown on every page, to see which server answered |
-//! | `SESSION_STORE` | `memory` | where sessions live |
+//! | `SESSION_STORE` | `memory` | where sessions live: `memory`, `redis://host:port`, or `redis-cluster://host:port,host:port,…` (with the `redis` feature) |
 //! | `SECURE_COOKIE` | `0` | `1` marks the cookie `Secure` (use it behind HTTPS) |
 //! | `MAX_SESSIONS_PER_USER` | none | cap per user; `1` makes a new login end the others |
 
@@ -46,7 +46,7 @@ async fn main() -> Result<(), BoxError> {
     let server_id = env::var("SERVER_ID").unwrap_or_else(|_| "server-1".into());
     let store_spec = env::var("SESSION_STORE").unwrap_or_else(|_| "memory".into());
 
-    let mut layer = SessionLayer::builder(open_store(&store_spec)?)
+    let mut layer = SessionLayer::builder(open_store(&store_spec).await?)
         .with_cookie_name("admin_session")
         .with_secure(env::var("SECURE_COOKIE").is_ok_and(|v| v == "1"));
     if let Ok(cap) = env::var("MAX_SESSIONS_PER_USER") {
@@ -64,14 +64,30 @@ async fn main() -> Result<(), BoxError> {
 }
 
 /// The store named by `SESSION_STORE`.
-fn open_store(spec: &str) -> Result<Arc<dyn SessionStore>, BoxError> {
-    match spec {
-        "memory" => Ok(Arc::new(MemoryStore::new())),
-        other => Err(format!(
-            "SESSION_STORE={other:?} is not a store this build knows; supported: memory"
-        )
-        .into()),
+async fn open_store(spec: &str) -> Result<Arc<dyn SessionStore>, BoxError> {
+    if spec == "memory" {
+        return Ok(Arc::new(MemoryStore::new()));
     }
+    #[cfg(feature = "redis")]
+    if spec.starts_with("redis://") || spec.starts_with("rediss://") {
+        return Ok(Arc::new(session_kit::RedisStore::connect(spec).await?));
+    }
+    #[cfg(feature = "redis")]
+    if let Some(nodes) = spec.strip_prefix("redis-cluster://") {
+        let urls = nodes.split(',').map(|node| format!("redis://{node}"));
+        return Ok(Arc::new(
+            session_kit::RedisStore::connect_cluster(urls).await?,
+        ));
+    }
+    let supported = if cfg!(feature = "redis") {
+        "memory, redis://…, redis-cluster://…"
+    } else {
+        "memory (build with `--features redis` for redis://…)"
+    };
+    Err(
+        format!("SESSION_STORE={spec:?} is not a store this build knows; supported: {supported}")
+            .into(),
+    )
 }
 
 fn app(layer: SessionLayer, server_id: String) -> Router {
@@ -391,9 +407,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn unknown_stores_are_a_clear_error() {
-        let error = open_store("cassandra://x").err().expect("an error");
+    #[tokio::test]
+    async fn unknown_stores_are_a_clear_error() {
+        let error = open_store("cassandra://x").await.err().expect("an error");
         assert!(error.to_string().contains("supported: memory"));
     }
 }

@@ -1,0 +1,540 @@
+//! [`RedisStore`]: sessions in Redis, standalone or Redis Cluster.
+//!
+//! Every server of an application shares one Redis, so a user stays logged in
+//! whichever server answers. Each session is one Redis hash under a hash-tagged key
+//! (`{prefix}{<key>}`), so that every operation on a session stays in one slot of a
+//! cluster; its TTL is the session's expiry. Writes are Lua scripts: one round trip
+//! each, atomic, writing only the fields that changed, never re-creating a session
+//! that is gone.
+//!
+//! | request | Redis round trips |
+//! | --- | --- |
+//! | no cookie, or a handler that never touches the session | 0 |
+//! | reads the session | 1 (`HGETALL`), plus 1 when the idle timeout is pushed back (at most once per quarter of it) |
+//! | writes the session | 2 (load, then one script) |
+//! | `Session::update` | load, then `HGET` and one compare-and-set script per attempt |
+//!
+//! A user's sessions are a sorted set scored by expiry. On a standalone server it is
+//! kept in the same script as each write, atomically; on a cluster it lives in its own
+//! slot and is kept by a second call after each write (listing skips members whose
+//! session is gone). Deleting a session removes its member in a second call. Expired
+//! members are dropped whenever the set is written, and the set's own TTL follows its
+//! last member, so an index nobody touches again still ends empty.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), session_core::StoreError> {
+//! use session_redis::RedisStore;
+//!
+//! let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
+//! let layer = session_core::SessionLayer::new(store.with_prefix("myapp:session:"));
+//! # let _ = layer;
+//! # Ok(()) }
+//! ```
+
+mod scripts;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+use session_core::{
+    async_trait, Changes, Created, Data, Meta, Record, Saved, SessionKey, SessionStore, StoreError,
+    StoreErrorKind, Timestamp, UpdateFn, Updated, UserSession,
+};
+
+use crate::scripts::Scripts;
+
+/// The `redis` crate, whose errors are the sources of this store's errors.
+pub use redis;
+
+/// How many times `update` retries a compare-and-set that lost a race before it
+/// reports an error: far beyond what contention on one field of one session produces.
+const UPDATE_ATTEMPTS: usize = 1000;
+
+/// A session store in Redis or a Redis Cluster. Clones share the connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: Connection,
+    prefix: Arc<str>,
+    scripts: Arc<Scripts>,
+}
+
+/// One multiplexed connection that reconnects by itself, to a server or a cluster.
+#[derive(Clone)]
+enum Connection {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Standalone(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Standalone(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// How long a connection attempt or a command may take inside the driver. The layer's
+/// own store timeout (one second by default) is what requests see; this only keeps the
+/// driver from piling up work behind a dead server.
+const DRIVER_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn unavailable(error: RedisError) -> StoreError {
+    StoreError::unavailable(error)
+}
+
+impl RedisStore {
+    /// Connects to a standalone Redis at `url` (`redis://host:port/db`). The connection
+    /// is multiplexed and reconnects by itself when the server comes back.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(DRIVER_TIMEOUT))
+            .set_response_timeout(Some(DRIVER_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let manager = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(unavailable)?;
+        Ok(Self::new(Connection::Standalone(manager)))
+    }
+
+    /// Connects to a Redis Cluster through any of its nodes (`redis://host:port`).
+    pub async fn connect_cluster<I, U>(nodes: I) -> Result<Self, StoreError>
+    where
+        I: IntoIterator<Item = U>,
+        U: AsRef<str>,
+    {
+        let nodes: Vec<String> = nodes.into_iter().map(|u| u.as_ref().to_owned()).collect();
+        let client = ClusterClient::builder(nodes)
+            .connection_timeout(DRIVER_TIMEOUT)
+            .response_timeout(DRIVER_TIMEOUT)
+            .retries(2)
+            .build()
+            .map_err(unavailable)?;
+        let connection = client.get_async_connection().await.map_err(unavailable)?;
+        Ok(Self::new(Connection::Cluster(connection)))
+    }
+
+    fn new(connection: Connection) -> Self {
+        Self {
+            connection,
+            prefix: Arc::from("session:"),
+            scripts: Arc::new(Scripts::new()),
+        }
+    }
+
+    /// Puts every key this store writes under `prefix` (default `session:`), so that
+    /// several applications, or tests, can share one Redis.
+    #[must_use]
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Arc::from(prefix.into());
+        self
+    }
+
+    /// The Redis key of a session: its key inside a hash tag, so that a cluster keeps
+    /// everything about one session in one slot.
+    fn session_key(&self, key: &SessionKey) -> String {
+        format!("{}{{{key}}}", self.prefix)
+    }
+
+    fn session_key_from(&self, redis_key: &str) -> Option<SessionKey> {
+        let tagged = redis_key.strip_prefix(&*self.prefix)?;
+        SessionKey::parse(tagged.strip_prefix('{')?.strip_suffix('}')?)
+    }
+
+    fn index_key(&self, user: &str) -> String {
+        format!("{}user:{{{user}}}", self.prefix)
+    }
+
+    fn is_cluster(&self) -> bool {
+        matches!(self.connection, Connection::Cluster(_))
+    }
+
+    /// Runs `script` on a session with `args`, keeping the user index of `user` with
+    /// it (the member's score is `expires_at`): in the same script on a standalone
+    /// server, in a second call on a cluster, where the index is in another slot.
+    async fn run_with_index<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        session: &str,
+        user: Option<&str>,
+        expires_at: &str,
+        create: bool,
+        args: &[&str],
+    ) -> Result<T, StoreError> {
+        let index = user.map(|user| self.index_key(user));
+        let mut invocation = script.key(session);
+        if let (Some(index), false) = (&index, self.is_cluster()) {
+            invocation.key(index);
+        }
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        let mut connection = self.connection.clone();
+        let result: T = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        if let (Some(index), true) = (&index, self.is_cluster()) {
+            self.scripts
+                .index
+                .key(index)
+                .arg(session)
+                .arg(expires_at)
+                .arg(if create { "1" } else { "0" })
+                .invoke_async::<i64>(&mut connection)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(result)
+    }
+}
+
+fn meta_json(meta: &Meta) -> Result<String, StoreError> {
+    serde_json::to_string(meta).map_err(|e| StoreError::new(StoreErrorKind::Other, e))
+}
+
+fn value_json(value: &serde_json::Value) -> String {
+    value.to_string()
+}
+
+fn data_field(name: &str) -> String {
+    format!("d:{name}")
+}
+
+/// Reads a session hash (`HGETALL`'s pairs) back into a record; `None` for an empty
+/// hash (no such key), an error for one that does not decode.
+fn decode(fields: Vec<(String, String)>) -> Result<Option<Record>, String> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let mut data = Data::new();
+    let (mut meta, mut expires_at, mut user) = (None, None, None);
+    for (field, value) in fields {
+        match field.as_str() {
+            "m" => meta = Some(serde_json::from_str::<Meta>(&value).map_err(|e| e.to_string())?),
+            "e" => expires_at = Some(value.parse::<i64>().map_err(|e| e.to_string())?),
+            "u" => user = Some(value),
+            _ => {
+                let name = field.strip_prefix("d:").ok_or("unknown field")?;
+                let value = serde_json::from_str(&value).map_err(|e| e.to_string())?;
+                data.insert(name.to_owned(), value);
+            }
+        }
+    }
+    let mut meta = meta.ok_or("no metadata")?;
+    meta.expires_at = Timestamp::from_unix_millis(expires_at.ok_or("no expiry")?);
+    meta.user_id = user;
+    Ok(Some(Record { data, meta }))
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .field("cluster", &self.is_cluster())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>, StoreError> {
+        let mut connection = self.connection.clone();
+        let fields: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(self.session_key(key))
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        match decode(fields) {
+            Ok(record) => Ok(record),
+            Err(problem) => {
+                // A record nobody can read is no session; the client gets a new one
+                // and the broken record expires with its TTL.
+                tracing::warn!(problem, "corrupt session record in Redis treated as absent");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created, StoreError> {
+        let expires_at = record.meta.expires_at.unix_millis().to_string();
+        let mut args: Vec<String> = vec![
+            expires_at.clone(),
+            meta_json(&record.meta)?,
+            record.meta.user_id.clone().unwrap_or_default(),
+        ];
+        for (name, value) in record.data.iter() {
+            args.push(data_field(name));
+            args.push(value_json(value));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let session = self.session_key(key);
+        let user = record.meta.user_id.as_deref();
+        let created: i64 = self
+            .run_with_index(
+                &self.scripts.create,
+                &session,
+                user,
+                &expires_at,
+                true,
+                &args,
+            )
+            .await?;
+        Ok(if created == 1 {
+            Created::Created
+        } else {
+            Created::Collision
+        })
+    }
+
+    async fn save(
+        &self,
+        key: &SessionKey,
+        changes: &Changes,
+        meta: &Meta,
+    ) -> Result<Saved, StoreError> {
+        let expires_at = meta.expires_at.unix_millis().to_string();
+        let mut args: Vec<String> = vec![
+            expires_at.clone(),
+            meta_json(meta)?,
+            if changes.cleared { "1" } else { "0" }.to_owned(),
+            changes.removed.len().to_string(),
+        ];
+        args.extend(changes.removed.iter().map(|name| data_field(name)));
+        for (name, value) in changes.set.iter() {
+            args.push(data_field(name));
+            args.push(value_json(value));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let session = self.session_key(key);
+        let user = meta.user_id.as_deref();
+        let saved: i64 = self
+            .run_with_index(
+                &self.scripts.save,
+                &session,
+                user,
+                &expires_at,
+                false,
+                &args,
+            )
+            .await?;
+        Ok(if saved == 1 {
+            Saved::Saved
+        } else {
+            Saved::Missing
+        })
+    }
+
+    async fn update(
+        &self,
+        key: &SessionKey,
+        field: &str,
+        f: &UpdateFn<'_>,
+        meta: &Meta,
+    ) -> Result<Updated, StoreError> {
+        let session = self.session_key(key);
+        let field = data_field(field);
+        let mut connection = self.connection.clone();
+        let mut current: Option<String> = redis::cmd("HGET")
+            .arg(&session)
+            .arg(&field)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let expires_at = meta.expires_at.unix_millis().to_string();
+        let meta_text = meta_json(meta)?;
+        for _ in 0..UPDATE_ATTEMPTS {
+            let parsed = match current.as_deref().map(serde_json::from_str).transpose() {
+                Ok(parsed) => parsed,
+                Err(e) => return Err(StoreError::corrupt(e)),
+            };
+            let Some(new) = f(parsed.as_ref()) else {
+                return Ok(Updated::Kept(parsed));
+            };
+            let expected_absent = if current.is_none() { "1" } else { "0" };
+            let new_text = value_json(&new);
+            let args = [
+                field.as_str(),
+                expected_absent,
+                current.as_deref().unwrap_or_default(),
+                new_text.as_str(),
+                expires_at.as_str(),
+                meta_text.as_str(),
+            ];
+            let outcome: Vec<Value> = self
+                .run_with_index(
+                    &self.scripts.compare_and_set,
+                    &session,
+                    meta.user_id.as_deref(),
+                    &expires_at,
+                    false,
+                    &args,
+                )
+                .await?;
+            match outcome.first() {
+                Some(Value::Int(1)) => return Ok(Updated::Stored(new)),
+                Some(Value::Int(0)) => return Ok(Updated::Missing),
+                _ => {
+                    current = match outcome.get(1) {
+                        Some(Value::BulkString(bytes)) => {
+                            Some(String::from_utf8_lossy(bytes).into_owned())
+                        }
+                        _ => None,
+                    };
+                }
+            }
+        }
+        Err(StoreError::new(
+            StoreErrorKind::Other,
+            "update lost every compare-and-set race",
+        ))
+    }
+
+    async fn touch(&self, key: &SessionKey, meta: &Meta) -> Result<Saved, StoreError> {
+        let expires_at = meta.expires_at.unix_millis().to_string();
+        let session = self.session_key(key);
+        let user = meta.user_id.as_deref();
+        let touched: i64 = self
+            .run_with_index(
+                &self.scripts.touch,
+                &session,
+                user,
+                &expires_at,
+                false,
+                &[&expires_at],
+            )
+            .await?;
+        Ok(if touched == 1 {
+            Saved::Saved
+        } else {
+            Saved::Missing
+        })
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let session = self.session_key(key);
+        let user: String = self
+            .scripts
+            .delete
+            .key(&session)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        if !user.is_empty() {
+            redis::cmd("ZREM")
+                .arg(self.index_key(&user))
+                .arg(&session)
+                .query_async::<i64>(&mut connection)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn user_sessions(&self, user_id: &str) -> Result<Vec<UserSession>, StoreError> {
+        let index = self.index_key(user_id);
+        let mut connection = self.connection.clone();
+        let now = Timestamp::now().unix_millis();
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&index)
+            .arg(now)
+            .arg("+inf")
+            .arg("BYSCORE")
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let mut sessions = Vec::with_capacity(members.len());
+        let mut gone = Vec::new();
+        for member in members {
+            let Some(key) = self.session_key_from(&member) else {
+                gone.push(member);
+                continue;
+            };
+            match self.load(&key).await? {
+                Some(record) if record.meta.user_id.as_deref() == Some(user_id) => {
+                    sessions.push(UserSession {
+                        key,
+                        meta: record.meta,
+                    });
+                }
+                _ => gone.push(member),
+            }
+        }
+        if !gone.is_empty() {
+            redis::cmd("ZREM")
+                .arg(&index)
+                .arg(&gone)
+                .query_async::<i64>(&mut connection)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(sessions)
+    }
+
+    async fn delete_user_sessions(&self, user_id: &str) -> Result<usize, StoreError> {
+        let index = self.index_key(user_id);
+        let mut connection = self.connection.clone();
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&index)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let mut ended = 0;
+        for member in &members {
+            // Only a session still bound to this user: a member can outlive its session
+            // on a cluster, where the index is written after the session.
+            let Some(key) = self.session_key_from(member) else {
+                continue;
+            };
+            if let Some(record) = self.load(&key).await? {
+                if record.meta.user_id.as_deref() == Some(user_id) {
+                    redis::cmd("DEL")
+                        .arg(member)
+                        .query_async::<i64>(&mut connection)
+                        .await
+                        .map_err(unavailable)?;
+                    ended += 1;
+                }
+            }
+        }
+        if !members.is_empty() {
+            // Members added meanwhile (a login racing this call) stay.
+            redis::cmd("ZREM")
+                .arg(&index)
+                .arg(&members)
+                .query_async::<i64>(&mut connection)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(ended)
+    }
+}

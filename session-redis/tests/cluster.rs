@@ -1,0 +1,61 @@
+//! `RedisStore` against a three-master Redis Cluster on loopback that this test binary
+//! starts, and stops when it exits: the whole store contract, with sessions and user
+//! indexes spread over every master.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use common::Cluster;
+use session_core::SessionStore;
+use session_redis::RedisStore;
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+
+async fn cluster_store() -> RedisStore {
+    let cluster = tokio::task::block_in_place(|| CLUSTER.get_or_init(Cluster::start));
+    RedisStore::connect_cluster(cluster.urls())
+        .await
+        .expect("the test cluster is reachable")
+        .with_prefix(format!("test:{}:", &session_testkit::random_token()[..16]))
+}
+
+session_testkit::conformance_tests!(cluster_store().await);
+
+/// Sessions land on every master (so the contract above really crossed slots), and a
+/// user's index, in its own slot, still finds them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_spread_over_every_master() {
+    let store = cluster_store().await;
+    let cluster = CLUSTER.get().unwrap();
+    let user = session_testkit::random_user();
+    for _ in 0..60 {
+        let mut meta = session_core::Meta::new(
+            session_core::Timestamp::now(),
+            session_core::Timestamp::now().saturating_add(std::time::Duration::from_secs(60)),
+        );
+        meta.user_id = Some(user.clone());
+        let record = session_core::Record {
+            data: Default::default(),
+            meta,
+        };
+        store
+            .create(&session_testkit::random_key(), &record)
+            .await
+            .unwrap();
+    }
+    for port in &cluster.ports {
+        let output = std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "dbsize"])
+            .output()
+            .unwrap();
+        let keys: u64 = String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(keys > 0, "master on {port} holds no session");
+    }
+    assert_eq!(store.user_sessions(&user).await.unwrap().len(), 60);
+    assert_eq!(store.delete_user_sessions(&user).await.unwrap(), 60);
+    assert!(store.user_sessions(&user).await.unwrap().is_empty());
+}

@@ -1,0 +1,268 @@
+//! `RedisStore` against a real standalone Redis: the machine's shared server for the
+//! contract, servers of the tests' own where they count commands.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::OwnRedis;
+use http::StatusCode;
+use session_core::{Meta, Record, SessionLayer, SessionStore, Timestamp};
+use session_redis::RedisStore;
+use session_testkit::{app, random_key, random_user, Client};
+
+session_testkit::conformance_tests!(common::shared_store().await);
+
+/// A connection of the test's own to the shared server, for looking at raw keys.
+async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn keys_under(
+    connection: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+) -> Vec<String> {
+    redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(connection)
+        .await
+        .unwrap()
+}
+
+/// SECURITY.md 3 and 13 in Redis: keys hold the hash, never the token, and every
+/// session key carries a TTL matching its expiry.
+#[tokio::test]
+async fn keys_are_hashed_and_expire() {
+    let prefix = format!("test:{}:", &session_testkit::random_token()[..16]);
+    let store = RedisStore::connect(&common::redis_url())
+        .await
+        .unwrap()
+        .with_prefix(prefix.clone());
+    let app = app(SessionLayer::new(store.clone()), None);
+    let mut client = Client::new(&app);
+    let user = random_user();
+    client.post(&format!("/login/{user}")).await;
+    let token = client.cookie.clone().unwrap();
+
+    let mut connection = raw(&common::redis_url()).await;
+    let keys = keys_under(&mut connection, &prefix).await;
+    assert_eq!(keys.len(), 2, "{keys:?}"); // the session and the user index
+    for key in &keys {
+        assert!(!key.contains(&token), "the raw token is in a key");
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert!(
+            ttl > 29 * 60 * 1000 && ttl <= 30 * 60 * 1000,
+            "{key}: PTTL {ttl}"
+        );
+    }
+    let session_key = keys.iter().find(|k| !k.contains("user:")).unwrap();
+    let fields: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg(session_key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(
+        fields.iter().all(|(_, value)| !value.contains(&token)),
+        "the token is stored"
+    );
+    store.delete_user_sessions(&user).await.unwrap();
+    assert!(keys_under(&mut connection, &prefix)
+        .await
+        .iter()
+        .all(|k| k.contains("user:")));
+}
+
+/// SECURITY.md 28 in Redis: a record that does not decode is no session — never a
+/// panic, never a 500 — and the client gets a fresh one.
+#[tokio::test]
+async fn corrupt_records_are_treated_as_absent() {
+    let prefix = format!("test:{}:", &session_testkit::random_token()[..16]);
+    let store = RedisStore::connect(&common::redis_url())
+        .await
+        .unwrap()
+        .with_prefix(prefix.clone());
+    let app = app(SessionLayer::new(store.clone()), None);
+    let mut client = Client::new(&app);
+    client.post("/set/a/1").await;
+    let key = client.key().unwrap();
+    let record = store.load(&key).await.unwrap().unwrap();
+    assert_eq!(record.data.get("a"), Some(&serde_json::json!("1")));
+
+    let mut connection = raw(&common::redis_url()).await;
+    let redis_key = format!("{prefix}{{{key}}}");
+    for (field, garbage) in [
+        ("d:a", "{not json"),
+        ("m", "[]"),
+        ("e", "soon"),
+        ("zz", "1"),
+    ] {
+        let saved: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(&redis_key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        redis::cmd("HSET")
+            .arg(&redis_key)
+            .arg(field)
+            .arg(garbage)
+            .query_async::<i64>(&mut connection)
+            .await
+            .unwrap();
+        assert_eq!(store.load(&key).await.unwrap(), None, "{field}={garbage}");
+        let mut replay = client.clone();
+        let reply = replay.get("/get/a").await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "null")
+        );
+        // Put the record back as it was for the next kind of corruption.
+        redis::cmd("DEL")
+            .arg(&redis_key)
+            .query_async::<i64>(&mut connection)
+            .await
+            .unwrap();
+        let mut restore = redis::cmd("HSET");
+        restore.arg(&redis_key);
+        for (f, v) in saved {
+            restore.arg(f).arg(v);
+        }
+        restore.query_async::<i64>(&mut connection).await.unwrap();
+        redis::cmd("PEXPIRE")
+            .arg(&redis_key)
+            .arg(60_000)
+            .query_async::<i64>(&mut connection)
+            .await
+            .unwrap();
+    }
+    store.delete(&key).await.unwrap();
+}
+
+/// Top-level commands the server has run, by name, from `INFO commandstats`.
+/// Commands that scripts run inside themselves count there too, but scripts never
+/// run `HGETALL` or `EVALSHA`, which are the ones counted here.
+fn command_calls(server: &OwnRedis, command: &str) -> u64 {
+    let info = server.cli(&["info", "commandstats"]);
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().unwrap())
+}
+
+fn round_trips(server: &OwnRedis) -> u64 {
+    [
+        "hgetall",
+        "hget",
+        "evalsha",
+        "eval",
+        "del",
+        "zrange",
+        "zrem",
+        "script|load",
+    ]
+    .iter()
+    .map(|command| command_calls(server, command))
+    .sum()
+}
+
+/// Round trips per request, counted by the server: none without a cookie, one for a
+/// read, two for a write, and one more only when the idle timeout is pushed back.
+#[tokio::test]
+async fn requests_cost_the_fewest_round_trips() {
+    let server = OwnRedis::start();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let app = app(SessionLayer::new(store), None);
+    let mut client = Client::new(&app);
+    client.post("/set/a/1").await; // loads the scripts once
+    client.post("/set/b/2").await;
+
+    let before = round_trips(&server);
+    let mut anonymous = Client::new(&app);
+    for _ in 0..100 {
+        anonymous.get("/get/a").await;
+    }
+    assert_eq!(
+        round_trips(&server) - before,
+        0,
+        "cookie-less requests reached Redis"
+    );
+
+    let before = round_trips(&server);
+    for _ in 0..100 {
+        assert_eq!(client.get("/get/a").await.body, "\"1\"");
+    }
+    assert_eq!(
+        round_trips(&server) - before,
+        100,
+        "a read is not one round trip"
+    );
+
+    let before = round_trips(&server);
+    for i in 0..100 {
+        client.post(&format!("/set/c/{i}")).await;
+    }
+    assert_eq!(
+        round_trips(&server) - before,
+        200,
+        "a write is not two round trips"
+    );
+
+    let before = round_trips(&server);
+    for _ in 0..100 {
+        client.get("/noop").await;
+    }
+    assert_eq!(
+        round_trips(&server) - before,
+        0,
+        "an untouched session reached Redis"
+    );
+}
+
+/// The user index never grows without bound: 10,000 sessions of 100 users expire,
+/// and without anyone logging in again every key, index included, is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_sessions_leave_no_index_behind() {
+    let server = OwnRedis::start();
+    let store = Arc::new(RedisStore::connect(&server.url()).await.unwrap());
+    let users: Vec<String> = (0..100).map(|_| random_user()).collect();
+    let expires_at = Timestamp::now().saturating_add(Duration::from_secs(2));
+    let tasks: Vec<_> = (0..10_000)
+        .map(|i| {
+            let store = store.clone();
+            let mut meta = Meta::new(Timestamp::now(), expires_at);
+            meta.user_id = Some(users[i % users.len()].clone());
+            tokio::spawn(async move {
+                let record = Record {
+                    data: Default::default(),
+                    meta,
+                };
+                store.create(&random_key(), &record).await.unwrap();
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(server.cli(&["dbsize"]).trim(), "10100");
+    assert_eq!(store.user_sessions(&users[0]).await.unwrap().len(), 100);
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    // Redis expires keys lazily and in the background; wait for it, without reading
+    // any index (which would clean it).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while server.cli(&["dbsize"]).trim() != "0" && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        server.cli(&["dbsize"]).trim(),
+        "0",
+        "keys outlived their sessions"
+    );
+}
