@@ -7,7 +7,7 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -18,7 +18,7 @@ use crate::error::{SessionError, StoreError, StoreErrorKind};
 use crate::id::{SessionId, SessionKey};
 use crate::layer::Shared;
 use crate::record::{Changes, Data, Expiry, Meta, Record, Timestamp};
-use crate::store::{Created, Saved, Updated, UserSession};
+use crate::store::{Created, Loaded, Refresh, Saved, Updated, UserSession};
 use crate::transport::IdUpdate;
 
 /// Ids drawn before a store that reports only collisions is declared broken. With
@@ -97,6 +97,8 @@ struct State {
     failed: Option<StoreErrorKind>,
     /// When the request started: the time every expiry decision of the request uses.
     now: Timestamp,
+    /// The store pushed the expiry back while loading.
+    refreshed: bool,
 }
 
 impl Session {
@@ -125,6 +127,7 @@ impl Session {
                     retired: Vec::new(),
                     failed: None,
                     now,
+                    refreshed: false,
                 }),
             }),
         }
@@ -501,9 +504,8 @@ impl Session {
     /// Stores the local view as a new record under a fresh id.
     async fn create(&self, state: &mut State) -> Result<(), SessionError> {
         let shared = &self.inner.shared;
-        let now = state.now;
         let mut meta = state.meta.clone();
-        meta.expires_at = expires_at(shared, &meta, now);
+        meta.expires_at = state.refresh(shared).expires_at(&meta);
         let record = Record {
             data: state.merged(),
             meta,
@@ -566,20 +568,22 @@ impl Session {
         if let (Stored::Unknown, Some(id)) = (state.stored, state.incoming.clone()) {
             let shared = &self.inner.shared;
             let key = id.key();
-            let record = call(shared, "load", shared.store.load(&key))
+            let refresh = state.refresh(shared);
+            let loaded = call(shared, "load", shared.store.load_refreshed(&key, &refresh))
                 .await
                 .map_err(|e| state.fail(e))?;
             let now = state.now;
-            match record {
+            match loaded {
                 // The store enforces expiry too; this check makes the stored times
                 // authoritative even where a store's clock or TTL lags.
-                Some(record)
+                Some(Loaded { record, refreshed })
                     if !record.meta.is_expired(now) && !past_deadline(&record.meta, now) =>
                 {
                     state.id = Some(id);
                     state.stored = Stored::Present;
                     state.base = record.data;
                     state.meta = record.meta;
+                    state.refreshed = refreshed;
                 }
                 _ => state.stored = Stored::Absent,
             }
@@ -676,6 +680,8 @@ impl State {
     /// What the client must be told once the store is right.
     fn id_update(&self, shared: &Shared, refresh_cookie: bool) -> Option<IdUpdate> {
         let expiry = self.meta.expiry.unwrap_or(shared.expiry);
+        // A push of the expiry during the load counts as much as one after the handler.
+        let refresh_cookie = refresh_cookie || self.refreshed;
         match (&self.id, self.stored) {
             (Some(id), Stored::Present)
                 if self.issued || (refresh_cookie && expiry.is_persistent()) =>
@@ -720,20 +726,26 @@ impl State {
     /// The metadata a write stores: the current one with the idle timeout restarted.
     fn meta_for_write(&self, shared: &Shared) -> Meta {
         let mut meta = self.meta.clone();
-        meta.expires_at = expires_at(shared, &meta, self.now);
+        meta.expires_at = self.refresh(shared).expires_at(&meta);
         meta
     }
 
+    /// The layer's expiry rule at the time of this request.
+    fn refresh(&self, shared: &Shared) -> Refresh {
+        Refresh {
+            now: self.now,
+            idle_timeout: shared.expiry.idle_timeout(),
+        }
+    }
+
     fn extends_enough(&self, shared: &Shared, new_expires_at: Timestamp) -> bool {
-        let idle = self.meta.expiry.unwrap_or(shared.expiry).idle_timeout();
+        let idle = self.refresh(shared).idle_timeout_of(&self.meta);
         new_expires_at.saturating_since(self.meta.expires_at) >= idle / 4
     }
 
-    /// The new expiry if pushing it back is due: only once a quarter of the idle
-    /// timeout has passed since the last push, so that most reads write nothing.
+    /// The new expiry if pushing it back is due (see [`Refresh::due`]).
     fn touch_due(&self, shared: &Shared) -> Option<Timestamp> {
-        let target = expires_at(shared, &self.meta, self.now);
-        self.extends_enough(shared, target).then_some(target)
+        self.refresh(shared).due(&self.meta)
     }
 }
 
@@ -745,17 +757,6 @@ fn fresh_meta(shared: &Shared, now: Timestamp) -> Meta {
 
 fn past_deadline(meta: &Meta, now: Timestamp) -> bool {
     meta.deadline.is_some_and(|deadline| deadline <= now)
-}
-
-/// When a session written at `now` expires: after its idle timeout, but never past
-/// its absolute deadline.
-fn expires_at(shared: &Shared, meta: &Meta, now: Timestamp) -> Timestamp {
-    let idle: Duration = meta.expiry.unwrap_or(shared.expiry).idle_timeout();
-    let idle_end = now.saturating_add(idle);
-    match meta.deadline {
-        Some(deadline) => idle_end.min(deadline),
-        None => idle_end,
-    }
 }
 
 impl fmt::Debug for Session {

@@ -29,6 +29,52 @@ local function reindex(index, member, score, create)
 end
 "#;
 
+/// Reads a session and pushes its expiry back when due, by the rule of
+/// `session_core::Refresh::due`: to `min(now + idle, deadline)` once that gains at
+/// least a quarter of the idle timeout. `ARGV`: now, the default idle timeout (both
+/// ms), and the user index prefix ('' on a cluster, where the caller keeps the index).
+/// Returns `{refreshed (0/1), HGETALL pairs}`, `{0, {}}` for no session.
+const LOAD: &str = r#"
+local fields = redis.call('HGETALL', KEYS[1])
+local expires_at, meta, user, expires_at_slot
+for i = 1, #fields, 2 do
+  local field = fields[i]
+  if field == 'e' then
+    expires_at, expires_at_slot = tonumber(fields[i + 1]), i + 1
+  elseif field == 'm' then
+    meta = fields[i + 1]
+  elseif field == 'u' then
+    user = fields[i + 1]
+  end
+end
+if not expires_at or not meta then
+  return {0, fields}
+end
+local ok, decoded = pcall(cjson.decode, meta)
+if not ok or type(decoded) ~= 'table' then
+  return {0, fields}
+end
+local idle = tonumber(ARGV[2])
+if type(decoded.x) == 'table' and type(decoded.x.i) == 'number' then
+  idle = decoded.x.i * 1000
+end
+local target = tonumber(ARGV[1]) + idle
+if type(decoded.d) == 'number' and decoded.d < target then
+  target = decoded.d
+end
+if target - expires_at < idle / 4 then
+  return {0, fields}
+end
+local text = string.format('%.0f', target)
+redis.call('HSET', KEYS[1], 'e', text)
+redis.call('PEXPIREAT', KEYS[1], text)
+if user and ARGV[3] ~= '' then
+  reindex(ARGV[3] .. '{' .. user .. '}', KEYS[1], text, false)
+end
+fields[expires_at_slot] = text
+return {1, fields}
+"#;
+
 /// `ARGV`: expiry, metadata JSON, user ('' for none), then field/value pairs.
 /// Returns 1 if created, 0 if a live record is there.
 const CREATE: &str = r#"
@@ -126,6 +172,7 @@ return 1
 
 /// The scripts, compiled once per store (each keeps its SHA-1 for `EVALSHA`).
 pub(crate) struct Scripts {
+    pub(crate) load: Script,
     pub(crate) create: Script,
     pub(crate) save: Script,
     pub(crate) touch: Script,
@@ -138,6 +185,7 @@ impl Scripts {
     pub(crate) fn new() -> Self {
         let with_index = |body: &str| Script::new(&format!("{INDEX_FUNCTION}{body}"));
         Self {
+            load: with_index(LOAD),
             create: with_index(CREATE),
             save: with_index(SAVE),
             touch: with_index(TOUCH),

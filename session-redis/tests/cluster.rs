@@ -22,6 +22,38 @@ async fn cluster_store() -> RedisStore {
 
 session_testkit::conformance_tests!(cluster_store().await);
 
+/// On a cluster too, a load that is due pushes the expiry back, and the user's index
+/// (in another slot) follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_due_load_refreshes_on_a_cluster() {
+    use std::time::Duration;
+    let store = cluster_store().await;
+    let now = session_core::Timestamp::now();
+    let user = session_testkit::random_user();
+    let mut meta = session_core::Meta::new(now, now.saturating_add(Duration::from_secs(600)));
+    meta.user_id = Some(user.clone());
+    let key = session_testkit::random_key();
+    let record = session_core::Record {
+        data: Default::default(),
+        meta,
+    };
+    store.create(&key, &record).await.unwrap();
+    let refresh = session_core::Refresh {
+        now,
+        idle_timeout: Duration::from_secs(1800),
+    };
+    let loaded = store.load_refreshed(&key, &refresh).await.unwrap().unwrap();
+    assert!(loaded.refreshed);
+    assert_eq!(
+        loaded.record.meta.expires_at,
+        now.saturating_add(Duration::from_secs(1800))
+    );
+    let listed = store.user_sessions(&user).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].meta.expires_at, loaded.record.meta.expires_at);
+    store.delete_user_sessions(&user).await.unwrap();
+}
+
 /// Sessions land on every master (so the contract above really crossed slots), and a
 /// user's index, in its own slot, still finds them all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
