@@ -10,22 +10,23 @@
 //! - `serve --lib L --port P --cookies FILE`: one app on a one-thread runtime, with
 //!   10,000 sessions made through its own layer and their cookies written to FILE.
 //! - `memory --lib L [--sessions N]`: heap bytes per live session, in a fresh process.
+//! - `concurrency --lib L [--redis URL]`: the lost-update figures alone.
+
+mod apps;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::{header, Request, StatusCode};
-use axum::routing::{get, post};
+use axum::http::{header, Request};
 use axum::Router;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use tower::ServiceExt;
+
+use crate::apps::{router, Lib};
 
 #[global_allocator]
 static ALLOCATOR: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
@@ -34,113 +35,6 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Sessions made before the load, spread over by the "many sessions" scenarios.
 const SESSIONS: usize = 10_000;
-
-/// What serves the benchmark routes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Lib {
-    /// The same routes with no session layer: the ceiling.
-    Bare,
-    SessionKit,
-    TowerSessions,
-}
-
-impl Lib {
-    const ALL: [Lib; 3] = [Lib::Bare, Lib::SessionKit, Lib::TowerSessions];
-
-    fn parse(name: &str) -> Result<Self, BoxError> {
-        Self::ALL
-            .into_iter()
-            .find(|lib| lib.name() == name)
-            .ok_or_else(|| format!("unknown lib {name:?}").into())
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Lib::Bare => "bare",
-            Lib::SessionKit => "session-kit",
-            Lib::TowerSessions => "tower-sessions",
-        }
-    }
-}
-
-impl fmt::Display for Lib {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Distinct values for writes, so that every write really changes the session.
-type Counter = Arc<AtomicU64>;
-
-/// The app under test. Routes: `GET /read` reads the user from the session, `POST
-/// /write` sets a key to a new value, `POST /login` makes a session with a user.
-fn router(lib: Lib) -> Router {
-    let counter = Counter::default();
-    match lib {
-        Lib::Bare => Router::new()
-            .route("/read", get(|| async { "user-0" }))
-            .route(
-                "/write",
-                post(|State(c): State<Counter>| async move {
-                    c.fetch_add(1, Ordering::Relaxed).to_string()
-                }),
-            )
-            .route("/login", post(|| async { "ok" }))
-            .with_state(counter),
-        Lib::SessionKit => {
-            use session_kit::{MemoryStore, Session, SessionError, SessionLayer};
-            async fn read(session: Session) -> Result<String, SessionError> {
-                Ok(session.get::<String>("user").await?.unwrap_or_default())
-            }
-            async fn write(session: Session, State(c): State<Counter>) -> Result<(), SessionError> {
-                session
-                    .insert("last", c.fetch_add(1, Ordering::Relaxed))
-                    .await
-            }
-            async fn login(session: Session, State(c): State<Counter>) -> Result<(), SessionError> {
-                let n = c.fetch_add(1, Ordering::Relaxed);
-                session.insert("user", format!("user-{n}")).await
-            }
-            let layer = SessionLayer::builder(MemoryStore::new())
-                .with_secure(false)
-                .build()
-                .expect("a valid layer");
-            Router::new()
-                .route("/read", get(read))
-                .route("/write", post(write))
-                .route("/login", post(login))
-                .layer(layer)
-                .with_state(counter)
-        }
-        Lib::TowerSessions => {
-            use tower_sessions::{MemoryStore, Session, SessionManagerLayer};
-            fn failed(_: tower_sessions::session::Error) -> StatusCode {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-            async fn read(session: Session) -> Result<String, StatusCode> {
-                let user = session.get::<String>("user").await.map_err(failed)?;
-                Ok(user.unwrap_or_default())
-            }
-            async fn write(session: Session, State(c): State<Counter>) -> Result<(), StatusCode> {
-                let n = c.fetch_add(1, Ordering::Relaxed);
-                session.insert("last", n).await.map_err(failed)
-            }
-            async fn login(session: Session, State(c): State<Counter>) -> Result<(), StatusCode> {
-                let n = c.fetch_add(1, Ordering::Relaxed);
-                session
-                    .insert("user", format!("user-{n}"))
-                    .await
-                    .map_err(failed)
-            }
-            Router::new()
-                .route("/read", get(read))
-                .route("/write", post(write))
-                .route("/login", post(login))
-                .layer(SessionManagerLayer::new(MemoryStore::default()).with_secure(false))
-                .with_state(counter)
-        }
-    }
-}
 
 /// Makes `count` sessions through the app's own layer and returns their cookies
 /// (`name=value`). The bare router sets no cookie; it gets cookies of the same size.
@@ -166,13 +60,13 @@ async fn make_sessions(app: &Router, count: usize) -> Result<Vec<String>, BoxErr
     Ok(cookies)
 }
 
-fn serve(lib: Lib, port: u16, cookie_file: &Path) -> Result<(), BoxError> {
+fn serve(lib: Lib, port: u16, cookie_file: &Path, redis: Option<&str>) -> Result<(), BoxError> {
     // One worker thread: wrk gets the other core, so the server is what saturates.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let app = router(lib);
+        let app = router(lib, redis).await?;
         let cookies = make_sessions(&app, SESSIONS).await?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         // Written last and renamed into place: its existence means "ready".
@@ -191,7 +85,7 @@ fn memory(lib: Lib, count: usize) -> Result<(), BoxError> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let app = router(lib);
+        let app = router(lib, None).await?;
         // Warm up whatever the first request allocates once.
         make_sessions(&app, 1).await?;
         let rss_before = resident_bytes()?;
@@ -214,12 +108,17 @@ fn memory(lib: Lib, count: usize) -> Result<(), BoxError> {
 /// Nanoseconds and heap allocations per request through the app in-process (no
 /// network), for `count` requests of `scenario`: the layer's own cost, without the
 /// noise of a load run.
-fn in_process(lib: Lib, scenario: Scenario, count: usize) -> Result<(f64, f64), BoxError> {
+fn in_process(
+    lib: Lib,
+    scenario: Scenario,
+    count: usize,
+    redis: Option<&str>,
+) -> Result<(f64, f64), BoxError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let app = router(lib);
+        let app = router(lib, redis).await?;
         let mut cookies = make_sessions(&app, SESSIONS).await?;
         if scenario.hot {
             cookies.truncate(1);
@@ -318,10 +217,11 @@ struct Slice {
 }
 
 impl Server {
-    fn start(lib: Lib, port: u16, dir: &Path) -> Result<Self, BoxError> {
+    fn start(lib: Lib, port: u16, dir: &Path, redis: Option<&str>) -> Result<Self, BoxError> {
         let cookies = dir.join(format!("{lib}.cookies"));
         let _ = std::fs::remove_file(&cookies);
-        let child = Command::new(std::env::current_exe()?)
+        let mut command = Command::new(std::env::current_exe()?);
+        command
             .args([
                 "serve",
                 "--lib",
@@ -331,8 +231,11 @@ impl Server {
                 "--cookies",
             ])
             .arg(&cookies)
-            .stdout(Stdio::null())
-            .spawn()?;
+            .stdout(Stdio::null());
+        if let (Some(url), true) = (redis, lib.uses_redis()) {
+            command.args(["--redis", url]);
+        }
+        let child = command.spawn()?;
         let hot_cookie = dir.join(format!("{lib}.hot"));
         Ok(Self {
             lib,
@@ -441,17 +344,28 @@ struct Measured {
     ratio_to_tower: Vec<f64>,
 }
 
-fn run(seconds: u64, cycles: usize) -> Result<(), BoxError> {
+/// The load run: `libs[0]` is the bare router, `libs[1]` session-kit, `libs[2]` the
+/// peer; with a Redis server of the run's own when the store is Redis.
+fn run(store: &str, seconds: u64, cycles: usize) -> Result<(), BoxError> {
+    let libs = match store {
+        "memory" => [Lib::Bare, Lib::SessionKit, Lib::TowerSessions],
+        "redis" => [Lib::Bare, Lib::SessionKitRedis, Lib::TowerSessionsRedis],
+        other => return Err(format!("--store {other:?}: memory or redis").into()),
+    };
     let dir = std::env::temp_dir().join(format!("session-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let script = dir.join("cookies.lua");
     std::fs::write(&script, include_str!("../lua/cookies.lua"))?;
+    let redis = (store == "redis")
+        .then(|| OwnRedis::start(&dir))
+        .transpose()?;
+    let redis_url = redis.as_ref().map(OwnRedis::url);
 
     // All three servers run at once; only the one under load uses the CPU.
-    let servers = Lib::ALL
+    let servers = libs
         .into_iter()
         .enumerate()
-        .map(|(i, lib)| Server::start(lib, 39_100 + i as u16, &dir))
+        .map(|(i, lib)| Server::start(lib, 39_100 + i as u16, &dir, redis_url.as_deref()))
         .collect::<Result<Vec<_>, _>>()?;
     for server in &servers {
         server.wait_ready()?;
@@ -473,7 +387,7 @@ fn run(seconds: u64, cycles: usize) -> Result<(), BoxError> {
                 );
                 slices.insert(server.lib, slice);
             }
-            let bare = slices[&Lib::Bare].requests_per_second;
+            let bare = slices[&libs[0]].requests_per_second;
             for (lib, slice) in &slices {
                 measured
                     .rps
@@ -491,55 +405,211 @@ fn run(seconds: u64, cycles: usize) -> Result<(), BoxError> {
                     .or_default()
                     .push(slice.requests_per_second / bare);
             }
-            measured.ratio_to_tower.push(
-                slices[&Lib::SessionKit].requests_per_second
-                    / slices[&Lib::TowerSessions].requests_per_second,
-            );
+            measured
+                .ratio_to_tower
+                .push(slices[&libs[1]].requests_per_second / slices[&libs[2]].requests_per_second);
         }
     }
     drop(servers);
 
+    let [bare_lib, kit_lib, peer_lib] = libs;
     println!(
-        "{cycles} cycles of {seconds} s slices per scenario, alternating; wrk -t1 -c32; each \
-         server on one thread. Medians.\n"
+        "{store} store: {cycles} cycles of {seconds} s slices per scenario, alternating; \
+         wrk -t1 -c32; each server on one thread. Medians.\n"
     );
-    println!("| scenario | bare req/s | session-kit req/s | tower-sessions req/s | session-kit / bare | tower-sessions / bare | session-kit / tower-sessions |");
+    println!("| scenario | {bare_lib} req/s | {kit_lib} req/s | {peer_lib} req/s | {kit_lib} / bare | {peer_lib} / bare | {kit_lib} / {peer_lib} |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (scenario, m) in &mut results {
         let mut rps = |lib| median(m.rps.get_mut(&lib).expect("measured"));
-        let (bare, kit, tower) = (
-            rps(Lib::Bare),
-            rps(Lib::SessionKit),
-            rps(Lib::TowerSessions),
-        );
+        let (bare, kit, tower) = (rps(bare_lib), rps(kit_lib), rps(peer_lib));
         let mut ratio = |lib| median(m.ratio_to_bare.get_mut(&lib).expect("measured"));
-        let (kit_ratio, tower_ratio) = (ratio(Lib::SessionKit), ratio(Lib::TowerSessions));
+        let (kit_ratio, tower_ratio) = (ratio(kit_lib), ratio(peer_lib));
         println!(
             "| {scenario} | {bare:.0} | {kit:.0} | {tower:.0} | {kit_ratio:.2} | {tower_ratio:.2} | {:.2} |",
             median(&mut m.ratio_to_tower)
         );
     }
     println!("\nServer CPU time per request (µs, median):\n");
-    println!("| scenario | bare | session-kit | tower-sessions |");
+    println!("| scenario | {bare_lib} | {kit_lib} | {peer_lib} |");
     println!("| --- | ---: | ---: | ---: |");
     for (scenario, m) in &mut results {
         let mut cpu = |lib| median(m.cpu.get_mut(&lib).expect("measured"));
-        let (bare, kit, tower) = (
-            cpu(Lib::Bare),
-            cpu(Lib::SessionKit),
-            cpu(Lib::TowerSessions),
-        );
+        let (bare, kit, tower) = (cpu(bare_lib), cpu(kit_lib), cpu(peer_lib));
         println!("| {scenario} | {bare:.1} | {kit:.1} | {tower:.1} |");
     }
     println!();
-    for lib in [Lib::SessionKit, Lib::TowerSessions] {
-        let output = Command::new(std::env::current_exe()?)
-            .args(["memory", "--lib", lib.name(), "--sessions", "100000"])
-            .output()?;
-        print!("{}", String::from_utf8_lossy(&output.stdout));
+    if store == "memory" {
+        for lib in [kit_lib, peer_lib] {
+            let output = Command::new(std::env::current_exe()?)
+                .args(["memory", "--lib", lib.name(), "--sessions", "100000"])
+                .output()?;
+            print!("{}", String::from_utf8_lossy(&output.stdout));
+        }
     }
+    if let Some(url) = &redis_url {
+        for lib in [kit_lib, peer_lib] {
+            println!(
+                "{}",
+                commands_per_request(lib, url, redis.as_ref().map_or(0, |r| r.port))?
+            );
+        }
+    }
+    for lib in [kit_lib, peer_lib] {
+        println!("{}", concurrency(lib, redis_url.as_deref())?);
+    }
+    drop(redis);
     std::fs::remove_dir_all(&dir)?;
     Ok(())
+}
+
+/// A redis-server of the run's own, on a free loopback port, keeping nothing on disk.
+struct OwnRedis {
+    child: Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    fn start(dir: &Path) -> Result<Self, BoxError> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "starting redis-server ({e}); install it with `apt-get install redis-server`"
+                )
+            })?;
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err("redis-server did not start".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Self { child, port })
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Redis commands per request, as the server saw them: `MONITOR` lists every command,
+/// and marks those a Lua script ran itself `[0 lua]`. Round trips are the others.
+fn commands_per_request(lib: Lib, redis_url: &str, port: u16) -> Result<String, BoxError> {
+    const REQUESTS: usize = 200;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let app = router(lib, Some(redis_url)).await?;
+        let cookies = make_sessions(&app, 100).await?;
+        let mut report = format!("{lib}:");
+        for (label, method, path) in [("read", "GET", "/read"), ("write", "POST", "/write")] {
+            // Once before counting, so that scripts are loaded and connections made.
+            send(&app, method, path, &cookies[0]).await?;
+            let mut monitor = Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "monitor"])
+                .stdout(Stdio::piped())
+                .spawn()?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            for i in 0..REQUESTS {
+                send(&app, method, path, &cookies[i % cookies.len()]).await?;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            monitor.kill()?;
+            let output = monitor.wait_with_output()?;
+            let text = String::from_utf8_lossy(&output.stdout);
+            let commands: Vec<&str> = text.lines().filter(|line| line.contains('"')).collect();
+            let in_scripts = commands
+                .iter()
+                .filter(|line| line.contains(" lua]"))
+                .count();
+            let round_trips = commands.len() - in_scripts;
+            report.push_str(&format!(
+                " {label}: {:.2} round trips, {:.2} commands per request;",
+                round_trips as f64 / REQUESTS as f64,
+                commands.len() as f64 / REQUESTS as f64,
+            ));
+        }
+        Ok(report)
+    })
+}
+
+async fn send(app: &Router, method: &str, path: &str, cookie: &str) -> Result<String, BoxError> {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::COOKIE, cookie)
+        .body(Body::empty())?;
+    let response = app.clone().oneshot(request).await?;
+    if !response.status().is_success() {
+        return Err(format!("{path} answered {}", response.status()).into());
+    }
+    let body = http_body_util::BodyExt::collect(response.into_body()).await?;
+    Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned())
+}
+
+/// Lost updates under concurrency, in process: 100 concurrent increments of one
+/// session, and 20 trials of two overlapping requests that set different keys.
+fn concurrency(lib: Lib, redis_url: Option<&str>) -> Result<String, BoxError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let app = router(lib, redis_url).await?;
+        let cookie = make_sessions(&app, 1).await?.remove(0);
+        let increments: Vec<_> = (0..100)
+            .map(|_| {
+                let (app, cookie) = (app.clone(), cookie.clone());
+                tokio::spawn(async move { send(&app, "POST", "/incr", &cookie).await })
+            })
+            .collect();
+        for increment in increments {
+            increment.await??;
+        }
+        let counted = send(&app, "GET", "/get/n", &cookie).await?;
+        let mut both_kept = 0;
+        const TRIALS: usize = 20;
+        for _ in 0..TRIALS {
+            let cookie = make_sessions(&app, 1).await?.remove(0);
+            let (a, b) = tokio::join!(
+                send(&app, "POST", "/slow-set/a", &cookie),
+                send(&app, "POST", "/slow-set/b", &cookie)
+            );
+            a?;
+            b?;
+            let kept_a = !send(&app, "GET", "/get/a", &cookie).await?.is_empty();
+            let kept_b = !send(&app, "GET", "/get/b", &cookie).await?.is_empty();
+            both_kept += usize::from(kept_a && kept_b);
+        }
+        Ok(format!(
+            "{lib}: 100 concurrent increments ended at {}; two overlapping writes of \
+             different keys both kept in {both_kept} of {TRIALS} trials",
+            if counted.is_empty() { "0" } else { &counted }
+        ))
+    })
 }
 
 fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
@@ -554,6 +624,7 @@ fn main() -> Result<(), BoxError> {
     let lib = || Lib::parse(flag(&args, "--lib").ok_or("--lib is required")?);
     match args.first().map(String::as_str) {
         Some("run") => run(
+            flag(&args, "--store").unwrap_or("memory"),
             flag(&args, "--seconds").unwrap_or("2").parse()?,
             flag(&args, "--cycles").unwrap_or("9").parse()?,
         ),
@@ -561,16 +632,22 @@ fn main() -> Result<(), BoxError> {
             lib()?,
             flag(&args, "--port").ok_or("--port is required")?.parse()?,
             Path::new(flag(&args, "--cookies").ok_or("--cookies is required")?),
+            flag(&args, "--redis"),
         ),
         Some("in-process") => {
             let count = flag(&args, "--requests").unwrap_or("1000000").parse()?;
             for scenario in Scenario::ALL {
-                let (ns, allocations) = in_process(lib()?, scenario, count)?;
+                let (ns, allocations) =
+                    in_process(lib()?, scenario, count, flag(&args, "--redis"))?;
                 println!(
                     "{} {scenario}: {ns:.0} ns/request, {allocations:.1} allocations/request",
                     lib()?
                 );
             }
+            Ok(())
+        }
+        Some("concurrency") => {
+            println!("{}", concurrency(lib()?, flag(&args, "--redis"))?);
             Ok(())
         }
         Some("memory") => memory(

@@ -92,7 +92,7 @@ pub use on_store_error::{DefaultOnStoreError, OnStoreError};
 pub use record::{Changes, Data, Expiry, Meta, Record, Timestamp};
 pub use service::SessionService;
 pub use session::Session;
-pub use store::{Created, Loaded, Refresh, Saved, SessionStore, UpdateFn, Updated, UserSession};
+pub use store::{Created, Saved, SessionStore, UpdateFn, Updated, UserSession};
 
 /// The `async_trait` macro that [`SessionStore`] implementations need.
 pub use async_trait::async_trait;

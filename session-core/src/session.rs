@@ -7,7 +7,7 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -18,7 +18,7 @@ use crate::error::{SessionError, StoreError, StoreErrorKind};
 use crate::id::{SessionId, SessionKey};
 use crate::layer::Shared;
 use crate::record::{Changes, Data, Expiry, Meta, Record, Timestamp};
-use crate::store::{Created, Loaded, Refresh, Saved, Updated, UserSession};
+use crate::store::{Created, Saved, Updated, UserSession};
 use crate::transport::IdUpdate;
 
 /// Ids drawn before a store that reports only collisions is declared broken. With
@@ -97,8 +97,6 @@ struct State {
     failed: Option<StoreErrorKind>,
     /// When the request started: the time every expiry decision of the request uses.
     now: Timestamp,
-    /// The store pushed the expiry back while loading.
-    refreshed: bool,
 }
 
 impl Session {
@@ -127,7 +125,6 @@ impl Session {
                     retired: Vec::new(),
                     failed: None,
                     now,
-                    refreshed: false,
                 }),
             }),
         }
@@ -568,22 +565,20 @@ impl Session {
         if let (Stored::Unknown, Some(id)) = (state.stored, state.incoming.clone()) {
             let shared = &self.inner.shared;
             let key = id.key();
-            let refresh = state.refresh(shared);
-            let loaded = call(shared, "load", shared.store.load_refreshed(&key, &refresh))
+            let record = call(shared, "load", shared.store.load(&key))
                 .await
                 .map_err(|e| state.fail(e))?;
             let now = state.now;
-            match loaded {
+            match record {
                 // The store enforces expiry too; this check makes the stored times
                 // authoritative even where a store's clock or TTL lags.
-                Some(Loaded { record, refreshed })
+                Some(record)
                     if !record.meta.is_expired(now) && !past_deadline(&record.meta, now) =>
                 {
                     state.id = Some(id);
                     state.stored = Stored::Present;
                     state.base = record.data;
                     state.meta = record.meta;
-                    state.refreshed = refreshed;
                 }
                 _ => state.stored = Stored::Absent,
             }
@@ -680,8 +675,7 @@ impl State {
     /// What the client must be told once the store is right.
     fn id_update(&self, shared: &Shared, refresh_cookie: bool) -> Option<IdUpdate> {
         let expiry = self.meta.expiry.unwrap_or(shared.expiry);
-        // A push of the expiry during the load counts as much as one after the handler.
-        let refresh_cookie = refresh_cookie || self.refreshed;
+
         match (&self.id, self.stored) {
             (Some(id), Stored::Present)
                 if self.issued || (refresh_cookie && expiry.is_persistent()) =>
@@ -743,9 +737,39 @@ impl State {
         new_expires_at.saturating_since(self.meta.expires_at) >= idle / 4
     }
 
-    /// The new expiry if pushing it back is due (see [`Refresh::due`]).
+    /// The new expiry if pushing it back is due (see `Refresh::due`).
     fn touch_due(&self, shared: &Shared) -> Option<Timestamp> {
         self.refresh(shared).due(&self.meta)
+    }
+}
+
+/// The layer's expiry rule at one moment.
+#[derive(Clone, Copy)]
+struct Refresh {
+    now: Timestamp,
+    /// The idle timeout of sessions whose metadata sets none.
+    idle_timeout: Duration,
+}
+
+impl Refresh {
+    fn idle_timeout_of(&self, meta: &Meta) -> Duration {
+        meta.expiry.map_or(self.idle_timeout, |e| e.idle_timeout())
+    }
+
+    /// When a session written now expires: after its idle timeout, but never past its
+    /// absolute deadline.
+    fn expires_at(&self, meta: &Meta) -> Timestamp {
+        let idle_end = self.now.saturating_add(self.idle_timeout_of(meta));
+        meta.deadline
+            .map_or(idle_end, |deadline| idle_end.min(deadline))
+    }
+
+    /// The expiry to push `meta` to, if pushing is due: only when it would gain at
+    /// least a quarter of the idle timeout, so that most reads write nothing.
+    fn due(&self, meta: &Meta) -> Option<Timestamp> {
+        let target = self.expires_at(meta);
+        let gain = target.saturating_since(meta.expires_at);
+        (gain >= self.idle_timeout_of(meta) / 4).then_some(target)
     }
 }
 

@@ -1,14 +1,13 @@
 //! The contract between the layer and a storage backend.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::error::StoreError;
 use crate::id::SessionKey;
-use crate::record::{Changes, Meta, Record, Timestamp};
+use crate::record::{Changes, Meta, Record};
 
 /// How [`SessionStore::update`] computes a field's new value from its current one:
 /// `None` in means the field is absent; `None` out leaves it as it is. It may be called
@@ -45,62 +44,6 @@ pub enum Updated {
     Missing,
 }
 
-/// When a load should also push a session's expiry back: the layer's rule, handed to
-/// stores that can apply it in the same round trip as the load.
-///
-/// ```
-/// use std::time::Duration;
-/// use session_core::{Meta, Refresh, Timestamp};
-///
-/// let now = Timestamp::from_unix_millis(1_000_000_000);
-/// let refresh = Refresh { now, idle_timeout: Duration::from_secs(1800) };
-/// // Expires in 25 minutes: pushing it to 30 would gain less than a quarter of 30.
-/// let fresh = Meta::new(now, now.saturating_add(Duration::from_secs(25 * 60)));
-/// assert_eq!(refresh.due(&fresh), None);
-/// // Expires in 20 minutes: push it to 30.
-/// let stale = Meta::new(now, now.saturating_add(Duration::from_secs(20 * 60)));
-/// assert_eq!(refresh.due(&stale), Some(now.saturating_add(Duration::from_secs(1800))));
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Refresh {
-    /// The time of the request.
-    pub now: Timestamp,
-    /// The idle timeout of sessions whose metadata sets none.
-    pub idle_timeout: Duration,
-}
-
-impl Refresh {
-    /// The session's idle timeout: its own, or the layer's.
-    pub fn idle_timeout_of(&self, meta: &Meta) -> Duration {
-        meta.expiry.map_or(self.idle_timeout, |e| e.idle_timeout())
-    }
-
-    /// When a session written now expires: after its idle timeout, but never past its
-    /// absolute deadline.
-    pub fn expires_at(&self, meta: &Meta) -> Timestamp {
-        let idle_end = self.now.saturating_add(self.idle_timeout_of(meta));
-        meta.deadline
-            .map_or(idle_end, |deadline| idle_end.min(deadline))
-    }
-
-    /// The expiry to push `meta` to, if pushing is due: only when it would gain at
-    /// least a quarter of the idle timeout, so that most reads write nothing.
-    pub fn due(&self, meta: &Meta) -> Option<Timestamp> {
-        let target = self.expires_at(meta);
-        let gain = target.saturating_since(meta.expires_at);
-        (gain >= self.idle_timeout_of(meta) / 4).then_some(target)
-    }
-}
-
-/// A record as [`SessionStore::load_refreshed`] returns it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Loaded {
-    /// The record, with its expiry as it is now in the store.
-    pub record: Record,
-    /// Whether the load also pushed the expiry back.
-    pub refreshed: bool,
-}
-
 /// One session of a user, as the user index lists it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct UserSession {
@@ -133,23 +76,6 @@ pub struct UserSession {
 pub trait SessionStore: Send + Sync + 'static {
     /// The live record under `key`, if any.
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>, StoreError>;
-
-    /// Loads the live record under `key` and, when [`Refresh::due`] says so, pushes its
-    /// expiry back in the same step (the user index following, like `touch`). This is
-    /// what the layer calls. The default only loads, and the layer then pushes the
-    /// expiry with [`touch`](Self::touch) when the request ends; a store that can do
-    /// both in one round trip overrides it.
-    async fn load_refreshed(
-        &self,
-        key: &SessionKey,
-        refresh: &Refresh,
-    ) -> Result<Option<Loaded>, StoreError> {
-        let _ = refresh;
-        Ok(self.load(key).await?.map(|record| Loaded {
-            record,
-            refreshed: false,
-        }))
-    }
 
     /// Writes a new record under `key`, unless a live one is there already.
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created, StoreError>;
@@ -193,14 +119,6 @@ pub trait SessionStore: Send + Sync + 'static {
 impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>, StoreError> {
         (**self).load(key).await
-    }
-
-    async fn load_refreshed(
-        &self,
-        key: &SessionKey,
-        refresh: &Refresh,
-    ) -> Result<Option<Loaded>, StoreError> {
-        (**self).load_refreshed(key, refresh).await
     }
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created, StoreError> {

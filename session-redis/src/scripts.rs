@@ -29,50 +29,14 @@ local function reindex(index, member, score, create)
 end
 "#;
 
-/// Reads a session and pushes its expiry back when due, by the rule of
-/// `session_core::Refresh::due`: to `min(now + idle, deadline)` once that gains at
-/// least a quarter of the idle timeout. `ARGV`: now, the default idle timeout (both
-/// ms), and the user index prefix ('' on a cluster, where the caller keeps the index).
-/// Returns `{refreshed (0/1), HGETALL pairs}`, `{0, {}}` for no session.
-const LOAD: &str = r#"
-local fields = redis.call('HGETALL', KEYS[1])
-local expires_at, meta, user, expires_at_slot
-for i = 1, #fields, 2 do
-  local field = fields[i]
-  if field == 'e' then
-    expires_at, expires_at_slot = tonumber(fields[i + 1]), i + 1
-  elseif field == 'm' then
-    meta = fields[i + 1]
-  elseif field == 'u' then
-    user = fields[i + 1]
+/// Writes `ARGV[from..]` (field/value pairs) in as few `HSET` calls as Lua's stack
+/// allows: each `redis.call` costs, and a session rarely has more fields than fit one.
+const HSET_FUNCTION: &str = r#"
+local function hset_pairs(key, from)
+  for i = from, #ARGV, 4000 do
+    redis.call('HSET', key, unpack(ARGV, i, math.min(i + 3999, #ARGV)))
   end
 end
-if not expires_at or not meta then
-  return {0, fields}
-end
-local ok, decoded = pcall(cjson.decode, meta)
-if not ok or type(decoded) ~= 'table' then
-  return {0, fields}
-end
-local idle = tonumber(ARGV[2])
-if type(decoded.x) == 'table' and type(decoded.x.i) == 'number' then
-  idle = decoded.x.i * 1000
-end
-local target = tonumber(ARGV[1]) + idle
-if type(decoded.d) == 'number' and decoded.d < target then
-  target = decoded.d
-end
-if target - expires_at < idle / 4 then
-  return {0, fields}
-end
-local text = string.format('%.0f', target)
-redis.call('HSET', KEYS[1], 'e', text)
-redis.call('PEXPIREAT', KEYS[1], text)
-if user and ARGV[3] ~= '' then
-  reindex(ARGV[3] .. '{' .. user .. '}', KEYS[1], text, false)
-end
-fields[expires_at_slot] = text
-return {1, fields}
 "#;
 
 /// `ARGV`: expiry, metadata JSON, user ('' for none), then field/value pairs.
@@ -81,13 +45,12 @@ const CREATE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
-redis.call('HSET', KEYS[1], 'e', ARGV[1], 'm', ARGV[2])
 if ARGV[3] ~= '' then
-  redis.call('HSET', KEYS[1], 'u', ARGV[3])
+  redis.call('HSET', KEYS[1], 'e', ARGV[1], 'm', ARGV[2], 'u', ARGV[3])
+else
+  redis.call('HSET', KEYS[1], 'e', ARGV[1], 'm', ARGV[2])
 end
-for i = 4, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-end
+hset_pairs(KEYS[1], 4)
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 if KEYS[2] and ARGV[3] ~= '' then
   reindex(KEYS[2], KEYS[1], ARGV[1], true)
@@ -97,6 +60,10 @@ return 1
 
 /// `ARGV`: expiry, metadata JSON, cleared ('1'/'0'), number of removed fields, the
 /// removed fields, then field/value pairs to set. Returns 1 if saved, 0 if missing.
+///
+/// Every script sets the TTL last: an expiry that has passed meanwhile (a deadline
+/// reached while the request ran) then deletes what was written, where a TTL set
+/// first would delete the key and let the writes re-create it without one.
 const SAVE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
@@ -109,13 +76,11 @@ if ARGV[3] == '1' then
   end
 end
 local removed = tonumber(ARGV[4])
-for i = 5, 4 + removed do
-  redis.call('HDEL', KEYS[1], ARGV[i])
-end
-for i = 5 + removed, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+for i = 5, 4 + removed, 4000 do
+  redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 3999, 4 + removed)))
 end
 redis.call('HSET', KEYS[1], 'e', ARGV[1], 'm', ARGV[2])
+hset_pairs(KEYS[1], 5 + removed)
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 if KEYS[2] then
   reindex(KEYS[2], KEYS[1], ARGV[1], false)
@@ -172,7 +137,6 @@ return 1
 
 /// The scripts, compiled once per store (each keeps its SHA-1 for `EVALSHA`).
 pub(crate) struct Scripts {
-    pub(crate) load: Script,
     pub(crate) create: Script,
     pub(crate) save: Script,
     pub(crate) touch: Script,
@@ -183,9 +147,9 @@ pub(crate) struct Scripts {
 
 impl Scripts {
     pub(crate) fn new() -> Self {
-        let with_index = |body: &str| Script::new(&format!("{INDEX_FUNCTION}{body}"));
+        let with_index =
+            |body: &str| Script::new(&format!("{INDEX_FUNCTION}{HSET_FUNCTION}{body}"));
         Self {
-            load: with_index(LOAD),
             create: with_index(CREATE),
             save: with_index(SAVE),
             touch: with_index(TOUCH),

@@ -156,11 +156,11 @@ fn command_calls(server: &OwnRedis, command: &str) -> u64 {
         .map_or(0, |calls| calls.parse().unwrap())
 }
 
-/// Round trips so far, for requests that reach Redis only through scripts (loads,
-/// writes and expiry pushes all do): one `EVALSHA` each, or an `EVAL` or
-/// `SCRIPT LOAD` the first time a script runs.
+/// Round trips so far, for requests that load, write and push expiries back: each is
+/// an `HGETALL` (a load) or an `EVALSHA` (a script), or an `EVAL` or `SCRIPT LOAD` the
+/// first time a script runs. No script runs `HGETALL` itself.
 fn round_trips(server: &OwnRedis) -> u64 {
-    ["evalsha", "eval", "script|load"]
+    ["hgetall", "evalsha", "eval", "script|load"]
         .iter()
         .map(|command| command_calls(server, command))
         .sum()
@@ -219,18 +219,21 @@ async fn requests_cost_the_fewest_round_trips() {
     );
 }
 
-/// A read that is due to push the idle timeout back does it in the same round trip
-/// as the load, the user's index following; one that is not due writes nothing.
+/// A read that is due to push the idle timeout back costs one more round trip, the
+/// user's index following; the reads after it, until the next quarter of the idle
+/// timeout has passed, cost one and write nothing.
 #[tokio::test]
-async fn a_due_expiry_push_rides_on_the_load() {
+async fn a_due_expiry_push_costs_one_more_round_trip_once() {
+    use std::sync::atomic::{AtomicI64, Ordering};
     let server = OwnRedis::start();
     let store = RedisStore::connect(&server.url()).await.unwrap();
-    let offset = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let offset = Arc::new(AtomicI64::new(0));
     let clock = {
         let offset = offset.clone();
         move || {
-            let now = Timestamp::now().unix_millis();
-            Timestamp::from_unix_millis(now + offset.load(std::sync::atomic::Ordering::SeqCst))
+            Timestamp::from_unix_millis(
+                Timestamp::now().unix_millis() + offset.load(Ordering::SeqCst),
+            )
         }
     };
     let layer = SessionLayer::builder(store.clone())
@@ -240,21 +243,18 @@ async fn a_due_expiry_push_rides_on_the_load() {
     let app = app(layer, None);
     let mut client = Client::new(&app);
     let user = random_user();
-    client.post(&format!("/login/{user}")).await;
-    client.get("/user").await; // loads the load script once
-    let key = client.key().unwrap();
     let minutes = |m: i64| m * 60_000;
+    client.post(&format!("/login/{user}")).await;
+    offset.store(minutes(20), Ordering::SeqCst);
+    client.get("/user").await; // the first push loads the touch script
+    let key = client.key().unwrap();
 
-    offset.store(minutes(20), std::sync::atomic::Ordering::SeqCst);
+    offset.store(minutes(40), Ordering::SeqCst);
     let before = round_trips(&server);
     assert_eq!(client.get("/user").await.body, user);
-    assert_eq!(
-        round_trips(&server) - before,
-        1,
-        "the push cost a round trip of its own"
-    );
+    assert_eq!(round_trips(&server) - before, 2, "not a load and a push");
     let record = store.load(&key).await.unwrap().unwrap();
-    let pushed = Timestamp::now().unix_millis() + minutes(50);
+    let pushed = Timestamp::now().unix_millis() + minutes(70);
     assert!(
         (record.meta.expires_at.unix_millis() - pushed).abs() < 5_000,
         "{record:?}"
@@ -264,7 +264,7 @@ async fn a_due_expiry_push_rides_on_the_load() {
         .trim()
         .parse()
         .unwrap();
-    assert!((pttl - minutes(50)).abs() < 5_000, "PTTL {pttl}");
+    assert!((pttl - minutes(70)).abs() < 5_000, "PTTL {pttl}");
     let index = format!("session:user:{{{user}}}");
     let score = server.cli(&["zscore", &index, &format!("session:{{{key}}}")]);
     assert_eq!(
@@ -272,13 +272,12 @@ async fn a_due_expiry_push_rides_on_the_load() {
         record.meta.expires_at.unix_millis()
     );
 
-    // A minute later nothing is due: the read writes nothing.
-    offset.store(minutes(21), std::sync::atomic::Ordering::SeqCst);
-    let before_writes = command_calls(&server, "hset");
+    // A minute later nothing is due: the read is one round trip and writes nothing.
+    offset.store(minutes(41), Ordering::SeqCst);
+    let (before, writes) = (round_trips(&server), command_calls(&server, "hset"));
     client.get("/user").await;
-    assert_eq!(command_calls(&server, "hset"), before_writes);
-    let again = store.load(&key).await.unwrap().unwrap();
-    assert_eq!(again.meta.expires_at, record.meta.expires_at);
+    assert_eq!(round_trips(&server) - before, 1);
+    assert_eq!(command_calls(&server, "hset"), writes);
 }
 
 /// The user index never grows without bound: 10,000 sessions of 100 users expire,
@@ -320,4 +319,36 @@ async fn expired_sessions_leave_no_index_behind() {
         "0",
         "keys outlived their sessions"
     );
+}
+
+/// A write whose expiry has already passed (a deadline reached while the request
+/// ran) ends the session: it never leaves a key without a TTL behind.
+#[tokio::test]
+async fn a_write_past_its_expiry_leaves_no_key() {
+    let server = OwnRedis::start();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let now = Timestamp::now();
+    let key = random_key();
+    let created = Record {
+        data: Default::default(),
+        meta: Meta::new(now, now.saturating_add(Duration::from_secs(60))),
+    };
+    store.create(&key, &created).await.unwrap();
+    let mut past = created.meta.clone();
+    past.expires_at = Timestamp::from_unix_millis(now.unix_millis() - 1_000);
+    let changes = session_core::Changes {
+        set: [("k".to_owned(), serde_json::json!(1))]
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    store.save(&key, &changes, &past).await.unwrap();
+    assert_eq!(server.cli(&["dbsize"]).trim(), "0", "a save left a key");
+    store.create(&key, &created).await.unwrap();
+    store.touch(&key, &past).await.unwrap();
+    assert_eq!(server.cli(&["dbsize"]).trim(), "0", "a touch left a key");
+    store.create(&key, &created).await.unwrap();
+    let set_one = |_: Option<&serde_json::Value>| Some(serde_json::json!(1));
+    store.update(&key, "n", &set_one, &past).await.unwrap();
+    assert_eq!(server.cli(&["dbsize"]).trim(), "0", "an update left a key");
 }

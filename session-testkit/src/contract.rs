@@ -8,8 +8,8 @@ use std::time::Duration;
 use http::StatusCode;
 use serde_json::{json, Value};
 use session_core::{
-    Changes, Created, Data, Meta, Record, Refresh, Saved, SessionKey, SessionLayer, SessionStore,
-    Timestamp, Updated,
+    Changes, Created, Data, Meta, Record, Saved, SessionKey, SessionLayer, SessionStore, Timestamp,
+    Updated,
 };
 
 use crate::app::{app, Client, Pause};
@@ -122,65 +122,6 @@ pub async fn save_applies_changes_not_snapshots<S: SessionStore>(store: S) {
     let loaded = store.load(&key).await.expect("load").expect("present");
     assert_eq!(data_of(&loaded), json!({"fresh": true}));
     store.delete(&key).await.expect("delete");
-}
-
-/// `load_refreshed` pushes a due expiry back by `Refresh::due` (or leaves that to the
-/// layer, saying so), never one that is not due, and follows a session's own idle
-/// timeout and deadline.
-pub async fn load_refreshed_follows_the_rule<S: SessionStore>(store: S) {
-    let minutes = |m: u64| Duration::from_secs(m * 60);
-    let now = Timestamp::now();
-    let refresh = Refresh {
-        now,
-        idle_timeout: minutes(30),
-    };
-    let create = |expires_in: Duration, own_idle: Option<u64>, deadline_in: Option<u64>| {
-        let mut r = record(json!({"a": 1}), expires_in);
-        r.meta.expiry = own_idle.map(|m| session_core::Expiry::on_inactivity(minutes(m)));
-        r.meta.deadline = deadline_in.map(|m| now.saturating_add(minutes(m)));
-        r
-    };
-    assert_eq!(
-        store
-            .load_refreshed(&random_key(), &refresh)
-            .await
-            .expect("load"),
-        None
-    );
-    for (written, expected) in [
-        (create(minutes(29), None, None), None),
-        (
-            create(minutes(10), None, None),
-            Some(now.saturating_add(minutes(30))),
-        ),
-        (
-            create(minutes(40), Some(60), None),
-            Some(now.saturating_add(minutes(60))),
-        ),
-        (
-            create(minutes(10), None, Some(20)),
-            Some(now.saturating_add(minutes(20))),
-        ),
-        (create(minutes(10), None, Some(12)), None),
-    ] {
-        assert_eq!(refresh.due(&written.meta), expected, "the rule itself");
-        let key = random_key();
-        store.create(&key, &written).await.expect("create");
-        let loaded = store
-            .load_refreshed(&key, &refresh)
-            .await
-            .expect("load")
-            .expect("present");
-        assert_eq!(data_of(&loaded.record), json!({"a": 1}));
-        match (loaded.refreshed, expected) {
-            (true, Some(target)) => assert_eq!(loaded.record.meta.expires_at, target),
-            (true, None) => panic!("refreshed an expiry that was not due"),
-            (false, _) => assert_eq!(loaded.record.meta, written.meta),
-        }
-        let again = store.load(&key).await.expect("load").expect("present");
-        assert_eq!(again.meta.expires_at, loaded.record.meta.expires_at);
-        store.delete(&key).await.expect("delete");
-    }
 }
 
 /// A save also stores the metadata it carries (the pushed-back expiry).

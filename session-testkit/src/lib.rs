@@ -68,7 +68,7 @@ macro_rules! conformance_tests {
             create_then_load_round_trips
             create_never_overwrites
             save_applies_changes_not_snapshots
-            load_refreshed_follows_the_rule
+
             save_stores_metadata
             writes_never_create
             delete_removes_the_record

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use session_core::{
-    Changes, Created, Loaded, Meta, Record, Refresh, Saved, SessionKey, SessionStore, StoreError,
-    UpdateFn, Updated, UserSession,
+    Changes, Created, Meta, Record, Saved, SessionKey, SessionStore, StoreError, UpdateFn, Updated,
+    UserSession,
 };
 
 /// Wraps a store: counts the calls made to it by operation name (`load`, `create`,
@@ -112,16 +112,6 @@ impl<S: SessionStore> SessionStore for InstrumentedStore<S> {
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>, StoreError> {
         self.enter("load").await?;
         self.inner.load(key).await
-    }
-
-    /// Counted as a `load`.
-    async fn load_refreshed(
-        &self,
-        key: &SessionKey,
-        refresh: &Refresh,
-    ) -> Result<Option<Loaded>, StoreError> {
-        self.enter("load").await?;
-        self.inner.load_refreshed(key, refresh).await
     }
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created, StoreError> {

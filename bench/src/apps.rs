@@ -1,0 +1,205 @@
+//! The app under test, served by each library with each store.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::BoxError;
+
+/// What serves the benchmark routes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Lib {
+    /// The same routes with no session layer: the ceiling.
+    Bare,
+    SessionKit,
+    TowerSessions,
+    SessionKitRedis,
+    TowerSessionsRedis,
+}
+
+impl Lib {
+    pub(crate) const ALL: [Lib; 5] = [
+        Lib::Bare,
+        Lib::SessionKit,
+        Lib::TowerSessions,
+        Lib::SessionKitRedis,
+        Lib::TowerSessionsRedis,
+    ];
+
+    pub(crate) fn parse(name: &str) -> Result<Self, BoxError> {
+        Self::ALL
+            .into_iter()
+            .find(|lib| lib.name() == name)
+            .ok_or_else(|| format!("unknown lib {name:?}").into())
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Lib::Bare => "bare",
+            Lib::SessionKit => "session-kit",
+            Lib::TowerSessions => "tower-sessions",
+            Lib::SessionKitRedis => "session-kit-redis",
+            Lib::TowerSessionsRedis => "tower-sessions-redis",
+        }
+    }
+
+    pub(crate) fn uses_redis(self) -> bool {
+        matches!(self, Lib::SessionKitRedis | Lib::TowerSessionsRedis)
+    }
+}
+
+impl fmt::Display for Lib {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Distinct values for writes, so that every write really changes the session.
+type Counter = Arc<AtomicU64>;
+
+fn next(counter: &Counter) -> u64 {
+    counter.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The app over tower-sessions (`$crate_name` is the version in use) and `$store`.
+macro_rules! tower_sessions_app {
+    ($crate_name:ident, $store:expr) => {{
+        use $crate_name::{Session, SessionManagerLayer};
+
+        fn failed(_: $crate_name::session::Error) -> StatusCode {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+        async fn read(session: Session) -> Result<String, StatusCode> {
+            let user = session.get::<String>("user").await.map_err(failed)?;
+            Ok(user.unwrap_or_default())
+        }
+        async fn write(session: Session, State(c): State<Counter>) -> Result<(), StatusCode> {
+            session.insert("last", next(&c)).await.map_err(failed)
+        }
+        async fn login(session: Session, State(c): State<Counter>) -> Result<(), StatusCode> {
+            let user = format!("user-{}", next(&c));
+            session.insert("user", user).await.map_err(failed)
+        }
+        // tower-sessions has no atomic update: a read, then a write.
+        async fn incr(session: Session) -> Result<String, StatusCode> {
+            let n = session.get::<u64>("n").await.map_err(failed)?.unwrap_or(0) + 1;
+            session.insert("n", n).await.map_err(failed)?;
+            Ok(n.to_string())
+        }
+        async fn slow_set(session: Session, Path(key): Path<String>) -> Result<(), StatusCode> {
+            session.get::<String>(&key).await.map_err(failed)?;
+            tokio::time::sleep(SLOW).await;
+            session.insert(&key, "1").await.map_err(failed)
+        }
+        async fn get_key(session: Session, Path(key): Path<String>) -> Result<String, StatusCode> {
+            let value: Option<serde_json::Value> = session.get(&key).await.map_err(failed)?;
+            Ok(value.map(|v| v.to_string()).unwrap_or_default())
+        }
+
+        Router::new()
+            .route("/read", get(read))
+            .route("/write", post(write))
+            .route("/login", post(login))
+            .route("/incr", post(incr))
+            .route("/slow-set/{key}", post(slow_set))
+            .route("/get/{key}", get(get_key))
+            .layer(SessionManagerLayer::new($store).with_secure(false))
+            .with_state(Counter::default())
+    }};
+}
+
+/// How long `/slow-set` holds its request between reading and writing the session, so
+/// that two such requests overlap.
+const SLOW: Duration = Duration::from_millis(20);
+
+/// The app. Routes:
+///
+/// - `GET /read`: reads the user from the session and returns it;
+/// - `POST /write`: sets a key to a new value;
+/// - `POST /login`: makes a session with a user;
+/// - `POST /incr`: adds one to a counter, each library in its own idiom;
+/// - `POST /slow-set/{key}`: reads the session, waits, sets `key`;
+/// - `GET /get/{key}`: the value of `key`, empty if absent.
+pub(crate) async fn router(lib: Lib, redis_url: Option<&str>) -> Result<Router, BoxError> {
+    let redis_url = || redis_url.ok_or("this library needs --redis URL");
+    Ok(match lib {
+        Lib::Bare => bare(),
+        Lib::SessionKit => session_kit(session_kit::MemoryStore::new()),
+        Lib::SessionKitRedis => {
+            let store = session_kit::RedisStore::connect(redis_url()?).await?;
+            session_kit(store.with_prefix("bench:session-kit:"))
+        }
+        Lib::TowerSessions => {
+            tower_sessions_app!(tower_sessions, tower_sessions::MemoryStore::default())
+        }
+        Lib::TowerSessionsRedis => {
+            use tower_sessions_redis_store::fred::prelude::{ClientLike, Config};
+            let config = Config::from_url(redis_url()?)?;
+            let client =
+                tower_sessions_redis_store::fred::prelude::Client::new(config, None, None, None);
+            client.init().await?;
+            let store = tower_sessions_redis_store::RedisStore::new(client);
+            tower_sessions_app!(tower_sessions_014, store)
+        }
+    })
+}
+
+fn bare() -> Router {
+    Router::new()
+        .route("/read", get(|| async { "user-0" }))
+        .route(
+            "/write",
+            post(|State(c): State<Counter>| async move { next(&c).to_string() }),
+        )
+        .route("/login", post(|| async { "ok" }))
+        .with_state(Counter::default())
+}
+
+fn session_kit(store: impl session_kit::SessionStore) -> Router {
+    use session_kit::{Session, SessionError, SessionLayer};
+
+    async fn read(session: Session) -> Result<String, SessionError> {
+        Ok(session.get::<String>("user").await?.unwrap_or_default())
+    }
+    async fn write(session: Session, State(c): State<Counter>) -> Result<(), SessionError> {
+        session.insert("last", next(&c)).await
+    }
+    async fn login(session: Session, State(c): State<Counter>) -> Result<(), SessionError> {
+        session.insert("user", format!("user-{}", next(&c))).await
+    }
+    async fn incr(session: Session) -> Result<String, SessionError> {
+        let n = session
+            .update("n", |n: Option<u64>| n.unwrap_or(0) + 1)
+            .await?;
+        Ok(n.to_string())
+    }
+    async fn slow_set(session: Session, Path(key): Path<String>) -> Result<(), SessionError> {
+        session.get::<String>(&key).await?;
+        tokio::time::sleep(SLOW).await;
+        session.insert(&key, "1").await
+    }
+    async fn get_key(session: Session, Path(key): Path<String>) -> Result<String, SessionError> {
+        let value: Option<serde_json::Value> = session.get(&key).await?;
+        Ok(value.map(|v| v.to_string()).unwrap_or_default())
+    }
+
+    let layer = SessionLayer::builder(store)
+        .with_secure(false)
+        .build()
+        .expect("a valid layer");
+    Router::new()
+        .route("/read", get(read))
+        .route("/write", post(write))
+        .route("/login", post(login))
+        .route("/incr", post(incr))
+        .route("/slow-set/{key}", post(slow_set))
+        .route("/get/{key}", get(get_key))
+        .layer(layer)
+        .with_state(Counter::default())
+}
