@@ -11,6 +11,7 @@
 //!   10,000 sessions made through its own layer and their cookies written to FILE.
 //! - `memory --lib L [--sessions N]`: heap bytes per live session, in a fresh process.
 //! - `concurrency --lib L [--redis URL]`: the lost-update figures alone.
+//! - `commands --lib L --redis URL`: Redis round trips and commands per request alone.
 
 mod apps;
 
@@ -528,18 +529,25 @@ fn commands_per_request(lib: Lib, redis_url: &str, port: u16) -> Result<String, 
         for (label, method, path) in [("read", "GET", "/read"), ("write", "POST", "/write")] {
             // Once before counting, so that scripts are loaded and connections made.
             send(&app, method, path, &cookies[0]).await?;
-            let mut monitor = Command::new("redis-cli")
-                .args(["-p", &port.to_string(), "monitor"])
+            // Line-buffered, and drained while the requests run: redis-cli buffers a
+            // pipe by the block, and a full pipe would stall it and lose the rest.
+            let mut monitor = Command::new("stdbuf")
+                .args(["-oL", "redis-cli", "-p", &port.to_string(), "monitor"])
                 .stdout(Stdio::piped())
                 .spawn()?;
+            let mut stdout = monitor.stdout.take().ok_or("no monitor output")?;
+            let reader = std::thread::spawn(move || {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut stdout, &mut text).map(|_| text)
+            });
             tokio::time::sleep(Duration::from_millis(300)).await;
             for i in 0..REQUESTS {
                 send(&app, method, path, &cookies[i % cookies.len()]).await?;
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
             monitor.kill()?;
-            let output = monitor.wait_with_output()?;
-            let text = String::from_utf8_lossy(&output.stdout);
+            monitor.wait()?;
+            let text = reader.join().map_err(|_| "the monitor reader panicked")??;
             let commands: Vec<&str> = text.lines().filter(|line| line.contains('"')).collect();
             let in_scripts = commands
                 .iter()
@@ -646,6 +654,12 @@ fn main() -> Result<(), BoxError> {
             }
             Ok(())
         }
+        Some("commands") => {
+            let url = flag(&args, "--redis").ok_or("--redis URL is required")?;
+            let port = url.rsplit(':').next().unwrap_or_default().parse()?;
+            println!("{}", commands_per_request(lib()?, url, port)?);
+            Ok(())
+        }
         Some("concurrency") => {
             println!("{}", concurrency(lib()?, flag(&args, "--redis"))?);
             Ok(())
@@ -655,8 +669,10 @@ fn main() -> Result<(), BoxError> {
             flag(&args, "--sessions").unwrap_or("100000").parse()?,
         ),
         _ => Err(
-            "usage: session-bench run [--seconds N] [--cycles N] | serve --lib L --port P \
-                  --cookies FILE | memory --lib L [--sessions N]"
+            "usage: session-bench run [--store memory|redis] [--seconds N] [--cycles N] \
+             | serve --lib L --port P --cookies FILE [--redis URL] \
+             | memory --lib L [--sessions N] | in-process --lib L [--requests N] [--redis URL] \
+             | concurrency --lib L [--redis URL] | commands --lib L --redis URL"
                 .into(),
         ),
     }
