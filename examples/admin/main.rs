@@ -12,12 +12,16 @@
 //! | `SESSION_STORE` | `memory` | where sessions live: `memory`, `redis://host:port`, or `redis-cluster://host:port,host:port,…` (with the `redis` feature) |
 //! | `SECURE_COOKIE` | `0` | `1` marks the cookie `Secure` (use it behind HTTPS) |
 //! | `MAX_SESSIONS_PER_USER` | none | cap per user; `1` makes a new login end the others |
+//!
+//! Besides the pages, a small JSON API: `GET /api/me`, `GET /api/prefs`,
+//! `POST /api/prefs/{name}` (the body is the value) and `POST /api/visits` (an atomic
+//! counter), each 401 when not logged in.
 
 use std::env;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Form, State};
+use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -99,6 +103,9 @@ fn app(layer: SessionLayer, server_id: String) -> Router {
         .route("/sessions", get(sessions))
         .route("/sessions/revoke", post(revoke))
         .route("/api/me", get(me))
+        .route("/api/prefs", get(prefs))
+        .route("/api/prefs/{name}", post(set_pref))
+        .route("/api/visits", post(visit))
         .route("/healthz", get(|| async { "ok" }))
         .layer(layer)
         .with_state(AppState {
@@ -219,6 +226,63 @@ async fn me(State(state): State<AppState>, session: Session) -> Result<Response,
         )
             .into_response(),
     })
+}
+
+/// The logged-in user's preferences: every key of the session set by `set_pref`.
+async fn prefs(session: Session) -> Result<Response, SessionError> {
+    if session.user_id().await?.is_none() {
+        return Ok(not_logged_in());
+    }
+    let names: Vec<String> = session.get("pref_names").await?.unwrap_or_default();
+    let mut prefs = serde_json::Map::new();
+    for name in names {
+        let value: Option<String> = session.get(&format!("pref:{name}")).await?;
+        prefs.insert(name, value.into());
+    }
+    Ok(Json(prefs).into_response())
+}
+
+/// Sets one preference (the request body is its value). Requests that set different
+/// preferences of one session at the same time, on any servers, all keep theirs: each
+/// writes only its own key, and the list of names is updated atomically.
+async fn set_pref(
+    session: Session,
+    Path(name): Path<String>,
+    value: String,
+) -> Result<Response, SessionError> {
+    if session.user_id().await?.is_none() {
+        return Ok(not_logged_in());
+    }
+    session.insert(&format!("pref:{name}"), value).await?;
+    session
+        .update("pref_names", |names: Option<Vec<String>>| {
+            let mut names = names.unwrap_or_default();
+            if !names.contains(&name) {
+                names.push(name.clone());
+            }
+            names
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Counts this session's visits, atomically: concurrent requests never lose one.
+async fn visit(session: Session) -> Result<Response, SessionError> {
+    if session.user_id().await?.is_none() {
+        return Ok(not_logged_in());
+    }
+    let visits = session
+        .update("visits", |n: Option<u64>| n.unwrap_or(0) + 1)
+        .await?;
+    Ok(Json(json!({ "visits": visits })).into_response())
+}
+
+fn not_logged_in() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"error": "not logged in"})),
+    )
+        .into_response()
 }
 
 async fn sessions(

@@ -1,0 +1,488 @@
+//! The seed's story end to end: real nginx in front of several admin servers, each its
+//! own process, driven over HTTP. Each scenario asserts what it shows; the numbers the
+//! docs quote are printed as `METRIC` lines (`cargo test --test multi_server -- --nocapture`).
+
+#![cfg(feature = "redis")]
+
+#[path = "../../session-redis/tests/common/mod.rs"]
+mod common;
+mod harness;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::OnceLock;
+
+use common::{Cluster, OwnRedis};
+use harness::{AdminServer, Balance, Nginx, Store, User};
+use reqwest::StatusCode;
+
+const ALICE: (&str, &str) = ("alice", "wonderland");
+const BOB: (&str, &str) = ("bob", "builder");
+
+fn servers(store: &Store, count: usize, env: &[(&str, &str)]) -> Vec<AdminServer> {
+    (1..=count)
+        .map(|i| AdminServer::start(&format!("server-{i}"), store, env))
+        .collect()
+}
+
+fn refs(servers: &[AdminServer]) -> Vec<&AdminServer> {
+    servers.iter().collect()
+}
+
+fn redis_store(redis: &OwnRedis) -> Store {
+    Store::Shared(redis.url())
+}
+
+fn cluster_store() -> Store {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    let cluster = tokio::task::block_in_place(|| CLUSTER.get_or_init(Cluster::start));
+    let nodes: Vec<String> = cluster
+        .ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    Store::Shared(format!("redis-cluster://{}", nodes.join(",")))
+}
+
+/// Users making requests through nginx; a request answered 401 is a forced re-login,
+/// which the user then does. Returns re-logins and the servers that answered.
+async fn traffic(
+    base: &str,
+    users: &mut [User],
+    requests_per_user: usize,
+) -> (usize, BTreeMap<String, usize>) {
+    let tasks: Vec<_> = users
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, mut user)| {
+            let base = base.to_owned();
+            tokio::spawn(async move {
+                let (name, password) = if i % 2 == 0 { ALICE } else { BOB };
+                let mut relogins = 0;
+                let mut served = BTreeMap::<String, usize>::new();
+                for _ in 0..requests_per_user {
+                    let me = user.me(&base).await;
+                    *served.entry(me.server.clone()).or_default() += 1;
+                    if me.status == StatusCode::UNAUTHORIZED {
+                        relogins += 1;
+                        assert_eq!(
+                            user.login(&base, name, password).await,
+                            StatusCode::SEE_OTHER
+                        );
+                    } else {
+                        assert_eq!(me.status, StatusCode::OK);
+                        assert_eq!(me.user.as_deref(), Some(name));
+                    }
+                }
+                (user, relogins, served)
+            })
+        })
+        .collect();
+    let mut relogins = 0;
+    let mut served = BTreeMap::new();
+    for (i, task) in tasks.into_iter().enumerate() {
+        let (user, n, by_server) = task.await.unwrap();
+        users[i] = user;
+        relogins += n;
+        for (server, count) in by_server {
+            *served.entry(server).or_default() += count;
+        }
+    }
+    (relogins, served)
+}
+
+/// Logs every user in through `base`, alternately as alice and bob.
+async fn log_in_all(base: &str, users: &mut [User]) {
+    for (i, user) in users.iter_mut().enumerate() {
+        let (name, password) = if i % 2 == 0 { ALICE } else { BOB };
+        assert_eq!(
+            user.login(base, name, password).await,
+            StatusCode::SEE_OTHER
+        );
+    }
+}
+
+fn per_10k(relogins: usize, requests: usize) -> usize {
+    relogins * 10_000 / requests
+}
+
+/// Scenario 1: the seed's failure. Round-robin over servers that each keep sessions
+/// in memory: the request after the login lands on another server, which never saw it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_behind_round_robin_logs_users_out() {
+    let servers = servers(&Store::Memory, 3, &[]);
+    let nginx = Nginx::start(Balance::RoundRobin, &refs(&servers));
+    let base = nginx.url();
+    let mut user = User::new();
+    user.login(&base, ALICE.0, ALICE.1).await;
+    let cookie = user.cookie.clone();
+    let (mut knew, mut did_not) = (BTreeSet::new(), BTreeSet::new());
+    for _ in 0..6 {
+        // The same cookie each time: a server that does not know the session also
+        // tells the browser to drop it, which would hide the others.
+        user.cookie = cookie.clone();
+        let me = user.me(&base).await;
+        match me.status {
+            StatusCode::OK => knew.insert(me.server),
+            _ => did_not.insert(me.server),
+        };
+    }
+    assert_eq!(
+        knew.len(),
+        1,
+        "more than the login's server knew the session: {knew:?}"
+    );
+    assert_eq!(
+        did_not.len(),
+        2,
+        "the other servers knew the session: {did_not:?}"
+    );
+    assert!(knew.is_disjoint(&did_not));
+
+    let mut users: Vec<User> = (0..100).map(|_| User::new()).collect();
+    log_in_all(&base, &mut users).await;
+    let (relogins, served) = traffic(&base, &mut users, 100).await;
+    println!(
+        "METRIC approach=memory+round-robin relogins_per_10k={} servers={served:?}",
+        per_10k(relogins, 10_000)
+    );
+    assert!(
+        relogins > 5_000,
+        "only {relogins} re-logins in 10,000 requests"
+    );
+}
+
+/// Scenario 2: round-robin over servers that share a store; 100 users make 100
+/// requests each; every server serves some; nobody is ever logged out.
+async fn shared_store_keeps_everyone_logged_in(store: Store, label: &str) {
+    let servers = servers(&store, 3, &[]);
+    let nginx = Nginx::start(Balance::RoundRobin, &refs(&servers));
+    let base = nginx.url();
+    let mut users: Vec<User> = (0..100).map(|_| User::new()).collect();
+    log_in_all(&base, &mut users).await;
+    let (relogins, served) = traffic(&base, &mut users, 100).await;
+    println!("METRIC approach={label}+round-robin relogins_per_10k={relogins} servers={served:?}");
+    assert_eq!(relogins, 0, "users were logged out");
+    assert_eq!(served.len(), 3, "not every server served: {served:?}");
+    assert!(served.values().all(|&n| n > 1_000), "{served:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_keeps_everyone_logged_in_behind_round_robin() {
+    let redis = OwnRedis::start();
+    shared_store_keeps_everyone_logged_in(redis_store(&redis), "redis").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_keeps_everyone_logged_in_behind_round_robin() {
+    shared_store_keeps_everyone_logged_in(cluster_store(), "redis-cluster").await;
+}
+
+/// Scenario 3, shared store: while users make requests, a server is killed, started
+/// again, and a fourth is added with an nginx reload. Nobody is logged out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_store_survives_restarts_and_new_servers() {
+    let redis = OwnRedis::start();
+    let store = redis_store(&redis);
+    let mut servers = servers(&store, 3, &[]);
+    let nginx = Nginx::start(Balance::RoundRobin, &refs(&servers));
+    let base = nginx.url();
+    let mut users: Vec<User> = (0..50).map(|_| User::new()).collect();
+    log_in_all(&base, &mut users).await;
+
+    let running = {
+        let base = base.clone();
+        tokio::spawn(async move {
+            let relogins = traffic(&base, &mut users, 200).await.0;
+            (users, relogins)
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    servers[1].kill();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    servers[1].restart();
+    servers.push(AdminServer::start("server-4", &store, &[]));
+    nginx.reload(&refs(&servers));
+    assert!(
+        !running.is_finished(),
+        "the run ended before the events: make it longer"
+    );
+    let (mut users, during) = running.await.unwrap();
+    let (after, served) = traffic(&base, &mut users, 40).await;
+    let relogins = during + after;
+    println!(
+        "METRIC approach=redis+round-robin event=restart+added-server relogins_per_10k={} servers_after={served:?}",
+        per_10k(relogins, 50 * 240)
+    );
+    assert_eq!(relogins, 0, "users were logged out");
+    assert!(
+        served.contains_key("server-4"),
+        "the new server served nothing: {served:?}"
+    );
+    assert!(
+        served.contains_key("server-2"),
+        "the restarted server served nothing"
+    );
+}
+
+/// Users each on their own address (127.0.N.1: `ip_hash` uses three octets), logged
+/// in through nginx; returns them with the server each is pinned to.
+async fn pinned_users(base: &str, count: usize) -> Vec<(User, String)> {
+    let mut users = Vec::new();
+    for i in 0..count {
+        let address = format!("127.0.{}.1", i + 1).parse().unwrap();
+        let mut user = User::from_address(address);
+        let (name, password) = if i % 2 == 0 { ALICE } else { BOB };
+        user.login(base, name, password).await;
+        let me = user.me(base).await;
+        users.push((user, me.server));
+    }
+    users
+}
+
+/// Scenario 3, sticky sessions on memory: with `ip_hash`, the users pinned to a server
+/// that restarts are logged out — exactly those — and adding a server logs out every
+/// user that the hash moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_hash_on_memory_loses_the_users_of_a_restarted_server() {
+    let mut servers = servers(&Store::Memory, 3, &[]);
+    let nginx = Nginx::start(Balance::IpHash, &refs(&servers));
+    let base = nginx.url();
+    let mut users = pinned_users(&base, 60).await;
+    for (user, _) in &mut users {
+        assert_eq!(
+            user.me(&base).await.status,
+            StatusCode::OK,
+            "sticky routing failed"
+        );
+    }
+    let restarted = servers[0].id.clone();
+    let pinned_there = users.iter().filter(|(_, s)| *s == restarted).count();
+    assert!(pinned_there > 0, "no user on {restarted}");
+    servers[0].restart();
+    let mut logged_out = 0;
+    for (i, (user, server)) in users.iter_mut().enumerate() {
+        let me = user.me(&base).await;
+        if me.status == StatusCode::UNAUTHORIZED {
+            assert_eq!(
+                *server, restarted,
+                "a user of another server was logged out"
+            );
+            logged_out += 1;
+            let (name, password) = if i % 2 == 0 { ALICE } else { BOB };
+            user.login(&base, name, password).await;
+        }
+    }
+    assert_eq!(
+        logged_out, pinned_there,
+        "not exactly the restarted server's users"
+    );
+    println!(
+        "METRIC approach=memory+ip_hash event=restart users={} logged_out={logged_out}",
+        users.len()
+    );
+
+    servers.push(AdminServer::start("server-4", &Store::Memory, &[]));
+    nginx.reload(&refs(&servers));
+    let mut moved = 0;
+    for (user, server) in &mut users {
+        user.reconnect();
+        let me = user.me(&base).await;
+        if me.server != *server {
+            moved += 1;
+            assert_eq!(
+                me.status,
+                StatusCode::UNAUTHORIZED,
+                "a moved user kept a memory session"
+            );
+        } else {
+            assert_eq!(me.status, StatusCode::OK);
+        }
+    }
+    println!(
+        "METRIC approach=memory+ip_hash event=added-server users={} logged_out={moved}",
+        users.len()
+    );
+    assert!(moved > 0, "adding a server moved nobody");
+}
+
+/// Scenario 4: what fraction of users move to another server when one is added, with
+/// `ip_hash` and with a consistent hash of the session cookie. On a shared store moving
+/// costs nothing; the fractions are printed for the docs. A consistent hash moves
+/// only users to the new server (about 1/N of them); `ip_hash` reshuffles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_routing_moves_users_when_a_server_is_added() {
+    let redis = OwnRedis::start();
+    let store = redis_store(&redis);
+    let mut fractions = HashMap::new();
+    for balance in [Balance::IpHash, Balance::CookieHash] {
+        let mut servers = servers(&store, 3, &[]);
+        let nginx = Nginx::start(balance, &refs(&servers));
+        let base = nginx.url();
+        let mut users = pinned_users(&base, 200).await;
+        // Where each user lands now (with its cookie, for the cookie hash).
+        for (user, server) in &mut users {
+            *server = user.me(&base).await.server;
+        }
+        servers.push(AdminServer::start("server-4", &store, &[]));
+        nginx.reload(&refs(&servers));
+        let mut moved = 0;
+        for (user, server) in &mut users {
+            user.reconnect();
+            let me = user.me(&base).await;
+            assert_eq!(
+                me.status,
+                StatusCode::OK,
+                "a shared store logged a moved user out"
+            );
+            if me.server != *server {
+                moved += 1;
+                if balance == Balance::CookieHash {
+                    assert_eq!(
+                        me.server, "server-4",
+                        "a consistent hash moved a user between old servers"
+                    );
+                }
+            }
+        }
+        let fraction = moved as f64 / users.len() as f64;
+        println!("METRIC balance={balance:?} event=added-server(3->4) users_moved={fraction:.2}");
+        assert!(moved > 0, "{balance:?}: adding a server moved nobody");
+        fractions.insert(balance, fraction);
+    }
+    assert!(
+        fractions[&Balance::CookieHash] < fractions[&Balance::IpHash],
+        "the consistent hash moved more users than ip_hash: {fractions:?}"
+    );
+}
+
+/// Scenario 5: logout through one server is effective on every server before its
+/// response returns; "log out everywhere" from one server ends what the others
+/// serve; with a cap of one session per user, a login through server 2 ends the
+/// session server 1 served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_holds_on_every_server() {
+    let redis = OwnRedis::start();
+    let store = redis_store(&redis);
+    let servers = servers(&store, 3, &[]);
+    let urls: Vec<String> = servers.iter().map(AdminServer::url).collect();
+
+    let mut user = User::new();
+    user.login(&urls[0], ALICE.0, ALICE.1).await;
+    let captured = user.clone();
+    for url in &urls {
+        assert_eq!(captured.clone().me(url).await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        user.post(&urls[1], "/logout", "").await.status(),
+        StatusCode::SEE_OTHER
+    );
+    for url in &urls {
+        let me = captured.clone().me(url).await;
+        assert_eq!(
+            me.status,
+            StatusCode::UNAUTHORIZED,
+            "{} still served the session",
+            me.server
+        );
+    }
+
+    let mut devices: Vec<User> = Vec::new();
+    for url in &urls {
+        let mut device = User::new();
+        device.login(url, BOB.0, BOB.1).await;
+        devices.push(device);
+    }
+    let response = devices[0].post(&urls[0], "/logout-everywhere", "").await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    for device in &devices {
+        for url in &urls {
+            let me = device.clone().me(url).await;
+            assert_eq!(
+                me.status,
+                StatusCode::UNAUTHORIZED,
+                "a session survived on {}",
+                me.server
+            );
+        }
+    }
+
+    let capped = servers_with_cap(&store);
+    let mut first = User::new();
+    first.login(&capped[0].url(), ALICE.0, ALICE.1).await;
+    assert_eq!(first.me(&capped[0].url()).await.status, StatusCode::OK);
+    let mut second = User::new();
+    second.login(&capped[1].url(), ALICE.0, ALICE.1).await;
+    let me = first.me(&capped[0].url()).await;
+    assert_eq!(
+        me.status,
+        StatusCode::UNAUTHORIZED,
+        "the older session survived the cap"
+    );
+    assert_eq!(second.me(&capped[2].url()).await.status, StatusCode::OK);
+}
+
+fn servers_with_cap(store: &Store) -> Vec<AdminServer> {
+    (1..=3)
+        .map(|i| {
+            AdminServer::start(
+                &format!("capped-{i}"),
+                store,
+                &[("MAX_SESSIONS_PER_USER", "1")],
+            )
+        })
+        .collect()
+}
+
+/// Scenario 6: concurrent requests of one session, spread by nginx over every
+/// server, that set different keys or increment one counter: nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_across_servers_lose_nothing() {
+    let redis = OwnRedis::start();
+    let store = redis_store(&redis);
+    let servers = servers(&store, 3, &[]);
+    let nginx = Nginx::start(Balance::RoundRobin, &refs(&servers));
+    let base = nginx.url();
+    let mut user = User::new();
+    user.login(&base, ALICE.0, ALICE.1).await;
+
+    let writes: Vec<_> = (0..60)
+        .map(|i| {
+            let (mut user, base) = (user.clone(), base.clone());
+            tokio::spawn(async move {
+                let response = user
+                    .post(&base, &format!("/api/prefs/k{i}"), &format!("v{i}"))
+                    .await;
+                assert_eq!(response.status(), StatusCode::NO_CONTENT);
+            })
+        })
+        .collect();
+    for write in writes {
+        write.await.unwrap();
+    }
+    let prefs: serde_json::Value = user.get(&base, "/api/prefs").await.json().await.unwrap();
+    let kept: BTreeSet<String> = prefs.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(kept.len(), 60, "lost preferences: kept {kept:?}");
+
+    let increments: Vec<_> = (0..100)
+        .map(|_| {
+            let (mut user, base) = (user.clone(), base.clone());
+            tokio::spawn(async move {
+                let response = user.post(&base, "/api/visits", "").await;
+                assert_eq!(response.status(), StatusCode::OK);
+                let body: serde_json::Value = response.json().await.unwrap();
+                body["visits"].as_u64().unwrap()
+            })
+        })
+        .collect();
+    let mut seen = BTreeSet::new();
+    for increment in increments {
+        seen.insert(increment.await.unwrap());
+    }
+    assert_eq!(
+        seen,
+        (1..=100).collect(),
+        "increments were lost or repeated"
+    );
+    println!("METRIC scenario=concurrent-across-servers prefs_kept=60/60 increments=100/100");
+}
