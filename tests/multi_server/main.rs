@@ -306,6 +306,51 @@ async fn ip_hash_on_memory_loses_the_users_of_a_restarted_server() {
     assert!(moved > 0, "adding a server moved nobody");
 }
 
+/// Scenario 3 and 4, normal traffic with sticky routing on memory: `ip_hash` keeps
+/// users on distinct addresses logged in; a NAT'd office (one address) all lands on
+/// one server; a cookie hash cannot keep memory sessions at all, because the cookie
+/// the login sets changes the route of every request after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_routing_on_memory_in_normal_traffic() {
+    let servers = servers(&Store::Memory, 3, &[]);
+    let nginx = Nginx::start(Balance::IpHash, &refs(&servers));
+    let base = nginx.url();
+    let mut spread: Vec<User> = (0..60)
+        .map(|i| User::from_address(format!("127.0.{}.1", i + 1).parse().unwrap()))
+        .collect();
+    log_in_all(&base, &mut spread).await;
+    let (relogins, served) = traffic(&base, &mut spread, 50).await;
+    println!(
+        "METRIC approach=memory+ip_hash relogins_per_10k={} servers={served:?}",
+        per_10k(relogins, 60 * 50)
+    );
+    assert_eq!(relogins, 0, "ip_hash lost sessions in normal traffic");
+    assert_eq!(served.len(), 3, "{served:?}");
+
+    let mut office: Vec<User> = (0..60).map(|_| User::new()).collect();
+    log_in_all(&base, &mut office).await;
+    let (relogins, served) = traffic(&base, &mut office, 50).await;
+    println!("METRIC approach=memory+ip_hash event=one-office-address servers={served:?}");
+    assert_eq!(relogins, 0);
+    assert_eq!(
+        served.len(),
+        1,
+        "an office behind one address was spread: {served:?}"
+    );
+    drop(nginx);
+
+    let nginx = Nginx::start(Balance::CookieHash, &refs(&servers));
+    let base = nginx.url();
+    let mut users: Vec<User> = (0..60).map(|_| User::new()).collect();
+    log_in_all(&base, &mut users).await;
+    let (relogins, served) = traffic(&base, &mut users, 50).await;
+    println!(
+        "METRIC approach=memory+cookie-hash relogins_per_10k={} servers={served:?}",
+        per_10k(relogins, 60 * 50)
+    );
+    assert!(relogins > 0, "a cookie hash kept memory sessions");
+}
+
 /// Scenario 4: what fraction of users move to another server when one is added, with
 /// `ip_hash` and with a consistent hash of the session cookie. On a shared store moving
 /// costs nothing; the fractions are printed for the docs. A consistent hash moves
