@@ -4,6 +4,7 @@
 
 #![cfg(feature = "redis")]
 
+mod browser;
 #[path = "../../session-redis/tests/common/mod.rs"]
 mod common;
 mod harness;
