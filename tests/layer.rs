@@ -1,6 +1,5 @@
 //! The layer through axum, driven with `oneshot`: cookies, writes, failures, logs.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,9 +13,9 @@ use http_body_util::BodyExt;
 use session_kit::cookie::{Key, SameSite};
 use session_kit::{
     ConfigError, Expiry, MemoryStore, Session, SessionError, SessionId, SessionLayer,
-    SessionLayerBuilder, SessionStore, Timestamp,
+    SessionLayerBuilder, SessionStore,
 };
-use session_testkit::InstrumentedStore;
+use session_testkit::{InstrumentedStore, MockClock};
 use tower::ServiceExt;
 
 type Store = InstrumentedStore<MemoryStore>;
@@ -190,21 +189,13 @@ fn attributes(set_cookie: &str) -> Vec<String> {
 /// name, Path, Domain, Secure and SameSite, and `Max-Age=0`.
 #[tokio::test]
 async fn removal_cookie_matches_the_issued_one() {
-    let offset = Arc::new(AtomicI64::new(0));
-    let clock = {
-        let offset = offset.clone();
-        move || {
-            Timestamp::from_unix_millis(
-                Timestamp::now().unix_millis() + offset.load(Ordering::SeqCst),
-            )
-        }
-    };
+    let clock = MockClock::new();
     let layer = SessionLayer::builder(MemoryStore::new())
         .with_cookie_name("admin_session")
         .with_path("/")
         .with_domain("example.test")
         .with_same_site(SameSite::Strict)
-        .with_clock(clock)
+        .with_clock(clock.now_fn())
         .build()
         .unwrap();
     let app = app(layer);
@@ -214,7 +205,7 @@ async fn removal_cookie_matches_the_issued_one() {
 
     for removal in [send(&app, "POST", "/logout", Some(&pair)).await, {
         let again = send(&app, "POST", "/login/alice", None).await;
-        offset.store(31 * 60_000, Ordering::SeqCst);
+        clock.set_ahead(Duration::from_secs(31 * 60));
         send(&app, "GET", "/get/x", Some(&again.cookie_pair())).await
     }] {
         let removal_cookie = &removal.set_cookies()[0];
@@ -224,7 +215,7 @@ async fn removal_cookie_matches_the_issued_one() {
         );
         assert!(removal_cookie.contains("Max-Age=0"), "{removal_cookie}");
         assert_eq!(attributes(removal_cookie), attributes(&issued_cookie));
-        offset.store(0, Ordering::SeqCst);
+        clock.set_ahead(Duration::ZERO);
     }
 }
 
@@ -578,17 +569,9 @@ async fn the_id_can_travel_in_a_header() {
 /// A persistent expiry gives the cookie a `Max-Age`, re-sent when the expiry moves.
 #[tokio::test]
 async fn persistent_cookies_carry_max_age() {
-    let offset = Arc::new(AtomicI64::new(0));
-    let clock = {
-        let offset = offset.clone();
-        move || {
-            Timestamp::from_unix_millis(
-                Timestamp::now().unix_millis() + offset.load(Ordering::SeqCst),
-            )
-        }
-    };
+    let clock = MockClock::new();
     let app = app(SessionLayer::builder(MemoryStore::new())
-        .with_clock(clock)
+        .with_clock(clock.now_fn())
         .build()
         .unwrap());
     let plain = send(&app, "POST", "/set/a/1", None).await;
@@ -599,13 +582,13 @@ async fn persistent_cookies_carry_max_age() {
     assert!(cookie.contains("Max-Age=3600"), "{cookie}");
     let pair = remembered.cookie_pair();
     // Soon after: nothing to re-send.
-    offset.store(60_000, Ordering::SeqCst);
+    clock.set_ahead(Duration::from_secs(60));
     assert!(send(&app, "GET", "/get/a", Some(&pair))
         .await
         .set_cookies()
         .is_empty());
     // Twenty minutes on, the expiry is pushed back and the cookie with it.
-    offset.store(20 * 60_000, Ordering::SeqCst);
+    clock.set_ahead(Duration::from_secs(20 * 60));
     let refreshed = send(&app, "GET", "/get/a", Some(&pair)).await;
     let cookie = &refreshed.set_cookies()[0];
     assert!(

@@ -10,7 +10,7 @@ use common::OwnRedis;
 use http::StatusCode;
 use session_core::{Meta, Record, SessionLayer, SessionStore, Timestamp};
 use session_redis::RedisStore;
-use session_testkit::{app, random_key, random_user, Client};
+use session_testkit::{app, random_key, random_user, Client, MockClock};
 
 session_testkit::conformance_tests!(common::shared_store().await);
 
@@ -38,11 +38,7 @@ async fn keys_under(
 /// session key carries a TTL matching its expiry.
 #[tokio::test]
 async fn keys_are_hashed_and_expire() {
-    let prefix = format!("test:{}:", &session_testkit::random_token()[..16]);
-    let store = RedisStore::connect(&common::redis_url())
-        .await
-        .unwrap()
-        .with_prefix(prefix.clone());
+    let (store, prefix) = common::shared_store_with_prefix().await;
     let app = app(SessionLayer::new(store.clone()), None);
     let mut client = Client::new(&app);
     let user = random_user();
@@ -85,11 +81,7 @@ async fn keys_are_hashed_and_expire() {
 /// panic, never a 500 — and the client gets a fresh one.
 #[tokio::test]
 async fn corrupt_records_are_treated_as_absent() {
-    let prefix = format!("test:{}:", &session_testkit::random_token()[..16]);
-    let store = RedisStore::connect(&common::redis_url())
-        .await
-        .unwrap()
-        .with_prefix(prefix.clone());
+    let (store, prefix) = common::shared_store_with_prefix().await;
     let app = app(SessionLayer::new(store.clone()), None);
     let mut client = Client::new(&app);
     client.post("/set/a/1").await;
@@ -224,20 +216,11 @@ async fn requests_cost_the_fewest_round_trips() {
 /// timeout has passed, cost one and write nothing.
 #[tokio::test]
 async fn a_due_expiry_push_costs_one_more_round_trip_once() {
-    use std::sync::atomic::{AtomicI64, Ordering};
     let server = OwnRedis::start();
     let store = RedisStore::connect(&server.url()).await.unwrap();
-    let offset = Arc::new(AtomicI64::new(0));
-    let clock = {
-        let offset = offset.clone();
-        move || {
-            Timestamp::from_unix_millis(
-                Timestamp::now().unix_millis() + offset.load(Ordering::SeqCst),
-            )
-        }
-    };
+    let clock = MockClock::new();
     let layer = SessionLayer::builder(store.clone())
-        .with_clock(clock)
+        .with_clock(clock.now_fn())
         .build()
         .unwrap();
     let app = app(layer, None);
@@ -245,11 +228,11 @@ async fn a_due_expiry_push_costs_one_more_round_trip_once() {
     let user = random_user();
     let minutes = |m: i64| m * 60_000;
     client.post(&format!("/login/{user}")).await;
-    offset.store(minutes(20), Ordering::SeqCst);
+    clock.set_ahead(Duration::from_secs(20 * 60));
     client.get("/user").await; // the first push loads the touch script
     let key = client.key().unwrap();
 
-    offset.store(minutes(40), Ordering::SeqCst);
+    clock.set_ahead(Duration::from_secs(40 * 60));
     let before = round_trips(&server);
     assert_eq!(client.get("/user").await.body, user);
     assert_eq!(round_trips(&server) - before, 2, "not a load and a push");
@@ -273,7 +256,7 @@ async fn a_due_expiry_push_costs_one_more_round_trip_once() {
     );
 
     // A minute later nothing is due: the read is one round trip and writes nothing.
-    offset.store(minutes(41), Ordering::SeqCst);
+    clock.set_ahead(Duration::from_secs(41 * 60));
     let (before, writes) = (round_trips(&server), command_calls(&server, "hset"));
     client.get("/user").await;
     assert_eq!(round_trips(&server) - before, 1);

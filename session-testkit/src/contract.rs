@@ -1,7 +1,6 @@
 //! The store contract, one function per rule. [`conformance_tests!`](crate::conformance_tests)
 //! runs them all; each panics with a message naming the rule it checks.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use session_core::{
 };
 
 use crate::app::{app, Client, Pause};
-use crate::{random_key, random_token, random_user, InstrumentedStore};
+use crate::{random_key, random_token, random_user, InstrumentedStore, MockClock};
 
 /// A record with `data`, expiring `ttl` from now.
 fn record(data: Value, ttl: Duration) -> Record {
@@ -577,18 +576,11 @@ pub async fn concurrent_increments_are_not_lost<S: SessionStore>(store: S) {
 /// clock the test moves.
 pub async fn timeouts_follow_stored_times<S: SessionStore>(store: S) {
     let store = Arc::new(store);
-    let offset = Arc::new(AtomicI64::new(0));
-    let clock = {
-        let offset = offset.clone();
-        move || {
-            let now = Timestamp::now().unix_millis() + offset.load(Ordering::SeqCst);
-            Timestamp::from_unix_millis(now)
-        }
-    };
-    let minutes = |m: i64| m * 60_000;
+    let clock = MockClock::new();
+    let minutes = |m: u64| Duration::from_secs(m * 60);
     let layer = SessionLayer::builder(store.clone())
         .with_absolute_timeout(Duration::from_secs(3600))
-        .with_clock(clock)
+        .with_clock(clock.now_fn())
         .build()
         .expect("valid");
     let app = app(layer, None);
@@ -597,13 +589,13 @@ pub async fn timeouts_follow_stored_times<S: SessionStore>(store: S) {
     let mut idle = Client::new(&app);
     idle.post(&format!("/login/{}", random_user())).await;
     let idle_key = idle.key().expect("key");
-    offset.store(minutes(29), Ordering::SeqCst);
+    clock.set_ahead(minutes(29));
     assert_ne!(
         idle.get("/user").await.body,
         "",
         "ended before the idle timeout"
     );
-    offset.store(minutes(29 + 31), Ordering::SeqCst);
+    clock.set_ahead(minutes(29 + 31));
     let reply = idle.get("/user").await;
     assert_eq!(reply.body, "", "a session past its idle timeout was served");
     assert_eq!(
@@ -612,12 +604,12 @@ pub async fn timeouts_follow_stored_times<S: SessionStore>(store: S) {
     );
 
     // Absolute: requests every 20 minutes keep it alive until the hour is up.
-    offset.store(0, Ordering::SeqCst);
+    clock.set_ahead(Duration::ZERO);
     let mut busy = Client::new(&app);
     busy.post(&format!("/login/{}", random_user())).await;
     let busy_key = busy.key().expect("key");
     for step in 1..=2 {
-        offset.store(minutes(20 * step), Ordering::SeqCst);
+        clock.set_ahead(minutes(20 * step));
         assert_ne!(
             busy.get("/user").await.body,
             "",
@@ -625,7 +617,7 @@ pub async fn timeouts_follow_stored_times<S: SessionStore>(store: S) {
             20 * step
         );
     }
-    offset.store(minutes(61), Ordering::SeqCst);
+    clock.set_ahead(minutes(61));
     assert_eq!(
         busy.get("/user").await.body,
         "",

@@ -29,9 +29,43 @@ mod wrappers;
 pub use app::{app, App, Client, Pause, Reply};
 pub use wrappers::InstrumentedStore;
 
-use session_core::{SessionId, SessionKey};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use session_core::{SessionId, SessionKey, Timestamp};
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// A clock for `SessionLayerBuilder::with_clock` that a test moves forward: it runs
+/// `set_ahead` ahead of the real time. Clones share the offset.
+#[derive(Clone, Debug, Default)]
+pub struct MockClock {
+    ahead_ms: Arc<AtomicI64>,
+}
+
+impl MockClock {
+    /// A clock on the real time.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// From now on, runs `ahead` ahead of the real time.
+    pub fn set_ahead(&self, ahead: Duration) {
+        let millis = i64::try_from(ahead.as_millis()).unwrap_or(i64::MAX);
+        self.ahead_ms.store(millis, Ordering::SeqCst);
+    }
+
+    /// The clock to hand to the layer.
+    pub fn now_fn(&self) -> impl Fn() -> Timestamp + Send + Sync + 'static {
+        let ahead = self.ahead_ms.clone();
+        move || {
+            Timestamp::from_unix_millis(
+                Timestamp::now().unix_millis() + ahead.load(Ordering::SeqCst),
+            )
+        }
+    }
+}
 
 /// A random, well-formed session id as a client would send it: what an attacker can
 /// make up.

@@ -18,6 +18,11 @@ pub fn redis_url() -> String {
 
 /// A store on the shared server under a prefix no other test uses.
 pub async fn shared_store() -> RedisStore {
+    shared_store_with_prefix().await.0
+}
+
+/// The same, with the prefix, for tests that look at the raw keys.
+pub async fn shared_store_with_prefix() -> (RedisStore, String) {
     let url = redis_url();
     let store = RedisStore::connect(&url).await.unwrap_or_else(|error| {
         panic!(
@@ -26,7 +31,8 @@ pub async fn shared_store() -> RedisStore {
              set REDIS_URL, or run scripts/test, which starts it"
         )
     });
-    store.with_prefix(format!("test:{}:", &session_testkit::random_token()[..16]))
+    let prefix = format!("test:{}:", &session_testkit::random_token()[..16]);
+    (store.with_prefix(prefix.clone()), prefix)
 }
 
 /// A loopback port that nothing listens on, nor on the port 10,000 above it (the
