@@ -30,6 +30,7 @@
 //! | `memory` | yes | [`MemoryStore`], in-process: one server, and tests |
 //! | `axum` | yes | [`Session`] as an axum extractor |
 //! | `redis` | no | [`RedisStore`], for a Redis server or a Redis Cluster |
+//! | `postgres` | no | [`PostgresStore`], a table in PostgreSQL |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use session_core::*;
@@ -40,3 +41,6 @@ pub use session_memory::MemoryStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use session_redis::{redis, RedisStore};
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use session_sql::{sqlx, Cleanup, PostgresStore};

@@ -9,7 +9,7 @@
 //! | --- | --- | --- |
 //! | `PORT` | `3000` | port to listen on (127.0.0.1) |
 //! | `SERVER_ID` | `server-1` | name shown on every page, to see which server answered |
-//! | `SESSION_STORE` | `memory` | where sessions live: `memory`, `redis://host:port`, or `redis-cluster://host:port,host:port,…` (with the `redis` feature) |
+//! | `SESSION_STORE` | `memory` | where sessions live: `memory`; `redis://host:port` or `redis-cluster://host:port,…` (feature `redis`); `postgres://user@host/db` (feature `postgres`, table `sessions`, created at start) |
 //! | `SECURE_COOKIE` | `0` | `1` marks the cookie `Secure` (use it behind HTTPS) |
 //! | `MAX_SESSIONS_PER_USER` | none | cap per user; `1` makes a new login end the others |
 //!
@@ -76,6 +76,14 @@ async fn open_store(spec: &str) -> Result<Arc<dyn SessionStore>, BoxError> {
     if spec.starts_with("redis://") || spec.starts_with("rediss://") {
         return Ok(Arc::new(session_kit::RedisStore::connect(spec).await?));
     }
+    #[cfg(feature = "postgres")]
+    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+        let store = session_kit::PostgresStore::connect(spec).await?;
+        store.migrate().await?;
+        // Expired rows go every five minutes; the task lives as long as the process.
+        std::mem::forget(store.spawn_cleanup(std::time::Duration::from_secs(300)));
+        return Ok(Arc::new(store));
+    }
     #[cfg(feature = "redis")]
     if let Some(nodes) = spec.strip_prefix("redis-cluster://") {
         let urls = nodes.split(',').map(|node| format!("redis://{node}"));
@@ -83,10 +91,15 @@ async fn open_store(spec: &str) -> Result<Arc<dyn SessionStore>, BoxError> {
             session_kit::RedisStore::connect_cluster(urls).await?,
         ));
     }
-    let supported = if cfg!(feature = "redis") {
-        "memory, redis://…, redis-cluster://…"
-    } else {
-        "memory (build with `--features redis` for redis://…)"
+    let supported = match (cfg!(feature = "redis"), cfg!(feature = "postgres")) {
+        (true, true) => "memory, redis://…, redis-cluster://…, postgres://…",
+        (true, false) => {
+            "memory, redis://…, redis-cluster://… (`--features postgres` adds postgres://…)"
+        }
+        (false, true) => "memory, postgres://… (`--features redis` adds redis://…)",
+        (false, false) => {
+            "memory (`--features redis` or `postgres` add redis://… and postgres://…)"
+        }
     };
     Err(
         format!("SESSION_STORE={spec:?} is not a store this build knows; supported: {supported}")

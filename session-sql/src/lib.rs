@@ -1,0 +1,168 @@
+//! SQL session stores for session-kit, over [sqlx](https://docs.rs/sqlx).
+//!
+//! | feature | store |
+//! | --- | --- |
+//! | `postgres` | [`PostgresStore`] |
+//!
+//! One row per session, keyed by the hash of its id, with the data as a JSON
+//! document, the metadata, the user (indexed) and the expiry (Unix milliseconds,
+//! indexed). `migrate()` creates the table; the same SQL ships in `migrations/` for
+//! applications with a migration tool of their own.
+//!
+//! | request | queries |
+//! | --- | --- |
+//! | no cookie, or a handler that never touches the session | 0 |
+//! | reads the session | 1; 2 when the idle timeout is due to be pushed back (at most once per quarter of it) |
+//! | writes the session | 2: the load, then one `UPDATE` that merges the changed keys in the server |
+//! | `Session::update` | the load, then a transaction that locks the row |
+//!
+//! A row whose document does not decode is treated as no session, and logged: the
+//! client gets a new session, never an error page.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "postgres")]
+mod postgres;
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde_json::Value;
+use session_core::{Data, Meta, Record, StoreError, StoreErrorKind, Timestamp};
+
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use postgres::PostgresStore;
+/// The sqlx crate, whose pools the stores take.
+pub use sqlx;
+
+/// A store configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A table name must be letters, digits and `_` (not starting with a digit),
+    /// optionally after a schema name and a dot, at most 63 characters each.
+    InvalidTableName(String),
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::InvalidTableName(name) => write!(f, "invalid table name {name:?}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Table names go into SQL text (they cannot be bound), so only plain identifiers are
+/// accepted.
+fn validate_table(table: &str) -> Result<(), ConfigError> {
+    let identifier = |part: &str| {
+        (1..=63).contains(&part.len())
+            && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !part.as_bytes()[0].is_ascii_digit()
+    };
+    let valid = match table.split_once('.') {
+        Some((schema, name)) => identifier(schema) && identifier(name),
+        None => identifier(table),
+    };
+    valid
+        .then_some(())
+        .ok_or_else(|| ConfigError::InvalidTableName(table.to_owned()))
+}
+
+fn unavailable(error: sqlx::Error) -> StoreError {
+    StoreError::unavailable(error)
+}
+
+/// A session row as read, before decoding.
+struct Row {
+    data: Value,
+    meta: Value,
+    user_id: Option<String>,
+    expires_at: i64,
+}
+
+impl Row {
+    /// The record; the columns `user_id` and `expires_at` are authoritative over the
+    /// copies in the metadata document.
+    fn decode(self) -> Result<Record, serde_json::Error> {
+        let data: Data = serde_json::from_value(self.data)?;
+        let mut meta: Meta = serde_json::from_value(self.meta)?;
+        meta.user_id = self.user_id;
+        meta.expires_at = Timestamp::from_unix_millis(self.expires_at);
+        Ok(Record { data, meta })
+    }
+}
+
+/// A row nobody can read is no session: the client gets a new one, the row expires.
+fn corrupt_as_absent(decoded: Result<Record, serde_json::Error>) -> Option<Record> {
+    decoded
+        .map_err(|error| {
+            let error = StoreError::new(StoreErrorKind::Corrupt, error);
+            tracing::warn!(%error, "corrupt session row treated as absent");
+        })
+        .ok()
+}
+
+/// The running cleanup task of a store: deletes expired rows periodically until this
+/// handle is dropped or [`stop`](Self::stop)ped.
+#[derive(Debug)]
+pub struct Cleanup {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Cleanup {
+    fn spawn<F, Fut>(period: Duration, mut delete_expired: F) -> Self
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<u64, StoreError>> + Send,
+    {
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                match delete_expired().await {
+                    Ok(0) => {}
+                    Ok(deleted) => tracing::debug!(deleted, "expired sessions deleted"),
+                    Err(error) => tracing::warn!(%error, "session cleanup failed; will retry"),
+                }
+            }
+        });
+        Self { task }
+    }
+
+    /// Stops the task.
+    pub fn stop(self) {}
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_are_plain_identifiers() {
+        for good in ["sessions", "auth.sessions", "_s1", "pg_temp.sessions_x"] {
+            assert_eq!(validate_table(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "1s",
+            "a-b",
+            "a;drop table x",
+            "a.b.c",
+            "a b",
+            "s\"",
+            &"x".repeat(64),
+        ] {
+            assert!(validate_table(bad).is_err(), "{bad:?}");
+        }
+    }
+}
