@@ -11,6 +11,7 @@
 //! | `SERVER_ID` | `server-1` | name shown on every page, to see which server answered |
 //! | `SESSION_STORE` | `memory` | where sessions live: `memory`; `redis://host:port` or `redis-cluster://host:port,…` (feature `redis`); `postgres://user@host/db` (feature `postgres`, table `sessions`, created at start) |
 //! | `SECURE_COOKIE` | `0` | `1` marks the cookie `Secure` (use it behind HTTPS) |
+//! | `SESSION_TABLE` | `sessions` | the table, for `postgres://` |
 //! | `MAX_SESSIONS_PER_USER` | none | cap per user; `1` makes a new login end the others |
 //!
 //! Besides the pages, a small JSON API: `GET /api/me`, `GET /api/prefs`,
@@ -78,7 +79,10 @@ async fn open_store(spec: &str) -> Result<Arc<dyn SessionStore>, BoxError> {
     }
     #[cfg(feature = "postgres")]
     if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
-        let store = session_kit::PostgresStore::connect(spec).await?;
+        let mut store = session_kit::PostgresStore::connect(spec).await?;
+        if let Ok(table) = env::var("SESSION_TABLE") {
+            store = store.with_table(&table)?;
+        }
         store.migrate().await?;
         // Expired rows go every five minutes; the task lives as long as the process.
         std::mem::forget(store.spawn_cleanup(std::time::Duration::from_secs(300)));

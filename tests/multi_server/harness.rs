@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 
 use super::common::free_port;
 
-/// The admin example, built once per test run with the Redis store.
+/// The admin example, built once per test run with the Redis and PostgreSQL stores.
 fn admin_binary() -> &'static PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
@@ -24,7 +24,7 @@ fn admin_binary() -> &'static PathBuf {
                 "--example",
                 "admin",
                 "--features",
-                "redis",
+                "redis,postgres",
             ])
             .current_dir(&manifest)
             .status()

@@ -2,7 +2,7 @@
 //! own process, driven over HTTP. Each scenario asserts what it shows; the numbers the
 //! docs quote are printed as `METRIC` lines (`cargo test --test multi_server -- --nocapture`).
 
-#![cfg(feature = "redis")]
+#![cfg(all(feature = "redis", feature = "postgres"))]
 
 mod browser;
 #[path = "../../session-redis/tests/common/mod.rs"]
@@ -172,6 +172,63 @@ async fn shared_store_keeps_everyone_logged_in(store: Store, label: &str) {
 async fn redis_keeps_everyone_logged_in_behind_round_robin() {
     let redis = OwnRedis::start();
     shared_store_keeps_everyone_logged_in(redis_store(&redis), "redis").await;
+}
+
+/// A table of the test's own in the shared PostgreSQL, dropped when the test ends,
+/// however it ends.
+struct PostgresTable {
+    url: String,
+    name: String,
+}
+
+impl PostgresTable {
+    fn new() -> Self {
+        let url = std::env::var("POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let name = format!("session_kit_test_{}", common::free_port());
+        Self { url, name }
+    }
+}
+
+impl Drop for PostgresTable {
+    fn drop(&mut self) {
+        let dropped = std::process::Command::new("psql")
+            .args([
+                &self.url,
+                "-qc",
+                &format!("DROP TABLE IF EXISTS {}", self.name),
+            ])
+            .status();
+        if !dropped.is_ok_and(|s| s.success()) {
+            eprintln!("could not drop the test table {}", self.name);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_keeps_everyone_logged_in_behind_round_robin() {
+    let table = PostgresTable::new();
+    let store = Store::Shared(table.url.clone());
+    let servers: Vec<AdminServer> = (1..=3)
+        .map(|i| {
+            AdminServer::start(
+                &format!("server-{i}"),
+                &store,
+                &[("SESSION_TABLE", &table.name)],
+            )
+        })
+        .collect();
+    let nginx = Nginx::start(Balance::RoundRobin, &refs(&servers));
+    let base = nginx.url();
+    let mut users: Vec<User> = (0..100).map(|_| User::new()).collect();
+    log_in_all(&base, &mut users).await;
+    let (relogins, served) = traffic(&base, &mut users, 100).await;
+    println!("METRIC approach=postgres+round-robin relogins_per_10k={relogins} servers={served:?}");
+    assert_eq!(relogins, 0, "users were logged out");
+    assert_eq!(served.len(), 3, "not every server served: {served:?}");
+    // The servers go before the table they use.
+    drop(nginx);
+    drop(servers);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
