@@ -31,6 +31,7 @@
 //! | `axum` | yes | [`Session`] as an axum extractor |
 //! | `redis` | no | [`RedisStore`], for a Redis server or a Redis Cluster |
 //! | `postgres` | no | [`PostgresStore`], a table in PostgreSQL |
+//! | `mysql` | no | [`MySqlStore`], a table in MySQL or MariaDB |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use session_core::*;
@@ -41,6 +42,12 @@ pub use session_memory::MemoryStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use session_redis::{redis, RedisStore};
+#[cfg(feature = "mysql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
+pub use session_sql::MySqlStore;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use session_sql::{sqlx, Cleanup, PostgresStore};
+pub use session_sql::PostgresStore;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "mysql"))))]
+pub use session_sql::{sqlx, Cleanup};

@@ -9,9 +9,9 @@
 //! | --- | --- | --- |
 //! | `PORT` | `3000` | port to listen on (127.0.0.1) |
 //! | `SERVER_ID` | `server-1` | name shown on every page, to see which server answered |
-//! | `SESSION_STORE` | `memory` | where sessions live: `memory`; `redis://host:port` or `redis-cluster://host:port,…` (feature `redis`); `postgres://user@host/db` (feature `postgres`, table `sessions`, created at start) |
+//! | `SESSION_STORE` | `memory` | where sessions live: `memory`; `redis://host:port` or `redis-cluster://host:port,…` (feature `redis`); `postgres://user@host/db` (feature `postgres`) or `mysql://user@host/db` (feature `mysql`), table `sessions`, created at start |
 //! | `SECURE_COOKIE` | `0` | `1` marks the cookie `Secure` (use it behind HTTPS) |
-//! | `SESSION_TABLE` | `sessions` | the table, for `postgres://` |
+//! | `SESSION_TABLE` | `sessions` | the table, for `postgres://` and `mysql://` |
 //! | `MAX_SESSIONS_PER_USER` | none | cap per user; `1` makes a new login end the others |
 //!
 //! Besides the pages, a small JSON API: `GET /api/me`, `GET /api/prefs`,
@@ -88,6 +88,17 @@ async fn open_store(spec: &str) -> Result<Arc<dyn SessionStore>, BoxError> {
         std::mem::forget(store.spawn_cleanup(std::time::Duration::from_secs(300)));
         return Ok(Arc::new(store));
     }
+    #[cfg(feature = "mysql")]
+    if spec.starts_with("mysql://") || spec.starts_with("mariadb://") {
+        let url = spec.replacen("mariadb://", "mysql://", 1);
+        let mut store = session_kit::MySqlStore::connect(&url).await?;
+        if let Ok(table) = env::var("SESSION_TABLE") {
+            store = store.with_table(&table)?;
+        }
+        store.migrate().await?;
+        std::mem::forget(store.spawn_cleanup(std::time::Duration::from_secs(300)));
+        return Ok(Arc::new(store));
+    }
     #[cfg(feature = "redis")]
     if let Some(nodes) = spec.strip_prefix("redis-cluster://") {
         let urls = nodes.split(',').map(|node| format!("redis://{node}"));
@@ -95,16 +106,20 @@ async fn open_store(spec: &str) -> Result<Arc<dyn SessionStore>, BoxError> {
             session_kit::RedisStore::connect_cluster(urls).await?,
         ));
     }
-    let supported = match (cfg!(feature = "redis"), cfg!(feature = "postgres")) {
-        (true, true) => "memory, redis://…, redis-cluster://…, postgres://…",
-        (true, false) => {
-            "memory, redis://…, redis-cluster://… (`--features postgres` adds postgres://…)"
-        }
-        (false, true) => "memory, postgres://… (`--features redis` adds redis://…)",
-        (false, false) => {
-            "memory (`--features redis` or `postgres` add redis://… and postgres://…)"
-        }
-    };
+    let mut supported = vec!["memory"];
+    if cfg!(feature = "redis") {
+        supported.extend(["redis://…", "redis-cluster://…"]);
+    }
+    if cfg!(feature = "postgres") {
+        supported.push("postgres://…");
+    }
+    if cfg!(feature = "mysql") {
+        supported.push("mysql://…");
+    }
+    let supported = format!(
+        "{} (the features redis, postgres and mysql add the others)",
+        supported.join(", ")
+    );
     Err(
         format!("SESSION_STORE={spec:?} is not a store this build knows; supported: {supported}")
             .into(),

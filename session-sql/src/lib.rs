@@ -3,6 +3,7 @@
 //! | feature | store |
 //! | --- | --- |
 //! | `postgres` | [`PostgresStore`] |
+//! | `mysql` | [`MySqlStore`], for MySQL and MariaDB |
 //!
 //! One row per session, keyed by the hash of its id, with the data as a JSON
 //! document, the metadata, the user (indexed) and the expiry (Unix milliseconds,
@@ -20,6 +21,8 @@
 //! client gets a new session, never an error page.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "mysql")]
+mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
 
@@ -29,6 +32,9 @@ use std::time::Duration;
 use serde_json::Value;
 use session_core::{Data, Meta, Record, StoreError, StoreErrorKind, Timestamp};
 
+#[cfg(feature = "mysql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
+pub use mysql::MySqlStore;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::PostgresStore;
@@ -95,6 +101,70 @@ impl Row {
     }
 }
 
+impl Row {
+    /// A row of a dialect that keeps documents as text, with percent-encoded keys
+    /// (see [`stored_key`]).
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+    fn from_text(
+        data: &str,
+        meta: &str,
+        user_id: Option<String>,
+        expires_at: i64,
+    ) -> Result<Row, serde_json::Error> {
+        let stored: serde_json::Map<String, Value> = serde_json::from_str(data)?;
+        let data = stored
+            .into_iter()
+            .map(|(key, value)| (unstored_key(&key), value))
+            .collect();
+        Ok(Row {
+            data: Value::Object(data),
+            meta: serde_json::from_str(meta)?,
+            user_id,
+            expires_at,
+        })
+    }
+}
+
+/// A key as MySQL, MariaDB and SQLite documents keep it: `%`, `"` and `\`
+/// percent-encoded, because their JSON paths cannot quote those characters.
+#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+fn stored_key(key: &str) -> std::borrow::Cow<'_, str> {
+    if !key.contains(['%', '"', '\\']) {
+        return key.into();
+    }
+    key.replace('%', "%25")
+        .replace('"', "%22")
+        .replace('\\', "%5C")
+        .into()
+}
+
+#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+fn unstored_key(stored: &str) -> String {
+    if !stored.contains('%') {
+        return stored.to_owned();
+    }
+    stored
+        .replace("%22", "\"")
+        .replace("%5C", "\\")
+        .replace("%25", "%")
+}
+
+/// The JSON path of a session key in a stored document.
+#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+fn json_path(key: &str) -> String {
+    format!("$.\"{}\"", stored_key(key))
+}
+
+/// A session's data as a stored document, keys encoded.
+#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+fn stored_document(data: &Data) -> String {
+    let document: serde_json::Map<String, Value> = data
+        .iter()
+        .map(|(key, value)| (stored_key(key).into_owned(), value.clone()))
+        .collect();
+    Value::Object(document).to_string()
+}
+
 /// A row nobody can read is no session: the client gets a new one, the row expires.
 fn corrupt_as_absent(decoded: Result<Record, serde_json::Error>) -> Option<Record> {
     decoded
@@ -146,6 +216,24 @@ impl Drop for Cleanup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_keys_round_trip() {
+        for key in [
+            "plain",
+            "a.b",
+            "q\"uote",
+            "back\\slash",
+            "100%",
+            "%22",
+            "é ü",
+            "",
+        ] {
+            assert_eq!(unstored_key(&stored_key(key)), key, "{key:?}");
+            assert!(!stored_key(key).contains(['"', '\\']), "{key:?}");
+        }
+        assert_eq!(json_path("a\"b"), "$.\"a%22b\"");
+    }
 
     #[test]
     fn table_names_are_plain_identifiers() {
