@@ -1,35 +1,26 @@
-//! PostgreSQL out of reach (SECURITY.md 16 and 18): the store reaches the server
-//! through a TCP proxy that the test owns and cuts. Requests fail closed and fast while
-//! it is cut, and succeed again, with every session intact, once it is back, without
-//! restarting the application.
+//! What the outage tests of every SQL store share: a TCP proxy the test owns and
+//! cuts, a table dropped however the test ends, and the outage scenario itself.
 
-#![cfg(feature = "postgres")]
+#![allow(dead_code, unreachable_pub)] // Each test binary uses its own part of this.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use session_core::SessionLayer;
-use session_sql::PostgresStore;
-use session_testkit::{app, Client};
+use session_testkit::{App, Client, Reply};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-fn postgres_url() -> String {
-    std::env::var("POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
 /// Forwards a loopback port to the server, until cut: then it stops listening and
 /// drops every connection, as a dead network would.
-struct Proxy {
-    port: u16,
+pub struct Proxy {
+    pub port: u16,
     target: SocketAddr,
     tasks: JoinSet<()>,
 }
 
 impl Proxy {
-    async fn start(target: SocketAddr) -> Self {
+    pub async fn start(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let mut proxy = Self {
@@ -56,32 +47,59 @@ impl Proxy {
     }
 
     /// Stops listening and drops every connection (the listener task owns them).
-    fn cut(&mut self) {
+    pub fn cut(&mut self) {
         self.tasks.abort_all();
     }
 
-    async fn restore(&mut self) {
+    pub async fn restore(&mut self) {
         let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
         self.serve(listener);
     }
 }
 
-/// A table of the test's own, dropped when the test ends, however it ends.
-struct Table(String);
+/// The host and port of a database URL (`scheme://user@host:port/db`).
+pub async fn server_address(url: &str) -> SocketAddr {
+    let host_port = url
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap();
+    tokio::net::lookup_host(host_port)
+        .await
+        .unwrap()
+        .next()
+        .unwrap()
+}
+
+/// `url` with its server replaced by the proxy's port.
+pub fn through(url: &str, proxy: &Proxy) -> String {
+    let host_port = url
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap();
+    url.replace(host_port, &format!("127.0.0.1:{}", proxy.port))
+}
+
+/// A table of the test's own, dropped by `command` (a database client) when the test
+/// ends, however it ends.
+pub struct Table {
+    pub name: String,
+    pub drop_with: Vec<String>,
+}
 
 impl Drop for Table {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("psql")
-            .args([
-                &postgres_url(),
-                "-qc",
-                &format!("DROP TABLE IF EXISTS {}", self.0),
-            ])
+        let (program, args) = self.drop_with.split_first().unwrap();
+        let sql = format!("DROP TABLE IF EXISTS {}", self.name);
+        let _ = std::process::Command::new(program)
+            .args(args)
+            .arg(sql)
             .status();
     }
 }
 
-fn assert_failed_closed(reply: &session_testkit::Reply, waited: Duration) {
+fn assert_failed_closed(reply: &Reply, waited: Duration) {
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.headers[http::header::RETRY_AFTER], "1");
     assert!(
@@ -93,33 +111,13 @@ fn assert_failed_closed(reply: &session_testkit::Reply, waited: Duration) {
     assert!(waited < Duration::from_secs(3), "took {waited:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreachable_postgres_fails_closed_and_recovers() {
-    let url = postgres_url();
-    let host_port = url
-        .split('@')
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap();
-    let target: SocketAddr = tokio::net::lookup_host(host_port)
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
-    let mut proxy = Proxy::start(target).await;
-    let proxied = url.replace(host_port, &format!("127.0.0.1:{}", proxy.port));
-
-    let table = Table(format!("session_kit_test_fault_{}", proxy.port));
-    let store = PostgresStore::connect(&proxied)
-        .await
-        .unwrap()
-        .with_table(&table.0)
-        .unwrap();
-    store.migrate().await.unwrap();
-    let app = app(SessionLayer::new(store), None);
+/// SECURITY.md 16 and 18: with the proxy cut, requests with a cookie, and a
+/// newcomer's first write, fail closed and fast; restored, requests succeed again,
+/// every session intact, without restarting `app`.
+pub async fn fails_closed_and_recovers(app: &App, proxy: &mut Proxy) {
     let mut clients = Vec::new();
     for i in 0..10 {
-        let mut client = Client::new(&app);
+        let mut client = Client::new(app);
         client.post(&format!("/login/user-{i}")).await;
         client.post(&format!("/set/marker/{i}")).await;
         clients.push(client);
@@ -133,7 +131,7 @@ async fn an_unreachable_postgres_fails_closed_and_recovers() {
         assert_failed_closed(&reply, started.elapsed());
         assert_eq!(client.cookie, cookie);
     }
-    let mut newcomer = Client::new(&app);
+    let mut newcomer = Client::new(app);
     let started = Instant::now();
     let reply = newcomer.post("/set/x/1").await;
     assert_failed_closed(&reply, started.elapsed());
