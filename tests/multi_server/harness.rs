@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 
 use super::common::free_port;
 
-/// The admin example, built once per test run with the Redis and PostgreSQL stores.
+/// The admin example, built once per test run with every shared store.
 fn admin_binary() -> &'static PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
@@ -24,7 +24,7 @@ fn admin_binary() -> &'static PathBuf {
                 "--example",
                 "admin",
                 "--features",
-                "redis,postgres",
+                "redis,postgres,mysql",
             ])
             .current_dir(&manifest)
             .status()

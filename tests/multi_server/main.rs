@@ -1,8 +1,9 @@
 //! The seed's story end to end: real nginx in front of several admin servers, each its
 //! own process, driven over HTTP. Each scenario asserts what it shows; the numbers the
-//! docs quote are printed as `METRIC` lines (`cargo test --test multi_server -- --nocapture`).
+//! docs quote are printed as `METRIC` lines
+//! (`cargo test --all-features --test multi_server -- --nocapture`).
 
-#![cfg(all(feature = "redis", feature = "postgres"))]
+#![cfg(all(feature = "redis", feature = "postgres", feature = "mysql"))]
 
 mod browser;
 #[path = "../../session-redis/tests/common/mod.rs"]
@@ -174,30 +175,57 @@ async fn redis_keeps_everyone_logged_in_behind_round_robin() {
     shared_store_keeps_everyone_logged_in(redis_store(&redis), "redis").await;
 }
 
-/// A table of the test's own in the shared PostgreSQL, dropped when the test ends,
-/// however it ends.
-struct PostgresTable {
+/// A table of the test's own in a shared SQL server, dropped by that server's client
+/// when the test ends, however it ends.
+struct SqlTable {
     url: String,
     name: String,
+    drop_with: Vec<String>,
 }
 
-impl PostgresTable {
-    fn new() -> Self {
+impl SqlTable {
+    fn postgres() -> Self {
         let url = std::env::var("POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let drop_with = vec!["psql".into(), url.clone(), "-qc".into()];
+        Self::new(url, drop_with)
+    }
+
+    fn mysql() -> Self {
+        let url = std::env::var("MYSQL_URL")
+            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
+        // mysql://user@host:port/database
+        let rest = url.split("://").nth(1).unwrap();
+        let (user, rest) = rest.split_once('@').unwrap();
+        let (host_port, database) = rest.split_once('/').unwrap();
+        let (host, port) = host_port.split_once(':').unwrap_or((host_port, "3306"));
+        let drop_with = [
+            "mysql".to_owned(),
+            format!("-u{user}"),
+            format!("-h{host}"),
+            format!("-P{port}"),
+            database.to_owned(),
+            "-e".to_owned(),
+        ];
+        Self::new(url, drop_with.to_vec())
+    }
+
+    fn new(url: String, drop_with: Vec<String>) -> Self {
         let name = format!("session_kit_test_{}", common::free_port());
-        Self { url, name }
+        Self {
+            url,
+            name,
+            drop_with,
+        }
     }
 }
 
-impl Drop for PostgresTable {
+impl Drop for SqlTable {
     fn drop(&mut self) {
-        let dropped = std::process::Command::new("psql")
-            .args([
-                &self.url,
-                "-qc",
-                &format!("DROP TABLE IF EXISTS {}", self.name),
-            ])
+        let (program, args) = self.drop_with.split_first().unwrap();
+        let dropped = std::process::Command::new(program)
+            .args(args)
+            .arg(format!("DROP TABLE IF EXISTS {}", self.name))
             .status();
         if !dropped.is_ok_and(|s| s.success()) {
             eprintln!("could not drop the test table {}", self.name);
@@ -205,9 +233,8 @@ impl Drop for PostgresTable {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_keeps_everyone_logged_in_behind_round_robin() {
-    let table = PostgresTable::new();
+/// Scenario 2 on a SQL store: three servers share a table of the test's own.
+async fn sql_store_keeps_everyone_logged_in(table: SqlTable, label: &str) {
     let store = Store::Shared(table.url.clone());
     let servers: Vec<AdminServer> = (1..=3)
         .map(|i| {
@@ -223,12 +250,22 @@ async fn postgres_keeps_everyone_logged_in_behind_round_robin() {
     let mut users: Vec<User> = (0..100).map(|_| User::new()).collect();
     log_in_all(&base, &mut users).await;
     let (relogins, served) = traffic(&base, &mut users, 100).await;
-    println!("METRIC approach=postgres+round-robin relogins_per_10k={relogins} servers={served:?}");
+    println!("METRIC approach={label}+round-robin relogins_per_10k={relogins} servers={served:?}");
     assert_eq!(relogins, 0, "users were logged out");
     assert_eq!(served.len(), 3, "not every server served: {served:?}");
     // The servers go before the table they use.
     drop(nginx);
     drop(servers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_keeps_everyone_logged_in_behind_round_robin() {
+    sql_store_keeps_everyone_logged_in(SqlTable::postgres(), "postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_keeps_everyone_logged_in_behind_round_robin() {
+    sql_store_keeps_everyone_logged_in(SqlTable::mysql(), "mysql").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
