@@ -21,15 +21,27 @@ pub(crate) enum Lib {
     TowerSessions,
     SessionKitRedis,
     TowerSessionsRedis,
+    SessionKitPostgres,
+    TowerSessionsPostgres,
+}
+
+/// Where a library keeps sessions in the benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Memory,
+    Redis,
+    Postgres,
 }
 
 impl Lib {
-    pub(crate) const ALL: [Lib; 5] = [
+    pub(crate) const ALL: [Lib; 7] = [
         Lib::Bare,
         Lib::SessionKit,
         Lib::TowerSessions,
         Lib::SessionKitRedis,
         Lib::TowerSessionsRedis,
+        Lib::SessionKitPostgres,
+        Lib::TowerSessionsPostgres,
     ];
 
     pub(crate) fn parse(name: &str) -> Result<Self, BoxError> {
@@ -46,11 +58,17 @@ impl Lib {
             Lib::TowerSessions => "tower-sessions",
             Lib::SessionKitRedis => "session-kit-redis",
             Lib::TowerSessionsRedis => "tower-sessions-redis",
+            Lib::SessionKitPostgres => "session-kit-postgres",
+            Lib::TowerSessionsPostgres => "tower-sessions-postgres",
         }
     }
 
-    pub(crate) fn uses_redis(self) -> bool {
-        matches!(self, Lib::SessionKitRedis | Lib::TowerSessionsRedis)
+    pub(crate) fn backend(self) -> Backend {
+        match self {
+            Lib::Bare | Lib::SessionKit | Lib::TowerSessions => Backend::Memory,
+            Lib::SessionKitRedis | Lib::TowerSessionsRedis => Backend::Redis,
+            Lib::SessionKitPostgres | Lib::TowerSessionsPostgres => Backend::Postgres,
+        }
     }
 }
 
@@ -126,13 +144,13 @@ const SLOW: Duration = Duration::from_millis(20);
 /// - `POST /incr`: adds one to a counter, each library in its own idiom;
 /// - `POST /slow-set/{key}`: reads the session, waits, sets `key`;
 /// - `GET /get/{key}`: the value of `key`, empty if absent.
-pub(crate) async fn router(lib: Lib, redis_url: Option<&str>) -> Result<Router, BoxError> {
-    let redis_url = || redis_url.ok_or("this library needs --redis URL");
+pub(crate) async fn router(lib: Lib, url: Option<&str>) -> Result<Router, BoxError> {
+    let url = || url.ok_or("this library needs --url for its store");
     Ok(match lib {
         Lib::Bare => bare(),
         Lib::SessionKit => session_kit(session_kit::MemoryStore::new()),
         Lib::SessionKitRedis => {
-            let store = session_kit::RedisStore::connect(redis_url()?).await?;
+            let store = session_kit::RedisStore::connect(url()?).await?;
             session_kit(store.with_prefix("bench:session-kit:"))
         }
         Lib::TowerSessions => {
@@ -140,11 +158,23 @@ pub(crate) async fn router(lib: Lib, redis_url: Option<&str>) -> Result<Router, 
         }
         Lib::TowerSessionsRedis => {
             use tower_sessions_redis_store::fred::prelude::{ClientLike, Config};
-            let config = Config::from_url(redis_url()?)?;
+            let config = Config::from_url(url()?)?;
             let client =
                 tower_sessions_redis_store::fred::prelude::Client::new(config, None, None, None);
             client.init().await?;
             let store = tower_sessions_redis_store::RedisStore::new(client);
+            tower_sessions_app!(tower_sessions_014, store)
+        }
+        Lib::SessionKitPostgres => {
+            let store = session_kit::PostgresStore::connect(url()?).await?;
+            store.migrate().await?;
+            session_kit(store)
+        }
+        Lib::TowerSessionsPostgres => {
+            use tower_sessions_sqlx_store::sqlx::PgPool;
+            let store =
+                tower_sessions_sqlx_store::PostgresStore::new(PgPool::connect(url()?).await?);
+            store.migrate().await?;
             tower_sessions_app!(tower_sessions_014, store)
         }
     })

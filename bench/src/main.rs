@@ -10,8 +10,8 @@
 //! - `serve --lib L --port P --cookies FILE`: one app on a one-thread runtime, with
 //!   10,000 sessions made through its own layer and their cookies written to FILE.
 //! - `memory --lib L [--sessions N]`: heap bytes per live session, in a fresh process.
-//! - `concurrency --lib L [--redis URL]`: the lost-update figures alone.
-//! - `commands --lib L --redis URL`: Redis round trips and commands per request alone.
+//! - `concurrency --lib L [--url URL]`: the lost-update figures alone.
+//! - `commands --lib L --url URL`: Redis round trips and commands per request alone.
 
 mod apps;
 
@@ -27,7 +27,7 @@ use axum::Router;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use tower::ServiceExt;
 
-use crate::apps::{router, Lib};
+use crate::apps::{router, Backend, Lib};
 
 #[global_allocator]
 static ALLOCATOR: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
@@ -218,7 +218,7 @@ struct Slice {
 }
 
 impl Server {
-    fn start(lib: Lib, port: u16, dir: &Path, redis: Option<&str>) -> Result<Self, BoxError> {
+    fn start(lib: Lib, port: u16, dir: &Path, store_url: Option<&str>) -> Result<Self, BoxError> {
         let cookies = dir.join(format!("{lib}.cookies"));
         let _ = std::fs::remove_file(&cookies);
         let mut command = Command::new(std::env::current_exe()?);
@@ -233,8 +233,8 @@ impl Server {
             ])
             .arg(&cookies)
             .stdout(Stdio::null());
-        if let (Some(url), true) = (redis, lib.uses_redis()) {
-            command.args(["--redis", url]);
+        if let (Some(url), false) = (store_url, lib.backend() == Backend::Memory) {
+            command.args(["--url", url]);
         }
         let child = command.spawn()?;
         let hot_cookie = dir.join(format!("{lib}.hot"));
@@ -351,7 +351,12 @@ fn run(store: &str, seconds: u64, cycles: usize) -> Result<(), BoxError> {
     let libs = match store {
         "memory" => [Lib::Bare, Lib::SessionKit, Lib::TowerSessions],
         "redis" => [Lib::Bare, Lib::SessionKitRedis, Lib::TowerSessionsRedis],
-        other => return Err(format!("--store {other:?}: memory or redis").into()),
+        "postgres" => [
+            Lib::Bare,
+            Lib::SessionKitPostgres,
+            Lib::TowerSessionsPostgres,
+        ],
+        other => return Err(format!("--store {other:?}: memory, redis or postgres").into()),
     };
     let dir = std::env::temp_dir().join(format!("session-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -360,13 +365,20 @@ fn run(store: &str, seconds: u64, cycles: usize) -> Result<(), BoxError> {
     let redis = (store == "redis")
         .then(|| OwnRedis::start(&dir))
         .transpose()?;
-    let redis_url = redis.as_ref().map(OwnRedis::url);
+    let database = (store == "postgres")
+        .then(BenchDatabase::create)
+        .transpose()?;
+    let store_url = match (&redis, &database) {
+        (Some(redis), _) => Some(redis.url()),
+        (_, Some(database)) => Some(database.url.clone()),
+        _ => None,
+    };
 
     // All three servers run at once; only the one under load uses the CPU.
     let servers = libs
         .into_iter()
         .enumerate()
-        .map(|(i, lib)| Server::start(lib, 39_100 + i as u16, &dir, redis_url.as_deref()))
+        .map(|(i, lib)| Server::start(lib, 39_100 + i as u16, &dir, store_url.as_deref()))
         .collect::<Result<Vec<_>, _>>()?;
     for server in &servers {
         server.wait_ready()?;
@@ -447,18 +459,17 @@ fn run(store: &str, seconds: u64, cycles: usize) -> Result<(), BoxError> {
             print!("{}", String::from_utf8_lossy(&output.stdout));
         }
     }
-    if let Some(url) = &redis_url {
-        for lib in [kit_lib, peer_lib] {
-            println!(
-                "{}",
-                commands_per_request(lib, url, redis.as_ref().map_or(0, |r| r.port))?
-            );
+    for lib in [kit_lib, peer_lib] {
+        match (&redis, &store_url) {
+            (Some(redis), Some(url)) => println!("{}", commands_per_request(lib, url, redis.port)?),
+            (None, Some(url)) => println!("{}", queries_per_request(lib, url)?),
+            _ => {}
         }
     }
     for lib in [kit_lib, peer_lib] {
-        println!("{}", concurrency(lib, redis_url.as_deref())?);
+        println!("{}", concurrency(lib, store_url.as_deref())?);
     }
-    drop(redis);
+    drop((redis, database));
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
@@ -513,6 +524,87 @@ impl Drop for OwnRedis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A PostgreSQL database of the run's own on the machine's server (`POSTGRES_URL`,
+/// default `postgres://postgres@127.0.0.1:5432/test`), dropped at the end.
+struct BenchDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl BenchDatabase {
+    fn create() -> Result<Self, BoxError> {
+        let admin_url = std::env::var("POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let name = format!("session_kit_bench_{}", std::process::id());
+        psql(&admin_url, &format!("CREATE DATABASE {name}"))?;
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(base, _)| base);
+        let url = format!("{base}/{name}");
+        Ok(Self {
+            admin_url,
+            name,
+            url,
+        })
+    }
+}
+
+impl Drop for BenchDatabase {
+    fn drop(&mut self) {
+        let _ = psql(
+            &self.admin_url,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+fn psql(url: &str, sql: &str) -> Result<String, BoxError> {
+    let output = Command::new("psql").args([url, "-Atqc", sql]).output()?;
+    if !output.status.success() {
+        return Err(format!("psql: {}", String::from_utf8_lossy(&output.stderr)).into());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// Queries per request, as PostgreSQL counted them: the bench database's committed
+/// transactions (each statement outside a transaction commits once), read after the
+/// app's pool has closed, which is when a backend's counts are sure to be reported.
+fn queries_per_request(lib: Lib, url: &str) -> Result<String, BoxError> {
+    const REQUESTS: usize = 200;
+    let commits = || -> Result<u64, BoxError> {
+        let sql = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()";
+        Ok(psql(url, sql)?.parse()?)
+    };
+    let mut report = format!("{lib}:");
+    for (label, method, path) in [("read", "GET", "/read"), ("write", "POST", "/write")] {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (before, after) = runtime.block_on(async {
+            let app = router(lib, Some(url)).await?;
+            let cookies = make_sessions(&app, 100).await?;
+            send(&app, method, path, &cookies[0]).await?;
+            drop(app);
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let before = commits()?;
+            let app = router(lib, Some(url)).await?;
+            for i in 0..REQUESTS {
+                send(&app, method, path, &cookies[i % cookies.len()]).await?;
+            }
+            drop(app);
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            Ok::<_, BoxError>((before, commits()?))
+        })?;
+        // Starting the second app runs its migration (a few statements) once.
+        report.push_str(&format!(
+            " {label}: {:.2} statements per request (migration included);",
+            after.saturating_sub(before) as f64 / REQUESTS as f64
+        ));
+    }
+    Ok(report)
 }
 
 /// Redis commands per request, as the server saw them: `MONITOR` lists every command,
@@ -640,13 +732,12 @@ fn main() -> Result<(), BoxError> {
             lib()?,
             flag(&args, "--port").ok_or("--port is required")?.parse()?,
             Path::new(flag(&args, "--cookies").ok_or("--cookies is required")?),
-            flag(&args, "--redis"),
+            flag(&args, "--url"),
         ),
         Some("in-process") => {
             let count = flag(&args, "--requests").unwrap_or("1000000").parse()?;
             for scenario in Scenario::ALL {
-                let (ns, allocations) =
-                    in_process(lib()?, scenario, count, flag(&args, "--redis"))?;
+                let (ns, allocations) = in_process(lib()?, scenario, count, flag(&args, "--url"))?;
                 println!(
                     "{} {scenario}: {ns:.0} ns/request, {allocations:.1} allocations/request",
                     lib()?
@@ -655,13 +746,13 @@ fn main() -> Result<(), BoxError> {
             Ok(())
         }
         Some("commands") => {
-            let url = flag(&args, "--redis").ok_or("--redis URL is required")?;
+            let url = flag(&args, "--url").ok_or("--url URL is required")?;
             let port = url.rsplit(':').next().unwrap_or_default().parse()?;
             println!("{}", commands_per_request(lib()?, url, port)?);
             Ok(())
         }
         Some("concurrency") => {
-            println!("{}", concurrency(lib()?, flag(&args, "--redis"))?);
+            println!("{}", concurrency(lib()?, flag(&args, "--url"))?);
             Ok(())
         }
         Some("memory") => memory(
@@ -669,10 +760,10 @@ fn main() -> Result<(), BoxError> {
             flag(&args, "--sessions").unwrap_or("100000").parse()?,
         ),
         _ => Err(
-            "usage: session-bench run [--store memory|redis] [--seconds N] [--cycles N] \
-             | serve --lib L --port P --cookies FILE [--redis URL] \
-             | memory --lib L [--sessions N] | in-process --lib L [--requests N] [--redis URL] \
-             | concurrency --lib L [--redis URL] | commands --lib L --redis URL"
+            "usage: session-bench run [--store memory|redis|postgres] [--seconds N] [--cycles N] \
+             | serve --lib L --port P --cookies FILE [--url URL] \
+             | memory --lib L [--sessions N] | in-process --lib L [--requests N] [--url URL] \
+             | concurrency --lib L [--url URL] | commands --lib L --url URL"
                 .into(),
         ),
     }
