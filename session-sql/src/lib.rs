@@ -175,6 +175,25 @@ fn corrupt_as_absent(decoded: Result<Record, serde_json::Error>) -> Option<Recor
         .ok()
 }
 
+/// Runs `delete_batch(limit)` (a delete of at most `limit` expired rows) until a batch
+/// comes back short, so that one cleanup never holds a long lock; returns the total.
+#[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
+async fn delete_in_batches<F, Fut>(mut delete_batch: F) -> Result<u64, StoreError>
+where
+    F: FnMut(i64) -> Fut,
+    Fut: Future<Output = Result<u64, StoreError>>,
+{
+    const BATCH: i64 = 1000;
+    let mut deleted = 0;
+    loop {
+        let done = delete_batch(BATCH).await?;
+        deleted += done;
+        if done < BATCH as u64 {
+            return Ok(deleted);
+        }
+    }
+}
+
 /// The running cleanup task of a store: deletes expired rows periodically until this
 /// handle is dropped or [`stop`](Self::stop)ped.
 #[derive(Debug)]

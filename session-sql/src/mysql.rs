@@ -12,8 +12,8 @@ use sqlx::mysql::{MySql, MySqlPool, MySqlPoolOptions};
 use sqlx::AssertSqlSafe;
 
 use crate::{
-    corrupt_as_absent, json_path, stored_document, unavailable, validate_table, Cleanup,
-    ConfigError, Row,
+    corrupt_as_absent, delete_in_batches, json_path, stored_document, unavailable, validate_table,
+    Cleanup, ConfigError, Row,
 };
 
 /// The statements for one table, written once when the store is made; `save` is
@@ -182,21 +182,16 @@ impl MySqlStore {
 
     /// Deletes every row expired at `now`; returns how many.
     pub async fn delete_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
-        const BATCH: i64 = 1000;
-        let mut deleted = 0;
-        loop {
-            let done = sqlx::query(AssertSqlSafe(self.statements.delete_expired.clone()))
+        delete_in_batches(|batch| async move {
+            let deleted = sqlx::query(AssertSqlSafe(self.statements.delete_expired.clone()))
                 .bind(now.unix_millis())
-                .bind(BATCH)
+                .bind(batch)
                 .execute(&self.pool)
                 .await
-                .map_err(unavailable)?
-                .rows_affected();
-            deleted += done;
-            if done < BATCH as u64 {
-                return Ok(deleted);
-            }
-        }
+                .map_err(unavailable)?;
+            Ok(deleted.rows_affected())
+        })
+        .await
     }
 
     async fn insert(&self, key: &SessionKey, record: &Record) -> Result<bool, StoreError> {
