@@ -20,7 +20,7 @@ async fn an_unreachable_postgres_fails_closed_and_recovers() {
         .unwrap();
     store.migrate().await.unwrap();
     let app = session_testkit::app(session_core::SessionLayer::new(store), None);
-    common::fails_closed_and_recovers(&app, &mut proxy).await;
+    session_testkit::outage::fails_closed_and_recovers(&app, &mut proxy).await;
 }
 
 #[cfg(feature = "mysql")]
@@ -54,5 +54,5 @@ async fn an_unreachable_mysql_fails_closed_and_recovers() {
         .unwrap();
     store.migrate().await.unwrap();
     let app = session_testkit::app(session_core::SessionLayer::new(store), None);
-    common::fails_closed_and_recovers(&app, &mut proxy).await;
+    session_testkit::outage::fails_closed_and_recovers(&app, &mut proxy).await;
 }

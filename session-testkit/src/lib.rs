@@ -17,13 +17,15 @@
 //! The rules are also public functions in [`contract`], for a store that wants to
 //! run some of them its own way. Besides the contract the kit has what its tests use:
 //! [`InstrumentedStore`] (counts calls, injects faults and id collisions), and an
-//! in-process [`app`] with a cookie-keeping [`Client`].
+//! in-process [`app`] with a cookie-keeping [`Client`], and the [`outage`] scenario
+//! for stores with a server.
 //!
 //! The caller needs `tokio` (with `macros` and `rt-multi-thread`) among its
 //! dev-dependencies.
 
 mod app;
 pub mod contract;
+pub mod outage;
 mod wrappers;
 
 pub use app::{app, App, Client, Pause, Reply};

@@ -1,13 +1,12 @@
-//! What the outage tests of every SQL store share: a TCP proxy the test owns and
-//! cuts, a table dropped however the test ends, and the outage scenario itself.
+//! What the outage tests of every SQL store share: a TCP proxy the test owns and cuts
+//! (the scenario itself is `session_testkit::outage`), and a table dropped however the
+//! test ends.
 
 #![allow(dead_code, unreachable_pub)] // Each test binary uses its own part of this.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
-use http::StatusCode;
-use session_testkit::{App, Client, Reply};
+use session_testkit::outage::Outage;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
@@ -99,55 +98,12 @@ impl Drop for Table {
     }
 }
 
-fn assert_failed_closed(reply: &Reply, waited: Duration) {
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(reply.headers[http::header::RETRY_AFTER], "1");
-    assert!(
-        reply.set_cookies().is_empty(),
-        "a cookie was set or cleared"
-    );
-    // The default store timeout is one second; the bound leaves room for a loaded
-    // machine, and fails if a request waits on an unreachable server unbounded.
-    assert!(waited < Duration::from_secs(3), "took {waited:?}");
-}
-
-/// SECURITY.md 16 and 18: with the proxy cut, requests with a cookie, and a
-/// newcomer's first write, fail closed and fast; restored, requests succeed again,
-/// every session intact, without restarting `app`.
-pub async fn fails_closed_and_recovers(app: &App, proxy: &mut Proxy) {
-    let mut clients = Vec::new();
-    for i in 0..10 {
-        let mut client = Client::new(app);
-        client.post(&format!("/login/user-{i}")).await;
-        client.post(&format!("/set/marker/{i}")).await;
-        clients.push(client);
+impl Outage for Proxy {
+    fn cut(&mut self) {
+        Proxy::cut(self);
     }
 
-    proxy.cut();
-    for client in clients.iter_mut().take(3) {
-        let cookie = client.cookie.clone();
-        let started = Instant::now();
-        let reply = client.get("/user").await;
-        assert_failed_closed(&reply, started.elapsed());
-        assert_eq!(client.cookie, cookie);
-    }
-    let mut newcomer = Client::new(app);
-    let started = Instant::now();
-    let reply = newcomer.post("/set/x/1").await;
-    assert_failed_closed(&reply, started.elapsed());
-
-    proxy.restore().await;
-    let started = Instant::now();
-    while clients[0].get("/user").await.status != StatusCode::OK {
-        assert!(started.elapsed() < Duration::from_secs(15), "no recovery");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    for (i, client) in clients.iter_mut().enumerate() {
-        assert_eq!(
-            client.get("/user").await.body,
-            format!("user-{i}"),
-            "session {i} was lost"
-        );
-        assert_eq!(client.get("/get/marker").await.body, format!("\"{i}\""));
+    async fn restore(&mut self) {
+        Proxy::restore(self).await;
     }
 }
