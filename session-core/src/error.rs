@@ -16,6 +16,10 @@ pub enum StoreErrorKind {
     TimedOut,
     /// The store returned data that does not decode as a session.
     Corrupt,
+    /// A client-side session grew past what its cookie can carry (4096 bytes with
+    /// the cookie's name and attributes). Nothing was sent: the client keeps its
+    /// previous cookie. By default the response is a 500.
+    TooLarge,
     /// Anything else.
     Other,
 }
@@ -88,6 +92,7 @@ impl fmt::Display for StoreError {
             StoreErrorKind::Unavailable => "session store unavailable",
             StoreErrorKind::TimedOut => "session store timed out",
             StoreErrorKind::Corrupt => "session store returned corrupt data",
+            StoreErrorKind::TooLarge => "session too large for its cookie",
             StoreErrorKind::Other => "session store failed",
         })
     }
@@ -112,6 +117,10 @@ pub enum SessionError {
     /// A value did not serialise, or a stored value is not of the type asked for.
     #[error("session value does not (de)serialise as the requested type")]
     Value(#[source] serde_json::Error),
+    /// The layer's store cannot do this: a client-side store without user revocation
+    /// cannot end a user's other sessions. The request goes on unharmed.
+    #[error("not supported by this session store: {0}")]
+    Unsupported(&'static str),
 }
 
 /// A layer configuration that cannot work, reported when the layer is built.
@@ -136,4 +145,8 @@ pub enum ConfigError {
     /// A cap of zero sessions per user would end every login at once.
     #[error("the cap of sessions per user must be at least 1")]
     ZeroSessionCap,
+    /// A client-side store can cap sessions per user only at one, and only if it
+    /// revokes users: there is no list of sessions to trim.
+    #[error("a client-side store supports only a cap of 1 session per user, with user revocation")]
+    ClientSideCap,
 }

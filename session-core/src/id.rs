@@ -5,6 +5,7 @@ use std::fmt;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 /// Random bytes in an id: 192 bits, comfortably above the 128 that OWASP asks for.
 const ID_BYTES: usize = 24;
@@ -16,8 +17,19 @@ pub(crate) const ID_LEN: usize = 32;
 ///
 /// It is made only from the operating system's random generator and never printed:
 /// `Debug` shows `SessionId(…)`. Stores never see it; they see its [`SessionKey`].
-#[derive(Clone, PartialEq, Eq)]
+/// Comparing two ids takes the same time wherever they differ.
+#[derive(Clone)]
 pub struct SessionId([u8; ID_BYTES]);
+
+/// Constant time (SECURITY.md 25): an id is a secret, and `==` on bytes stops at the
+/// first difference.
+impl PartialEq for SessionId {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl Eq for SessionId {}
 
 impl SessionId {
     /// Draws a fresh id from the OS random generator.
@@ -107,6 +119,12 @@ impl SessionKey {
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
+
+    /// A key from raw hash bytes: as a store reads a binary key back, or for a record
+    /// that is not a session, under a hash of another domain (no id hashes to it).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
 }
 
 impl fmt::Display for SessionKey {
@@ -185,6 +203,17 @@ mod tests {
         assert_eq!(SessionId::parse(&text), None);
         assert_ne!(text, id.encode());
         assert_eq!(SessionKey::parse("v2.abc"), None);
+    }
+
+    #[test]
+    fn ids_compare_by_every_byte() {
+        let id = SessionId::generate();
+        assert_eq!(id, id.clone());
+        for position in 0..ID_BYTES {
+            let mut other = id.clone();
+            other.0[position] ^= 1;
+            assert_ne!(id, other, "a difference at byte {position} went unseen");
+        }
     }
 
     #[test]

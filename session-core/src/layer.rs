@@ -8,19 +8,19 @@ use cookie::{Key, SameSite};
 use http::header::HeaderName;
 use tower_layer::Layer;
 
+use crate::client::{Backend, Kind};
 use crate::error::ConfigError;
 use crate::on_store_error::{DefaultOnStoreError, OnStoreError};
 use crate::record::{Expiry, Timestamp};
 use crate::service::SessionService;
-use crate::store::SessionStore;
-use crate::transport::{CookieSettings, Transport};
+use crate::transport::{CookieSettings, Incoming, Transport};
 
 /// Where the layer reads the time; a test can replace it.
 pub(crate) type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
 /// Everything a request's session needs from the layer, shared by all requests.
 pub(crate) struct Shared {
-    pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) backend: Kind,
     pub(crate) transport: Transport,
     pub(crate) expiry: Expiry,
     pub(crate) absolute_timeout: Option<Duration>,
@@ -53,14 +53,17 @@ impl SessionLayer {
     /// `SameSite=Lax` and `Path=/`, lasting until the browser closes; a 30-minute idle
     /// timeout; no absolute lifetime; a one-second store timeout; a 503 when the store
     /// fails.
-    pub fn new(store: impl SessionStore) -> Self {
+    ///
+    /// `store` is any [`SessionStore`](crate::SessionStore), or a client-side store
+    /// such as `session-cookie`'s `CookieStore`.
+    pub fn new(store: impl Into<Backend>) -> Self {
         Self::builder(store).build_unchecked()
     }
 
     /// A builder to change the defaults; [`SessionLayerBuilder::build`] checks them.
-    pub fn builder(store: impl SessionStore) -> SessionLayerBuilder {
+    pub fn builder(store: impl Into<Backend>) -> SessionLayerBuilder {
         SessionLayerBuilder {
-            store: Arc::new(store),
+            backend: store.into().0,
             cookie: CookieSettings::default(),
             header: None,
             expiry: Expiry::default(),
@@ -76,6 +79,20 @@ impl SessionLayer {
 impl SessionLayer {
     pub(crate) fn shared(&self) -> Arc<Shared> {
         self.shared.clone()
+    }
+}
+
+impl Shared {
+    /// What the request carries: for a server-side store a well-formed id; for a
+    /// client-side one every value of the session cookie, opened when first needed.
+    pub(crate) fn incoming(&self, headers: &http::HeaderMap) -> Option<Incoming> {
+        match self.backend {
+            Kind::Server(_) => self.transport.read_id(headers).map(Incoming::Id),
+            Kind::Client(_) => {
+                let values = self.transport.read_values(headers);
+                (!values.is_empty()).then_some(Incoming::Sealed(values))
+            }
+        }
     }
 }
 
@@ -112,7 +129,7 @@ impl<S> Layer<S> for SessionLayer {
 /// ```
 #[must_use]
 pub struct SessionLayerBuilder {
-    store: Arc<dyn SessionStore>,
+    backend: Kind,
     cookie: CookieSettings,
     header: Option<String>,
     expiry: Expiry,
@@ -285,6 +302,11 @@ impl SessionLayerBuilder {
         if self.max_sessions_per_user == Some(0) {
             return Err(ConfigError::ZeroSessionCap);
         }
+        if let (Kind::Client(store), Some(cap)) = (&self.backend, self.max_sessions_per_user) {
+            if cap != 1 || !store.revokes_users() {
+                return Err(ConfigError::ClientSideCap);
+            }
+        }
         Ok(self.build_unchecked())
     }
 
@@ -295,7 +317,7 @@ impl SessionLayerBuilder {
         };
         SessionLayer {
             shared: Arc::new(Shared {
-                store: self.store,
+                backend: self.backend,
                 transport,
                 expiry: self.expiry,
                 absolute_timeout: self.absolute_timeout,

@@ -68,6 +68,7 @@
 //! | `axum` | `Session` and `Option<Session>` as axum extractors |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod client;
 mod error;
 #[cfg(feature = "axum")]
 mod extract;
@@ -81,6 +82,7 @@ mod session;
 mod store;
 mod transport;
 
+pub use client::{Backend, ClientStore, Opened};
 pub use error::{BoxError, ConfigError, SessionError, StoreError, StoreErrorKind};
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]

@@ -38,7 +38,9 @@ where
     }
 }
 
-/// The default policy: `503 Service Unavailable` with `Retry-After`.
+/// The default policy: `503 Service Unavailable` with `Retry-After`, except for a
+/// session too large for its cookie ([`StoreErrorKind::TooLarge`]), which retrying
+/// cannot mend: `500 Internal Server Error`.
 ///
 /// ```
 /// use std::time::Duration;
@@ -48,6 +50,7 @@ where
 /// let response = policy.response(StoreErrorKind::TimedOut);
 /// assert_eq!(response.status(), 503);
 /// assert_eq!(response.headers()["retry-after"], "2");
+/// assert_eq!(policy.response(StoreErrorKind::TooLarge).status(), 500);
 /// ```
 #[derive(Clone, Copy)]
 pub struct DefaultOnStoreError {
@@ -85,8 +88,12 @@ impl fmt::Debug for DefaultOnStoreError {
 }
 
 impl OnStoreError for DefaultOnStoreError {
-    fn response(&self, _kind: StoreErrorKind) -> Response<()> {
+    fn response(&self, kind: StoreErrorKind) -> Response<()> {
         let mut response = Response::new(());
+        if kind == StoreErrorKind::TooLarge {
+            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            return response;
+        }
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         response
             .headers_mut()

@@ -43,7 +43,7 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         // Parsing the id is all the work done before the handler: the store is asked
         // only if the handler uses the session.
-        let incoming = self.shared.transport.read(request.headers());
+        let incoming = self.shared.incoming(request.headers());
         let session = Session::new(self.shared.clone(), incoming);
         request.extensions_mut().insert(session.clone());
         ResponseFuture::new(self.inner.call(request), session)
@@ -75,11 +75,11 @@ pub(crate) fn respond<B: Default>(
     match outcome {
         Ok(None) => response,
         Ok(Some(update)) => {
-            session
-                .shared()
-                .transport
-                .write(response.headers_mut(), &update);
-            response
+            let shared = session.shared();
+            match shared.transport.write(response.headers_mut(), &update) {
+                Ok(()) => response,
+                Err(kind) => shared.on_store_error.response(kind).map(|()| B::default()),
+            }
         }
         Err(kind) => session
             .shared()

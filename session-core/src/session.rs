@@ -14,12 +14,13 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Mutex, MutexGuard};
 
+use crate::client::{self, ClientStore, Kind};
 use crate::error::{SessionError, StoreError, StoreErrorKind};
 use crate::id::{SessionId, SessionKey};
 use crate::layer::Shared;
 use crate::record::{Changes, Data, Expiry, Meta, Record, Timestamp};
-use crate::store::{Created, Saved, Updated, UserSession};
-use crate::transport::IdUpdate;
+use crate::store::{Created, Saved, SessionStore, Updated, UserSession};
+use crate::transport::{IdUpdate, Incoming};
 
 /// Ids drawn before a store that reports only collisions is declared broken. With
 /// 192-bit ids a single real collision is already beyond belief.
@@ -65,17 +66,18 @@ struct Inner {
 /// Whether a record stands behind this session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stored {
-    /// The client sent an id, and nobody has asked the store about it yet.
+    /// The client sent an id (or a sealed session), and nobody has asked the store
+    /// about it (or opened it) yet.
     Unknown,
     /// No record: a new session, or the client's id named nothing (live).
     Absent,
-    /// A live record under `State::id`.
+    /// A live record under `State::id` (client-side: a live session in the cookie).
     Present,
 }
 
 struct State {
-    /// The well-formed id the client sent, if any.
-    incoming: Option<SessionId>,
+    /// The well-formed id (or the sealed sessions) the client sent, if any.
+    incoming: Option<Incoming>,
     /// The id of the record this session reads and writes, when `Present`.
     id: Option<SessionId>,
     stored: Stored,
@@ -87,7 +89,8 @@ struct State {
     /// What this request changed, to be saved when `Present`.
     changes: Changes,
     meta_changed: bool,
-    /// The id was created by this request, so the client must be told.
+    /// The client must be sent the session: its id was created by this request, or
+    /// (client-side) the sealed session changed or was sealed under an old key.
     issued: bool,
     /// A login happened: the per-user cap applies when the request ends.
     logged_in: bool,
@@ -100,7 +103,7 @@ struct State {
 }
 
 impl Session {
-    pub(crate) fn new(shared: Arc<Shared>, incoming: Option<SessionId>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, incoming: Option<Incoming>) -> Self {
         let now = (shared.clock)();
         let stored = if incoming.is_some() {
             Stored::Unknown
@@ -219,35 +222,41 @@ impl Session {
 
         let mut state = self.loaded().await?;
         let shared = &self.inner.shared;
-        if state.stored == Stored::Present && (!state.changes.is_empty() || state.meta_changed) {
-            self.save_changes(&mut state, true).await?;
-        }
-        if state.stored == Stored::Present {
-            let key_hash = state.key();
-            let meta = state.meta_for_write(shared);
-            let outcome = call(
-                shared,
-                "update",
-                shared.store.update(&key_hash, key, &compute, &meta),
-            )
-            .await
-            .map_err(|e| state.fail(e))?;
-            match outcome {
-                Updated::Stored(value) => {
-                    state.base.insert(key.to_owned(), value.clone());
-                    state.meta = meta;
-                    return T::deserialize(value).map_err(SessionError::Value);
+        if let Kind::Server(store) = &shared.backend {
+            if state.stored == Stored::Present && (!state.changes.is_empty() || state.meta_changed)
+            {
+                self.save_changes(store.as_ref(), &mut state, true).await?;
+            }
+            if state.stored == Stored::Present {
+                let key_hash = state.key();
+                let meta = state.meta_for_write(shared);
+                let outcome = call(
+                    shared,
+                    "update",
+                    store.update(&key_hash, key, &compute, &meta),
+                )
+                .await
+                .map_err(|e| state.fail(e))?;
+                match outcome {
+                    Updated::Stored(value) => {
+                        state.base.insert(key.to_owned(), value.clone());
+                        state.meta = meta;
+                        return T::deserialize(value).map_err(SessionError::Value);
+                    }
+                    Updated::Kept(_) => return Err(take_failure()),
+                    Updated::Missing => state.lose(shared),
                 }
-                Updated::Kept(_) => return Err(take_failure()),
-                Updated::Missing => state.lose(shared),
             }
         }
-        // No record: compute on the local view and create the session now.
+        // No record (or a client-side session, which has no store to be atomic in):
+        // compute on the local view, and create the session now if there is none.
         let Some(value) = compute(state.view(key)) else {
             return Err(take_failure());
         };
         state.changes.insert(key.to_owned(), value.clone());
-        self.create(&mut state).await?;
+        if state.stored != Stored::Present {
+            self.create(&mut state).await?;
+        }
         T::deserialize(value).map_err(SessionError::Value)
     }
 
@@ -268,7 +277,7 @@ impl Session {
         let shared = &self.inner.shared;
         if state.stored == Stored::Unknown {
             // No need to load what is being deleted.
-            if let Some(id) = &state.incoming {
+            if let Some(Incoming::Id(id)) = &state.incoming {
                 let key = id.key();
                 state.retired.push(key);
             }
@@ -329,9 +338,19 @@ impl Session {
             return Ok(Vec::new());
         };
         let shared = &self.inner.shared;
-        let mut sessions = call(shared, "user_sessions", shared.store.user_sessions(&user))
-            .await
-            .map_err(|e| state.fail(e))?;
+        let mut sessions = match &shared.backend {
+            Kind::Server(store) => call(shared, "user_sessions", store.user_sessions(&user))
+                .await
+                .map_err(|e| state.fail(e))?,
+            // A client-side store knows only the session in this request's cookie.
+            Kind::Client(_) => (state.stored == Stored::Present)
+                .then(|| UserSession {
+                    key: state.key(),
+                    meta: state.meta.clone(),
+                })
+                .into_iter()
+                .collect(),
+        };
         sessions.sort_by_key(|s| s.meta.created_at);
         Ok(sessions)
     }
@@ -351,27 +370,50 @@ impl Session {
             state.meta = fresh_meta(shared, state.now);
             return Ok(true);
         }
-        call(shared, "delete", shared.store.delete(key))
+        // Client-side, only the current session is ever listed.
+        let Kind::Server(store) = &shared.backend else {
+            return Ok(false);
+        };
+        call(shared, "delete", store.delete(key))
             .await
             .map_err(|e| state.fail(e))?;
         Ok(true)
     }
 
     /// Ends every session of this session's user, on every server, this one
-    /// included ("log out everywhere"). Returns how many sessions ended.
+    /// included ("log out everywhere"). Returns how many sessions ended; a
+    /// client-side store, which cannot count them, says 1.
+    ///
+    /// A client-side store does this by refusing the user's sessions created until
+    /// now, and fails with [`SessionError::Unsupported`] if it does not revoke users.
     pub async fn logout_everywhere(&self) -> Result<usize, SessionError> {
         let mut state = self.loaded().await?;
         let Some(user) = state.meta.user_id.clone() else {
             return Ok(0);
         };
         let shared = &self.inner.shared;
-        let ended = call(
-            shared,
-            "delete_user_sessions",
-            shared.store.delete_user_sessions(&user),
-        )
-        .await
-        .map_err(|e| state.fail(e))?;
+        let ended = match &shared.backend {
+            Kind::Server(store) => call(
+                shared,
+                "delete_user_sessions",
+                store.delete_user_sessions(&user),
+            )
+            .await
+            .map_err(|e| state.fail(e))?,
+            Kind::Client(client) => {
+                if !client.revokes_users() {
+                    return Err(SessionError::Unsupported(
+                        "log out everywhere needs a client-side store that revokes users",
+                    ));
+                }
+                // Every session created up to now, this one included.
+                let until = state.now.saturating_add(Duration::from_millis(1));
+                call(shared, "revoke_user", client.revoke_user(&user, until))
+                    .await
+                    .map_err(|e| state.fail(e))?;
+                1
+            }
+        };
         // The store deleted this session's record too; only the handle is left.
         state.stored = Stored::Absent;
         state.id = None;
@@ -394,11 +436,14 @@ impl Session {
     /// Finishes the request without waiting, if it needs no store call: the common
     /// case of a request that only read its session. `None` means it does.
     pub(crate) fn try_finish(&self) -> Option<Result<Option<IdUpdate>, StoreErrorKind>> {
-        let state = self.inner.state.try_lock().ok()?;
+        let mut state = self.inner.state.try_lock().ok()?;
         if let Some(kind) = state.failed {
             return Some(Err(kind));
         }
         let shared = &self.inner.shared;
+        if let Kind::Client(_) = shared.backend {
+            state.settle_client(shared);
+        }
         if state.needs_store(shared) {
             return None;
         }
@@ -422,19 +467,26 @@ impl Session {
     /// are any. Returns whether a persistent cookie should be re-sent.
     async fn write_back(&self, state: &mut State) -> Result<bool, SessionError> {
         let shared = &self.inner.shared;
+        let store = match &shared.backend {
+            Kind::Server(store) => store.as_ref(),
+            Kind::Client(client) => {
+                self.write_back_client(state, client.as_ref()).await?;
+                return Ok(false);
+            }
+        };
         let mut refresh_cookie = false;
         match state.stored {
             Stored::Unknown => {}
             Stored::Present => {
                 if !state.changes.is_empty() || state.meta_changed {
-                    refresh_cookie = self.save_changes(state, false).await?;
+                    refresh_cookie = self.save_changes(store, state, false).await?;
                 } else if let Some(expires_at) = state.touch_due(shared) {
                     let key = state.key();
                     let meta = Meta {
                         expires_at,
                         ..state.meta.clone()
                     };
-                    let saved = call(shared, "touch", shared.store.touch(&key, &meta))
+                    let saved = call(shared, "touch", store.touch(&key, &meta))
                         .await
                         .map_err(|e| state.fail(e))?;
                     match saved {
@@ -453,30 +505,57 @@ impl Session {
             }
         }
         if state.stored == Stored::Present && state.logged_in {
-            self.enforce_user_cap(state).await?;
+            self.enforce_user_cap(store, state).await?;
         }
         for key in std::mem::take(&mut state.retired) {
-            call(shared, "delete", shared.store.delete(&key))
+            call(shared, "delete", store.delete(&key))
                 .await
                 .map_err(|e| state.fail(e))?;
         }
         Ok(refresh_cookie)
     }
 
+    /// `write_back` for a client-side session: everything is settled locally, to be
+    /// sealed into the response; only a login under a per-user cap (of one) asks the
+    /// store, to refuse the user's older sessions.
+    async fn write_back_client(
+        &self,
+        state: &mut State,
+        client: &dyn ClientStore,
+    ) -> Result<(), SessionError> {
+        let shared = &self.inner.shared;
+        state.settle_client(shared);
+        if state.stored == Stored::Present
+            && state.logged_in
+            && shared.max_sessions_per_user.is_some()
+        {
+            if let Some(user) = state.meta.user_id.clone() {
+                // This session was created at its login, so it is not refused itself.
+                let at = state.meta.created_at;
+                call(shared, "revoke_user", client.revoke_user(&user, at))
+                    .await
+                    .map_err(|e| state.fail(e))?;
+            }
+            state.logged_in = false;
+        }
+        Ok(())
+    }
+
     /// Saves the pending changes of a `Present` session, folding them into what the
     /// request sees if it goes on (`keep_view`). Returns whether the expiry moved far
     /// enough for a persistent cookie to be worth re-sending.
-    async fn save_changes(&self, state: &mut State, keep_view: bool) -> Result<bool, SessionError> {
+    async fn save_changes(
+        &self,
+        store: &dyn SessionStore,
+        state: &mut State,
+        keep_view: bool,
+    ) -> Result<bool, SessionError> {
         let shared = &self.inner.shared;
         let key = state.key();
         let meta = state.meta_for_write(shared);
-        let saved = call(
-            shared,
-            "save",
-            shared.store.save(&key, &state.changes, &meta),
-        )
-        .await
-        .map_err(|e| state.fail(e))?;
+        let saved = call(shared, "save", store.save(&key, &state.changes, &meta))
+            .await
+            .map_err(|e| state.fail(e))?;
         match saved {
             Saved::Saved => {
                 let extended = state.extends_enough(shared, meta.expires_at);
@@ -501,6 +580,13 @@ impl Session {
     /// Stores the local view as a new record under a fresh id.
     async fn create(&self, state: &mut State) -> Result<(), SessionError> {
         let shared = &self.inner.shared;
+        let store = match &shared.backend {
+            Kind::Server(store) => store,
+            Kind::Client(_) => {
+                state.create_client(shared);
+                return Ok(());
+            }
+        };
         let mut meta = state.meta.clone();
         meta.expires_at = state.refresh(shared).expires_at(&meta);
         let record = Record {
@@ -510,7 +596,7 @@ impl Session {
         for _ in 0..CREATE_ATTEMPTS {
             let id = SessionId::generate();
             let key = id.key();
-            let created = call(shared, "create", shared.store.create(&key, &record))
+            let created = call(shared, "create", store.create(&key, &record))
                 .await
                 .map_err(|e| state.fail(e))?;
             if created == Created::Created {
@@ -532,20 +618,24 @@ impl Session {
     }
 
     /// Ends the user's oldest sessions beyond the layer's cap.
-    async fn enforce_user_cap(&self, state: &mut State) -> Result<(), SessionError> {
+    async fn enforce_user_cap(
+        &self,
+        store: &dyn SessionStore,
+        state: &mut State,
+    ) -> Result<(), SessionError> {
         let shared = &self.inner.shared;
         let (Some(cap), Some(user)) = (shared.max_sessions_per_user, state.meta.user_id.clone())
         else {
             return Ok(());
         };
         let current = state.key();
-        let mut others = call(shared, "user_sessions", shared.store.user_sessions(&user))
+        let mut others = call(shared, "user_sessions", store.user_sessions(&user))
             .await
             .map_err(|e| state.fail(e))?;
         others.retain(|s| s.key != current);
         others.sort_by_key(|s| Reverse(s.meta.created_at));
         for old in others.iter().skip(cap - 1) {
-            call(shared, "delete", shared.store.delete(&old.key))
+            call(shared, "delete", store.delete(&old.key))
                 .await
                 .map_err(|e| state.fail(e))?;
         }
@@ -562,29 +652,67 @@ impl Session {
                 "an earlier store operation of this request failed",
             )));
         }
-        if let (Stored::Unknown, Some(id)) = (state.stored, state.incoming.clone()) {
+        if state.stored == Stored::Unknown {
             let shared = &self.inner.shared;
-            let key = id.key();
-            let record = call(shared, "load", shared.store.load(&key))
-                .await
-                .map_err(|e| state.fail(e))?;
             let now = state.now;
-            match record {
-                // The store enforces expiry too; this check makes the stored times
-                // authoritative even where a store's clock or TTL lags.
-                Some(record)
-                    if !record.meta.is_expired(now) && !past_deadline(&record.meta, now) =>
-                {
+            let found = match (&shared.backend, &state.incoming) {
+                (Kind::Server(store), Some(Incoming::Id(id))) => {
+                    let id = id.clone();
+                    let record = call(shared, "load", store.load(&id.key()))
+                        .await
+                        .map_err(|e| state.fail(e))?;
+                    record.map(|record| (id, record, false))
+                }
+                (Kind::Client(client), Some(Incoming::Sealed(values))) => {
+                    open_first(client.as_ref(), shared.transport.name(), values)
+                }
+                _ => None,
+            };
+            // The store enforces expiry too; this check makes the stored times
+            // authoritative even where a store's clock or TTL lags, and it is all the
+            // expiry a client-side session has.
+            let mut found = found.filter(|(_, record, _)| {
+                !record.meta.is_expired(now) && !past_deadline(&record.meta, now)
+            });
+            if let (Some((_, record, _)), Kind::Client(client)) = (&found, &shared.backend) {
+                if let Some(user) = record.meta.user_id.as_deref() {
+                    if client.revokes_users() {
+                        let revoked_before =
+                            call(shared, "revoked_before", client.revoked_before(user))
+                                .await
+                                .map_err(|e| state.fail(e))?;
+                        if revoked_before.is_some_and(|at| record.meta.created_at < at) {
+                            found = None;
+                        }
+                    }
+                }
+            }
+            match found {
+                Some((id, record, stale)) => {
                     state.id = Some(id);
                     state.stored = Stored::Present;
                     state.base = record.data;
                     state.meta = record.meta;
+                    state.issued = stale;
                 }
-                _ => state.stored = Stored::Absent,
+                None => state.stored = Stored::Absent,
             }
         }
         Ok(state)
     }
+}
+
+/// The first of a request's sealed sessions that opens and decodes.
+fn open_first(
+    client: &dyn ClientStore,
+    name: &str,
+    values: &[String],
+) -> Option<(SessionId, Record, bool)> {
+    values.iter().find_map(|value| {
+        let opened = client.open(name, value)?;
+        let (id, record) = client::decode(&opened.plaintext)?;
+        Some((id, record, opened.stale))
+    })
 }
 
 /// Runs one store operation under the layer's timeout, logging its outcome and
@@ -659,6 +787,11 @@ impl State {
 
     /// Whether ending the request needs the store: `Session::write_back` has work.
     fn needs_store(&self, shared: &Shared) -> bool {
+        if let Kind::Client(_) = shared.backend {
+            return self.stored == Stored::Present
+                && self.logged_in
+                && shared.max_sessions_per_user.is_some();
+        }
         !self.retired.is_empty()
             || match self.stored {
                 Stored::Unknown => false,
@@ -683,7 +816,14 @@ impl State {
                 let max_age = expiry
                     .is_persistent()
                     .then(|| self.meta.expires_at.saturating_since(self.now));
-                Some(IdUpdate::Issue(id.clone(), max_age))
+                let value = match &shared.backend {
+                    Kind::Server(_) => id.encode(),
+                    Kind::Client(client) => client.seal(
+                        shared.transport.name(),
+                        &client::encode(id, &self.meta, &self.base),
+                    ),
+                };
+                Some(IdUpdate::Issue(value, max_age))
             }
             (_, Stored::Present | Stored::Unknown) => None,
             (_, Stored::Absent) => self.incoming.is_some().then_some(IdUpdate::Remove),
@@ -703,6 +843,44 @@ impl State {
         self.stored = Stored::Absent;
         self.changes = Changes::default();
         self.meta_changed = false;
+    }
+
+    /// Folds what the request did to a client-side session into the session to be
+    /// sealed: with no store, this is all the writing there is. It may run twice.
+    fn settle_client(&mut self, shared: &Shared) {
+        match self.stored {
+            Stored::Unknown => {}
+            Stored::Present => {
+                if !self.changes.is_empty() || self.meta_changed {
+                    let changes = std::mem::take(&mut self.changes);
+                    changes.apply_to(&mut self.base);
+                    self.meta = self.meta_for_write(shared);
+                    self.meta_changed = false;
+                    self.issued = true;
+                } else if let Some(expires_at) = self.touch_due(shared) {
+                    self.meta.expires_at = expires_at;
+                    self.issued = true;
+                }
+            }
+            Stored::Absent => {
+                if !self.is_view_empty() || self.meta.user_id.is_some() {
+                    self.create_client(shared);
+                }
+            }
+        }
+        // Nothing is stored, so an ended session has nothing to delete.
+        self.retired.clear();
+    }
+
+    /// Makes the local view a new client-side session under a fresh id.
+    fn create_client(&mut self, shared: &Shared) {
+        self.meta.expires_at = self.refresh(shared).expires_at(&self.meta);
+        self.base = self.merged();
+        self.changes = Changes::default();
+        self.meta_changed = false;
+        self.id = Some(SessionId::generate());
+        self.stored = Stored::Present;
+        self.issued = true;
     }
 
     /// The record vanished under us (deleted or expired elsewhere): start afresh.

@@ -6,13 +6,25 @@ use cookie::{Cookie, CookieJar, Key, SameSite};
 use http::header::{HeaderName, HeaderValue, CACHE_CONTROL, COOKIE, SET_COOKIE};
 use http::HeaderMap;
 
+use crate::error::StoreErrorKind;
 use crate::id::SessionId;
 
-/// What the response must tell the client about its id.
-#[derive(Debug)]
+/// The most a browser keeps of one cookie: name, value and attributes (RFC 6265
+/// section 6.1's minimum, which browsers treat as the maximum).
+pub(crate) const MAX_COOKIE_LEN: usize = 4096;
+
+/// What the request carried: an id, or (for a client-side store) sealed sessions,
+/// every value of the session cookie in order, to be opened when first needed.
+pub(crate) enum Incoming {
+    Id(SessionId),
+    Sealed(Vec<String>),
+}
+
+/// What the response must tell the client about its session.
 pub(crate) enum IdUpdate {
-    /// Send this id; with `Some(max_age)` as a persistent cookie.
-    Issue(SessionId, Option<Duration>),
+    /// Send this value (an encoded id, or a sealed session); with `Some(max_age)` as a
+    /// persistent cookie.
+    Issue(String, Option<Duration>),
     /// Tell the client to forget its id.
     Remove,
 }
@@ -44,9 +56,9 @@ impl Default for CookieSettings {
 }
 
 impl CookieSettings {
-    /// The id in the request's cookies: the first cookie of our name whose value is a
-    /// well-formed (and, with a key, correctly signed) id.
-    fn read(&self, headers: &HeaderMap) -> Option<SessionId> {
+    /// The values of the request's cookies of our name, in order, each with its
+    /// signature checked and removed if the layer signs.
+    fn values<'h>(&'h self, headers: &'h HeaderMap) -> impl Iterator<Item = String> + 'h {
         headers
             .get_all(COOKIE)
             .iter()
@@ -56,26 +68,47 @@ impl CookieSettings {
                 let (name, value) = pair.split_once('=')?;
                 (name.trim() == self.name).then(|| value.trim())
             })
-            .find_map(|value| self.verified_id(value))
+            .filter_map(|value| self.verified(value))
     }
 
-    fn verified_id(&self, value: &str) -> Option<SessionId> {
+    fn verified(&self, value: &str) -> Option<String> {
         match &self.signing_key {
-            None => SessionId::parse(value),
+            None => Some(value.to_owned()),
             Some(key) => {
                 let jar = CookieJar::new();
                 let cookie = jar
                     .signed(key)
                     .verify(Cookie::new(self.name.clone(), value.to_owned()))?;
-                SessionId::parse(cookie.value())
+                Some(cookie.value().to_owned())
             }
         }
+    }
+
+    /// The id in the request's cookies: the first cookie of our name whose value is a
+    /// well-formed (and, with a key, correctly signed) id.
+    fn read_id(&self, headers: &HeaderMap) -> Option<SessionId> {
+        if self.signing_key.is_some() {
+            return self
+                .values(headers)
+                .find_map(|value| SessionId::parse(&value));
+        }
+        // Unsigned ids are parsed in place: no allocation on the hot path.
+        headers
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|header| header.to_str().ok())
+            .flat_map(|header| header.split(';'))
+            .filter_map(|pair| {
+                let (name, value) = pair.split_once('=')?;
+                (name.trim() == self.name).then(|| value.trim())
+            })
+            .find_map(SessionId::parse)
     }
 
     /// The `Set-Cookie` value that carries `update`.
     fn set_cookie(&self, update: &IdUpdate) -> String {
         let value = match update {
-            IdUpdate::Issue(id, _) => self.signed_value(id.encode()),
+            IdUpdate::Issue(value, _) => self.signed_value(value.clone()),
             IdUpdate::Remove => String::new(),
         };
         let mut cookie = Cookie::build((self.name.clone(), value))
@@ -120,9 +153,10 @@ pub(crate) enum Transport {
 }
 
 impl Transport {
-    pub(crate) fn read(&self, headers: &HeaderMap) -> Option<SessionId> {
+    /// The id the request carries, if it carries a well-formed one.
+    pub(crate) fn read_id(&self, headers: &HeaderMap) -> Option<SessionId> {
         match self {
-            Transport::Cookie(settings) => settings.read(headers),
+            Transport::Cookie(settings) => settings.read_id(headers),
             Transport::Header(name) => headers
                 .get(name)
                 .and_then(|value| value.to_str().ok())
@@ -130,27 +164,66 @@ impl Transport {
         }
     }
 
+    /// Every session value the request carries, for a client-side store to open.
+    pub(crate) fn read_values(&self, headers: &HeaderMap) -> Vec<String> {
+        match self {
+            Transport::Cookie(settings) => settings.values(headers).collect(),
+            Transport::Header(name) => headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(|value| value.trim().to_owned())
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// The cookie's or header's name, which a client-side store binds its sealed
+    /// values to.
+    pub(crate) fn name(&self) -> &str {
+        match self {
+            Transport::Cookie(settings) => &settings.name,
+            Transport::Header(name) => name.as_str(),
+        }
+    }
+
     /// Writes `update` into the response headers. Responses that carry an id are
-    /// marked `Cache-Control: no-store` so that no shared cache keeps them.
-    pub(crate) fn write(&self, headers: &mut HeaderMap, update: &IdUpdate) {
+    /// marked `Cache-Control: no-store` so that no shared cache keeps them. A cookie
+    /// longer than a browser keeps is not sent at all: `TooLarge`.
+    pub(crate) fn write(
+        &self,
+        headers: &mut HeaderMap,
+        update: &IdUpdate,
+    ) -> Result<(), StoreErrorKind> {
         let value = match self {
-            Transport::Cookie(settings) => HeaderValue::try_from(settings.set_cookie(update)),
+            Transport::Cookie(settings) => {
+                let set_cookie = settings.set_cookie(update);
+                if set_cookie.len() > MAX_COOKIE_LEN {
+                    tracing::error!(
+                        cookie_len = set_cookie.len(),
+                        limit = MAX_COOKIE_LEN,
+                        "session too large for its cookie; not sent"
+                    );
+                    return Err(StoreErrorKind::TooLarge);
+                }
+                HeaderValue::try_from(set_cookie)
+            }
             Transport::Header(_) => match update {
-                IdUpdate::Issue(id, _) => HeaderValue::try_from(id.encode()),
+                IdUpdate::Issue(value, _) => HeaderValue::try_from(value.as_str()),
                 IdUpdate::Remove => Ok(HeaderValue::from_static("")),
             },
         };
-        // Every part of the value was checked when the layer was built, and ids are
-        // base64url, so the header value is always valid; a failure here would mean a
-        // bug, and sending no id is then the safe answer.
+        // Every part of the value was checked when the layer was built, and values
+        // are base64url, so the header value is always valid; a failure here would
+        // mean a bug, and sending nothing is then the safe answer.
         let Ok(value) = value else {
-            tracing::error!("session id header value was not valid; not sent");
-            return;
+            tracing::error!("session header value was not valid; not sent");
+            return Ok(());
         };
         match self {
             Transport::Cookie(_) => headers.append(SET_COOKIE, value),
             Transport::Header(name) => headers.insert(name.clone(), value).is_some(),
         };
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Ok(())
     }
 }

@@ -1,0 +1,86 @@
+//! Per-user epochs: the server-side state that lets client-side sessions be revoked.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use session_core::{
+    Created, Data, Meta, Record, SessionKey, SessionStore, StoreError, StoreErrorKind, Timestamp,
+    Updated,
+};
+use sha2::{Digest, Sha256};
+
+/// Domain separation from session keys (which hash ids under another prefix): no
+/// cookie names an epoch record.
+const EPOCH_DOMAIN: &[u8] = b"session-kit user epoch v1\0";
+/// The field of an epoch record that holds the epoch, in Unix milliseconds.
+const FIELD: &str = "epoch";
+/// Rounds of update-then-create before giving up on a store that keeps losing the
+/// record between the two.
+const ATTEMPTS: usize = 3;
+
+/// Per user, the time before which that user's sessions are refused, kept in a
+/// session store as one small record per revoked user.
+#[derive(Clone)]
+pub(crate) struct UserEpochs {
+    store: Arc<dyn SessionStore>,
+    /// How long an epoch is kept: it must outlive every session issued before it.
+    retention: Duration,
+}
+
+impl UserEpochs {
+    pub(crate) fn new(store: Arc<dyn SessionStore>, retention: Duration) -> Self {
+        Self { store, retention }
+    }
+
+    pub(crate) async fn revoked_before(
+        &self,
+        user_id: &str,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        let Some(record) = self.store.load(&key(user_id)).await? else {
+            return Ok(None);
+        };
+        let epoch = record
+            .data
+            .get(FIELD)
+            .and_then(Value::as_i64)
+            .ok_or_else(|| StoreError::corrupt("an epoch record without an epoch"))?;
+        Ok(Some(Timestamp::from_unix_millis(epoch)))
+    }
+
+    /// Moves the user's epoch to `at`, never back: concurrent revocations keep the
+    /// latest.
+    pub(crate) async fn revoke(&self, user_id: &str, at: Timestamp) -> Result<(), StoreError> {
+        let key = key(user_id);
+        let meta = Meta::new(at, at.saturating_add(self.retention));
+        let later = |current: Option<&Value>| {
+            let current = current.and_then(Value::as_i64).unwrap_or(i64::MIN);
+            (current < at.unix_millis()).then(|| Value::from(at.unix_millis()))
+        };
+        for _ in 0..ATTEMPTS {
+            match self.store.update(&key, FIELD, &later, &meta).await? {
+                Updated::Stored(_) | Updated::Kept(_) => return Ok(()),
+                Updated::Missing => {}
+            }
+            let record = Record {
+                data: Data::from_iter([(FIELD.to_owned(), Value::from(at.unix_millis()))]),
+                meta: meta.clone(),
+            };
+            if self.store.create(&key, &record).await? == Created::Created {
+                return Ok(());
+            }
+        }
+        Err(StoreError::new(
+            StoreErrorKind::Other,
+            "the epoch record kept vanishing between update and create",
+        ))
+    }
+}
+
+fn key(user_id: &str) -> SessionKey {
+    let hash = Sha256::new()
+        .chain_update(EPOCH_DOMAIN)
+        .chain_update(user_id.as_bytes())
+        .finalize();
+    SessionKey::from_bytes(hash.into())
+}
