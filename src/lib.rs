@@ -32,10 +32,14 @@
 //! | `redis` | no | [`RedisStore`], for a Redis server or a Redis Cluster |
 //! | `postgres` | no | [`PostgresStore`], a table in PostgreSQL |
 //! | `mysql` | no | [`MySqlStore`], a table in MySQL or MariaDB |
+//! | `cookie` | no | [`CookieStore`], the whole session in an encrypted cookie |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use session_core::*;
 
+#[cfg(feature = "cookie")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cookie")))]
+pub use session_cookie::{CookieStore, Key as CookieKey, KeyError as CookieKeyError};
 #[cfg(feature = "memory")]
 #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 pub use session_memory::MemoryStore;

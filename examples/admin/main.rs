@@ -9,7 +9,9 @@
 //! | --- | --- | --- |
 //! | `PORT` | `3000` | port to listen on (127.0.0.1) |
 //! | `SERVER_ID` | `server-1` | name shown on every page, to see which server answered |
-//! | `SESSION_STORE` | `memory` | where sessions live: `memory`; `redis://host:port` or `redis-cluster://host:port,…` (feature `redis`); `postgres://user@host/db` (feature `postgres`) or `mysql://user@host/db` (feature `mysql`), table `sessions`, created at start |
+//! | `SESSION_STORE` | `memory` | where sessions live: `memory`; `redis://host:port` or `redis-cluster://host:port,…` (feature `redis`); `postgres://user@host/db` (feature `postgres`) or `mysql://user@host/db` (feature `mysql`), table `sessions`, created at start; `cookie`: in the browser, encrypted (feature `cookie`) |
+//! | `SESSION_KEY` | none | for `cookie`: keys of at least 32 random bytes in base64 (`head -c 32 /dev/urandom \| base64`), comma-separated; the first seals, all open |
+//! | `SESSION_EPOCHS` | none | for `cookie`: a server-side store (any `SESSION_STORE` value but `cookie`) for per-user epochs, so that "log out everywhere" and `MAX_SESSIONS_PER_USER=1` work |
 //! | `SECURE_COOKIE` | `0` | `1` marks the cookie `Secure` (use it behind HTTPS) |
 //! | `SESSION_TABLE` | `sessions` | the table, for `postgres://` and `mysql://` |
 //! | `MAX_SESSIONS_PER_USER` | none | cap per user; `1` makes a new login end the others |
@@ -29,7 +31,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use session_kit::{MemoryStore, Session, SessionError, SessionKey, SessionLayer, SessionStore};
+use session_kit::{
+    Backend, MemoryStore, Session, SessionError, SessionKey, SessionLayer, SessionStore,
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -69,7 +73,46 @@ async fn main() -> Result<(), BoxError> {
 }
 
 /// The store named by `SESSION_STORE`.
-async fn open_store(spec: &str) -> Result<Arc<dyn SessionStore>, BoxError> {
+async fn open_store(spec: &str) -> Result<Backend, BoxError> {
+    #[cfg(feature = "cookie")]
+    if spec == "cookie" {
+        let store = cookie_store(
+            env::var("SESSION_KEY").ok(),
+            env::var("SESSION_EPOCHS").ok(),
+        );
+        return Ok(store.await?.into());
+    }
+    Ok(open_server_store(spec).await?.into())
+}
+
+/// `SESSION_STORE=cookie`: the keys from `SESSION_KEY`, the epochs (if any) in the
+/// store named by `SESSION_EPOCHS`.
+#[cfg(feature = "cookie")]
+async fn cookie_store(
+    keys: Option<String>,
+    epochs: Option<String>,
+) -> Result<session_kit::CookieStore, BoxError> {
+    const HOW: &str = "SESSION_STORE=cookie needs SESSION_KEY: at least 32 random bytes in \
+                       base64 (`head -c 32 /dev/urandom | base64` makes one)";
+    let keys = keys.ok_or(HOW)?;
+    let mut keys = keys.split(',').map(|key| {
+        session_kit::CookieKey::from_base64(key).map_err(|error| format!("{HOW}: {error}"))
+    });
+    let current = keys.next().ok_or(HOW)??;
+    let mut store = session_kit::CookieStore::new(current);
+    for old in keys {
+        store = store.with_old_key(old?);
+    }
+    if let Some(spec) = epochs {
+        // Epochs must outlive the sessions they refuse: the 30-minute idle timeout.
+        let retention = std::time::Duration::from_secs(3600);
+        store = store.with_user_epochs(open_server_store(&spec).await?, retention);
+    }
+    Ok(store)
+}
+
+/// A server-side store: every `SESSION_STORE` value but `cookie`.
+async fn open_server_store(spec: &str) -> Result<Arc<dyn SessionStore>, BoxError> {
     if spec == "memory" {
         return Ok(Arc::new(MemoryStore::new()));
     }
@@ -116,8 +159,11 @@ async fn open_store(spec: &str) -> Result<Arc<dyn SessionStore>, BoxError> {
     if cfg!(feature = "mysql") {
         supported.push("mysql://…");
     }
+    if cfg!(feature = "cookie") {
+        supported.push("cookie");
+    }
     let supported = format!(
-        "{} (the features redis, postgres and mysql add the others)",
+        "{} (the features redis, postgres, mysql and cookie add the others)",
         supported.join(", ")
     );
     Err(
@@ -501,6 +547,24 @@ mod tests {
                 StatusCode::UNAUTHORIZED
             );
         }
+    }
+
+    #[cfg(feature = "cookie")]
+    #[tokio::test]
+    async fn cookie_keys_are_checked_at_start_up() {
+        for keys in [None, Some(""), Some("c2hvcnQ="), Some("not base64!")] {
+            let error = cookie_store(keys.map(str::to_owned), None)
+                .await
+                .err()
+                .expect("an error");
+            assert!(error.to_string().contains("head -c 32"), "{error}");
+        }
+        let two = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=,//////////////////////////////////////////8=";
+        assert!(
+            cookie_store(Some(two.to_owned()), Some("memory".to_owned()))
+                .await
+                .is_ok()
+        );
     }
 
     #[tokio::test]

@@ -24,7 +24,7 @@ fn admin_binary() -> &'static PathBuf {
                 "--example",
                 "admin",
                 "--features",
-                "redis,postgres,mysql",
+                "redis,postgres,mysql,cookie",
             ])
             .current_dir(&manifest)
             .status()

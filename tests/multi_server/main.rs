@@ -3,7 +3,12 @@
 //! docs quote are printed as `METRIC` lines
 //! (`cargo test --all-features --test multi_server -- --nocapture`).
 
-#![cfg(all(feature = "redis", feature = "postgres", feature = "mysql"))]
+#![cfg(all(
+    feature = "redis",
+    feature = "postgres",
+    feature = "mysql",
+    feature = "cookie"
+))]
 
 mod browser;
 #[path = "../../session-redis/tests/common/mod.rs"]
@@ -156,8 +161,8 @@ async fn memory_store_behind_round_robin_logs_users_out() {
 
 /// Scenario 2: round-robin over servers that share a store; 100 users make 100
 /// requests each; every server serves some; nobody is ever logged out.
-async fn shared_store_keeps_everyone_logged_in(store: Store, label: &str) {
-    let servers = servers(&store, 3, &[]);
+async fn shared_store_keeps_everyone_logged_in(store: Store, env: &[(&str, &str)], label: &str) {
+    let servers = servers(&store, 3, env);
     let nginx = Nginx::start(Balance::RoundRobin, &refs(&servers));
     let base = nginx.url();
     let mut users: Vec<User> = (0..100).map(|_| User::new()).collect();
@@ -172,7 +177,7 @@ async fn shared_store_keeps_everyone_logged_in(store: Store, label: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_keeps_everyone_logged_in_behind_round_robin() {
     let redis = OwnRedis::start();
-    shared_store_keeps_everyone_logged_in(redis_store(&redis), "redis").await;
+    shared_store_keeps_everyone_logged_in(redis_store(&redis), &[], "redis").await;
 }
 
 /// A table of the test's own in a shared SQL server, dropped by that server's client
@@ -270,7 +275,23 @@ async fn mysql_keeps_everyone_logged_in_behind_round_robin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cluster_keeps_everyone_logged_in_behind_round_robin() {
-    shared_store_keeps_everyone_logged_in(cluster_store(), "redis-cluster").await;
+    shared_store_keeps_everyone_logged_in(cluster_store(), &[], "redis-cluster").await;
+}
+
+/// The servers' shared cookie key (the test's own, fresh each run).
+fn cookie_key() -> String {
+    use base64::Engine as _;
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).expect("OS randomness");
+    base64::engine::general_purpose::STANDARD.encode(key)
+}
+
+/// Scenario 2 with no server-side store at all: every server opens every cookie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_store_keeps_everyone_logged_in_behind_round_robin() {
+    let key = cookie_key();
+    let env = [("SESSION_KEY", key.as_str())];
+    shared_store_keeps_everyone_logged_in(Store::Shared("cookie".into()), &env, "cookie").await;
 }
 
 /// Scenario 3, shared store: while users make requests, a server is killed, started
@@ -526,7 +547,56 @@ async fn logout_holds_on_every_server() {
             me.server
         );
     }
+    revocation_holds_on_every_server(&store, &[]).await;
+}
 
+/// The same with sessions in the cookie and per-user epochs in Redis: a plain logout
+/// cannot revoke a copy of the cookie (the documented limit of client-side
+/// sessions), but "log out everywhere" and the cap of one session per user hold on
+/// every server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_sessions_are_revoked_by_user_epochs() {
+    let redis = OwnRedis::start();
+    let key = cookie_key();
+    let epochs = redis.url();
+    let env = [
+        ("SESSION_KEY", key.as_str()),
+        ("SESSION_EPOCHS", epochs.as_str()),
+    ];
+    let store = Store::Shared("cookie".into());
+    let servers = servers(&store, 3, &env);
+    let urls: Vec<String> = servers.iter().map(AdminServer::url).collect();
+
+    let mut user = User::new();
+    user.login(&urls[0], ALICE.0, ALICE.1).await;
+    let captured = user.clone();
+    user.post(&urls[1], "/logout", "").await;
+    assert_eq!(user.me(&urls[2]).await.status, StatusCode::UNAUTHORIZED);
+    let replayed = captured.clone().me(&urls[2]).await;
+    assert_eq!(
+        replayed.status,
+        StatusCode::OK,
+        "a copy of a logged-out cookie stopped working: update the docs"
+    );
+    println!("METRIC approach=cookie event=logout captured_copy_still_works=1");
+    // "Log out everywhere" from another device ends that copy too.
+    let mut device = User::new();
+    device.login(&urls[1], ALICE.0, ALICE.1).await;
+    device.post(&urls[1], "/logout-everywhere", "").await;
+    for url in &urls {
+        assert_eq!(
+            captured.clone().me(url).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    revocation_holds_on_every_server(&store, &env).await;
+}
+
+/// "Log out everywhere" from one server ends what the others serve; with a cap of
+/// one session per user, a login through server 2 ends the session server 1 served.
+async fn revocation_holds_on_every_server(store: &Store, env: &[(&str, &str)]) {
+    let servers = servers(store, 3, env);
+    let urls: Vec<String> = servers.iter().map(AdminServer::url).collect();
     let mut devices: Vec<User> = Vec::new();
     for url in &urls {
         let mut device = User::new();
@@ -547,7 +617,7 @@ async fn logout_holds_on_every_server() {
         }
     }
 
-    let capped = servers_with_cap(&store);
+    let capped = servers_with_cap(store, env);
     let mut first = User::new();
     first.login(&capped[0].url(), ALICE.0, ALICE.1).await;
     assert_eq!(first.me(&capped[0].url()).await.status, StatusCode::OK);
@@ -562,15 +632,11 @@ async fn logout_holds_on_every_server() {
     assert_eq!(second.me(&capped[2].url()).await.status, StatusCode::OK);
 }
 
-fn servers_with_cap(store: &Store) -> Vec<AdminServer> {
+fn servers_with_cap(store: &Store, env: &[(&str, &str)]) -> Vec<AdminServer> {
+    let mut env = env.to_vec();
+    env.push(("MAX_SESSIONS_PER_USER", "1"));
     (1..=3)
-        .map(|i| {
-            AdminServer::start(
-                &format!("capped-{i}"),
-                store,
-                &[("MAX_SESSIONS_PER_USER", "1")],
-            )
-        })
+        .map(|i| AdminServer::start(&format!("capped-{i}"), store, &env))
         .collect()
 }
 
