@@ -555,8 +555,7 @@ mod tests {
         for keys in [None, Some(""), Some("c2hvcnQ="), Some("not base64!")] {
             let error = cookie_store(keys.map(str::to_owned), None)
                 .await
-                .err()
-                .expect("an error");
+                .expect_err("an error");
             assert!(error.to_string().contains("head -c 32"), "{error}");
         }
         let two = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=,//////////////////////////////////////////8=";
@@ -569,7 +568,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_stores_are_a_clear_error() {
-        let error = open_store("cassandra://x").await.err().expect("an error");
+        let error = open_store("cassandra://x").await.expect_err("an error");
         assert!(error.to_string().contains("supported: memory"));
     }
 }
