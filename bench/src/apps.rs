@@ -23,6 +23,8 @@ pub(crate) enum Lib {
     TowerSessionsRedis,
     SessionKitPostgres,
     TowerSessionsPostgres,
+    SessionKitCookie,
+    TowerSessionsCookie,
 }
 
 /// Where a library keeps sessions in the benchmark.
@@ -31,10 +33,12 @@ pub(crate) enum Backend {
     Memory,
     Redis,
     Postgres,
+    /// In the cookie: no server-side store.
+    Cookie,
 }
 
 impl Lib {
-    pub(crate) const ALL: [Lib; 7] = [
+    pub(crate) const ALL: [Lib; 9] = [
         Lib::Bare,
         Lib::SessionKit,
         Lib::TowerSessions,
@@ -42,6 +46,8 @@ impl Lib {
         Lib::TowerSessionsRedis,
         Lib::SessionKitPostgres,
         Lib::TowerSessionsPostgres,
+        Lib::SessionKitCookie,
+        Lib::TowerSessionsCookie,
     ];
 
     pub(crate) fn parse(name: &str) -> Result<Self, BoxError> {
@@ -60,6 +66,8 @@ impl Lib {
             Lib::TowerSessionsRedis => "tower-sessions-redis",
             Lib::SessionKitPostgres => "session-kit-postgres",
             Lib::TowerSessionsPostgres => "tower-sessions-postgres",
+            Lib::SessionKitCookie => "session-kit-cookie",
+            Lib::TowerSessionsCookie => "tower-sessions-cookie",
         }
     }
 
@@ -68,6 +76,7 @@ impl Lib {
             Lib::Bare | Lib::SessionKit | Lib::TowerSessions => Backend::Memory,
             Lib::SessionKitRedis | Lib::TowerSessionsRedis => Backend::Redis,
             Lib::SessionKitPostgres | Lib::TowerSessionsPostgres => Backend::Postgres,
+            Lib::SessionKitCookie | Lib::TowerSessionsCookie => Backend::Cookie,
         }
     }
 }
@@ -85,10 +94,11 @@ fn next(counter: &Counter) -> u64 {
     counter.fetch_add(1, Ordering::Relaxed)
 }
 
-/// The app over tower-sessions (`$crate_name` is the version in use) and `$store`.
+/// The app over tower-sessions (`$crate_name` is the version in use) and `$store`,
+/// or behind `layer = $layer`, a layer of that version's sessions.
 macro_rules! tower_sessions_app {
-    ($crate_name:ident, $store:expr) => {{
-        use $crate_name::{Session, SessionManagerLayer};
+    ($crate_name:ident, layer = $layer:expr) => {{
+        use $crate_name::Session;
 
         fn failed(_: $crate_name::session::Error) -> StatusCode {
             StatusCode::INTERNAL_SERVER_ERROR
@@ -127,9 +137,16 @@ macro_rules! tower_sessions_app {
             .route("/incr", post(incr))
             .route("/slow-set/{key}", post(slow_set))
             .route("/get/{key}", get(get_key))
-            .layer(SessionManagerLayer::new($store).with_secure(false))
+            .layer($layer)
             .with_state(Counter::default())
     }};
+    // After the `layer =` arm, which an assignment expression would also match.
+    ($crate_name:ident, $store:expr) => {
+        tower_sessions_app!(
+            $crate_name,
+            layer = $crate_name::SessionManagerLayer::new($store).with_secure(false)
+        )
+    };
 }
 
 /// How long `/slow-set` holds its request between reading and writing the session, so
@@ -177,6 +194,18 @@ pub(crate) async fn router(lib: Lib, url: Option<&str>) -> Result<Router, BoxErr
             store.migrate().await?;
             tower_sessions_app!(tower_sessions_014, store)
         }
+        // Both encrypted: XChaCha20-Poly1305 here, AES-256-GCM (the cookie crate's
+        // private jar) there.
+        Lib::SessionKitCookie => session_kit(session_kit::CookieStore::new(
+            session_kit::CookieKey::generate(),
+        )),
+        Lib::TowerSessionsCookie => {
+            use tower_sessions_cookie_store::{CookieSessionConfig, CookieSessionManagerLayer};
+            let layer =
+                CookieSessionManagerLayer::private(tower_sessions_cookie_store::Key::generate())
+                    .with_config(CookieSessionConfig::default().with_secure(false));
+            tower_sessions_app!(tower_sessions_014, layer = layer)
+        }
     })
 }
 
@@ -191,7 +220,7 @@ fn bare() -> Router {
         .with_state(Counter::default())
 }
 
-fn session_kit(store: impl session_kit::SessionStore) -> Router {
+fn session_kit(store: impl Into<session_kit::Backend>) -> Router {
     use session_kit::{Session, SessionError, SessionLayer};
 
     async fn read(session: Session) -> Result<String, SessionError> {

@@ -124,7 +124,11 @@ pub struct CookieStore {
     keys: Vec<Key>,
     compression: Compression,
     epochs: Option<UserEpochs>,
+    open_cache_entries: usize,
 }
+
+/// Opened sessions a layer keeps by default (see [`CookieStore::with_open_cache`]).
+pub const DEFAULT_OPEN_CACHE_ENTRIES: usize = 10_000;
 
 impl CookieStore {
     /// A store that seals and opens with `key`.
@@ -133,7 +137,18 @@ impl CookieStore {
             keys: vec![key],
             compression: Compression { threshold: None },
             epochs: None,
+            open_cache_entries: DEFAULT_OPEN_CACHE_ENTRIES,
         }
+    }
+
+    /// How many opened sessions the layer keeps, by their sealed value, so that a
+    /// cookie that comes back unchanged (most requests only read) is neither
+    /// decrypted nor decoded again: default 10,000, about 3 MB for small sessions;
+    /// 0 turns it off. It is a cache, not state: expiry and epochs are checked on
+    /// every request as without it, and a value is found only by itself.
+    pub fn with_open_cache(mut self, entries: usize) -> Self {
+        self.open_cache_entries = entries;
+        self
     }
 
     /// Also opens cookies sealed under `key`, and seals them again under the current
@@ -180,6 +195,10 @@ impl ClientStore for CookieStore {
         })
     }
 
+    fn open_cache_entries(&self) -> usize {
+        self.open_cache_entries
+    }
+
     fn revokes_users(&self) -> bool {
         self.epochs.is_some()
     }
@@ -214,6 +233,7 @@ impl fmt::Debug for CookieStore {
             .field("keys", &self.keys)
             .field("compression", &self.compression.threshold)
             .field("user_epochs", &self.epochs.is_some())
+            .field("open_cache_entries", &self.open_cache_entries)
             .finish()
     }
 }

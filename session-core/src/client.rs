@@ -1,11 +1,14 @@
 //! Where a layer keeps sessions: a [`SessionStore`] on the server, or a
 //! [`ClientStore`] that seals each session into the client's cookie.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
 
 use crate::error::{StoreError, StoreErrorKind};
 use crate::id::SessionId;
@@ -33,6 +36,13 @@ pub trait ClientStore: Send + Sync + 'static {
     /// Opens a value sealed for `name`. Anything this store did not seal for that
     /// name, with a key it still holds, is `None`.
     fn open(&self, name: &str, sealed: &str) -> Option<Opened>;
+
+    /// How many opened sessions the layer keeps, by their sealed value, so that a
+    /// cookie that comes back unchanged is not opened and decoded again. None by
+    /// default.
+    fn open_cache_entries(&self) -> usize {
+        0
+    }
 
     /// Whether [`revoke_user`](Self::revoke_user) works.
     fn revokes_users(&self) -> bool {
@@ -83,13 +93,109 @@ pub struct Backend(pub(crate) Kind);
 #[derive(Clone)]
 pub(crate) enum Kind {
     Server(Arc<dyn SessionStore>),
-    Client(Arc<dyn ClientStore>),
+    Client(Arc<ClientSide>),
+}
+
+/// A client-side store and the sessions it opened recently.
+pub(crate) struct ClientSide {
+    pub(crate) store: Box<dyn ClientStore>,
+    opened: OpenCache,
 }
 
 impl Backend {
     /// Sessions sealed into the cookie by `store`.
     pub fn client(store: impl ClientStore) -> Self {
-        Self(Kind::Client(Arc::new(store)))
+        let opened = OpenCache::new(store.open_cache_entries());
+        Self(Kind::Client(Arc::new(ClientSide {
+            store: Box::new(store),
+            opened,
+        })))
+    }
+}
+
+impl ClientSide {
+    /// The first of a request's sealed values that opens and decodes, as its id, its
+    /// record and whether it must be sealed again.
+    pub(crate) fn open_first(
+        &self,
+        name: &str,
+        values: &[String],
+    ) -> Option<(SessionId, Record, bool)> {
+        values.iter().find_map(|value| {
+            if let Some(opened) = self.opened.get(value) {
+                return Some(opened);
+            }
+            let opened = self.store.open(name, value)?;
+            let (id, record) = decode(&opened.plaintext)?;
+            let session = (id, record, opened.stale);
+            self.opened.insert(value, &session);
+            Some(session)
+        })
+    }
+}
+
+/// Opened sessions by sealed value: bounded and sharded; a full shard drops an
+/// arbitrary entry. A value is found only by itself, compared in constant time: the
+/// sealed value is the client's credential.
+struct OpenCache {
+    shards: Box<[Mutex<HashMap<u64, Cached>>]>,
+    per_shard: usize,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+struct Cached {
+    value: Box<str>,
+    id: SessionId,
+    record: Record,
+    stale: bool,
+}
+
+const SHARDS: usize = 16;
+
+impl OpenCache {
+    fn new(entries: usize) -> Self {
+        let shards = if entries == 0 { 0 } else { SHARDS };
+        Self {
+            shards: (0..shards).map(|_| Mutex::default()).collect(),
+            per_shard: entries.div_ceil(SHARDS),
+            hasher: Default::default(),
+        }
+    }
+
+    fn shard(&self, hash: u64) -> Option<&Mutex<HashMap<u64, Cached>>> {
+        (!self.shards.is_empty()).then(|| &self.shards[hash as usize % self.shards.len()])
+    }
+
+    fn get(&self, value: &str) -> Option<(SessionId, Record, bool)> {
+        let hash = self.hasher.hash_one(value);
+        let shard = self.shard(hash)?.lock().unwrap_or_else(|e| e.into_inner());
+        let cached = shard.get(&hash)?;
+        let same = cached.value.len() == value.len()
+            && bool::from(cached.value.as_bytes().ct_eq(value.as_bytes()));
+        same.then(|| (cached.id.clone(), cached.record.clone(), cached.stale))
+    }
+
+    fn insert(&self, value: &str, (id, record, stale): &(SessionId, Record, bool)) {
+        let hash = self.hasher.hash_one(value);
+        let Some(shard) = self.shard(hash) else {
+            return;
+        };
+        let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+        if shard.len() >= self.per_shard {
+            // Any entry will do: a cache miss costs one open, not correctness.
+            if let Some(&victim) = shard.keys().next() {
+                shard.remove(&victim);
+            }
+        }
+        shard.insert(
+            hash,
+            Cached {
+                value: value.into(),
+                id: id.clone(),
+                record: record.clone(),
+                stale: *stale,
+            },
+        );
     }
 }
 
@@ -151,6 +257,33 @@ pub(crate) fn decode(plaintext: &[u8]) -> Option<(SessionId, Record)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_open_cache_finds_only_the_same_value_and_stays_bounded() {
+        let session = (
+            SessionId::generate(),
+            Record {
+                data: Data::new(),
+                meta: Meta::new(Timestamp::now(), Timestamp::now()),
+            },
+            false,
+        );
+        let cache = OpenCache::new(32);
+        cache.insert("sealed-value", &session);
+        assert!(cache
+            .get("sealed-value")
+            .is_some_and(|found| found.0 == session.0));
+        assert!(cache.get("sealed-valuf").is_none());
+        assert!(cache.get("sealed-value-").is_none());
+        for i in 0..1000 {
+            cache.insert(&format!("value-{i}"), &session);
+        }
+        let held: usize = cache.shards.iter().map(|s| s.lock().unwrap().len()).sum();
+        assert!(held <= 32, "{held} entries held");
+        let off = OpenCache::new(0);
+        off.insert("sealed-value", &session);
+        assert!(off.get("sealed-value").is_none());
+    }
 
     #[test]
     fn payload_round_trips_and_rejects_garbage() {

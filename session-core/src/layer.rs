@@ -303,7 +303,7 @@ impl SessionLayerBuilder {
             return Err(ConfigError::ZeroSessionCap);
         }
         if let (Kind::Client(store), Some(cap)) = (&self.backend, self.max_sessions_per_user) {
-            if cap != 1 || !store.revokes_users() {
+            if cap != 1 || !store.store.revokes_users() {
                 return Err(ConfigError::ClientSideCap);
             }
         }

@@ -401,16 +401,20 @@ impl Session {
             .await
             .map_err(|e| state.fail(e))?,
             Kind::Client(client) => {
-                if !client.revokes_users() {
+                if !client.store.revokes_users() {
                     return Err(SessionError::Unsupported(
                         "log out everywhere needs a client-side store that revokes users",
                     ));
                 }
                 // Every session created up to now, this one included.
                 let until = state.now.saturating_add(Duration::from_millis(1));
-                call(shared, "revoke_user", client.revoke_user(&user, until))
-                    .await
-                    .map_err(|e| state.fail(e))?;
+                call(
+                    shared,
+                    "revoke_user",
+                    client.store.revoke_user(&user, until),
+                )
+                .await
+                .map_err(|e| state.fail(e))?;
                 1
             }
         };
@@ -470,7 +474,7 @@ impl Session {
         let store = match &shared.backend {
             Kind::Server(store) => store.as_ref(),
             Kind::Client(client) => {
-                self.write_back_client(state, client.as_ref()).await?;
+                self.write_back_client(state, client.store.as_ref()).await?;
                 return Ok(false);
             }
         };
@@ -664,7 +668,7 @@ impl Session {
                     record.map(|record| (id, record, false))
                 }
                 (Kind::Client(client), Some(Incoming::Sealed(values))) => {
-                    open_first(client.as_ref(), shared.transport.name(), values)
+                    client.open_first(shared.transport.name(), values)
                 }
                 _ => None,
             };
@@ -676,9 +680,9 @@ impl Session {
             });
             if let (Some((_, record, _)), Kind::Client(client)) = (&found, &shared.backend) {
                 if let Some(user) = record.meta.user_id.as_deref() {
-                    if client.revokes_users() {
+                    if client.store.revokes_users() {
                         let revoked_before =
-                            call(shared, "revoked_before", client.revoked_before(user))
+                            call(shared, "revoked_before", client.store.revoked_before(user))
                                 .await
                                 .map_err(|e| state.fail(e))?;
                         if revoked_before.is_some_and(|at| record.meta.created_at < at) {
@@ -700,19 +704,6 @@ impl Session {
         }
         Ok(state)
     }
-}
-
-/// The first of a request's sealed sessions that opens and decodes.
-fn open_first(
-    client: &dyn ClientStore,
-    name: &str,
-    values: &[String],
-) -> Option<(SessionId, Record, bool)> {
-    values.iter().find_map(|value| {
-        let opened = client.open(name, value)?;
-        let (id, record) = client::decode(&opened.plaintext)?;
-        Some((id, record, opened.stale))
-    })
 }
 
 /// Runs one store operation under the layer's timeout, logging its outcome and
@@ -818,7 +809,7 @@ impl State {
                     .then(|| self.meta.expires_at.saturating_since(self.now));
                 let value = match &shared.backend {
                     Kind::Server(_) => id.encode(),
-                    Kind::Client(client) => client.seal(
+                    Kind::Client(client) => client.store.seal(
                         shared.transport.name(),
                         &client::encode(id, &self.meta, &self.base),
                     ),
