@@ -56,9 +56,8 @@ impl Default for CookieSettings {
 }
 
 impl CookieSettings {
-    /// The values of the request's cookies of our name, in order, each with its
-    /// signature checked and removed if the layer signs.
-    fn values<'h>(&'h self, headers: &'h HeaderMap) -> impl Iterator<Item = String> + 'h {
+    /// The raw values of the request's cookies of our name, in order.
+    fn raw_values<'h>(&'h self, headers: &'h HeaderMap) -> impl Iterator<Item = &'h str> + 'h {
         headers
             .get_all(COOKIE)
             .iter()
@@ -68,6 +67,12 @@ impl CookieSettings {
                 let (name, value) = pair.split_once('=')?;
                 (name.trim() == self.name).then(|| value.trim())
             })
+    }
+
+    /// The values of the request's cookies of our name, in order, each with its
+    /// signature checked and removed if the layer signs.
+    fn values<'h>(&'h self, headers: &'h HeaderMap) -> impl Iterator<Item = String> + 'h {
+        self.raw_values(headers)
             .filter_map(|value| self.verified(value))
     }
 
@@ -93,16 +98,7 @@ impl CookieSettings {
                 .find_map(|value| SessionId::parse(&value));
         }
         // Unsigned ids are parsed in place: no allocation on the hot path.
-        headers
-            .get_all(COOKIE)
-            .iter()
-            .filter_map(|header| header.to_str().ok())
-            .flat_map(|header| header.split(';'))
-            .filter_map(|pair| {
-                let (name, value) = pair.split_once('=')?;
-                (name.trim() == self.name).then(|| value.trim())
-            })
-            .find_map(SessionId::parse)
+        self.raw_values(headers).find_map(SessionId::parse)
     }
 
     /// The `Set-Cookie` value that carries `update`.
