@@ -66,7 +66,7 @@ pub trait ClientStore: Send + Sync + 'static {
 }
 
 /// What [`ClientStore::open`] found in a cookie.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Opened {
     /// What was sealed.
     pub plaintext: Vec<u8>,
@@ -114,6 +114,18 @@ impl Backend {
 }
 
 impl ClientSide {
+    /// Seals a session for the cookie (or header) `name`, and remembers it as opened:
+    /// the client's next request carries this value.
+    pub(crate) fn seal(&self, name: &str, id: &SessionId, meta: &Meta, data: &Data) -> String {
+        let value = self.store.seal(name, &encode(id, meta, data));
+        let record = Record {
+            data: data.clone(),
+            meta: meta.clone(),
+        };
+        self.opened.insert(&value, &(id.clone(), record, false));
+        value
+    }
+
     /// The first of a request's sealed values that opens and decodes, as its id, its
     /// record and whether it must be sealed again.
     pub(crate) fn open_first(

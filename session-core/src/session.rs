@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::client::{self, ClientStore, Kind};
+use crate::client::{ClientStore, Kind};
 use crate::error::{SessionError, StoreError, StoreErrorKind};
 use crate::id::{SessionId, SessionKey};
 use crate::layer::Shared;
@@ -809,10 +809,9 @@ impl State {
                     .then(|| self.meta.expires_at.saturating_since(self.now));
                 let value = match &shared.backend {
                     Kind::Server(_) => id.encode(),
-                    Kind::Client(client) => client.store.seal(
-                        shared.transport.name(),
-                        &client::encode(id, &self.meta, &self.base),
-                    ),
+                    Kind::Client(client) => {
+                        client.seal(shared.transport.name(), id, &self.meta, &self.base)
+                    }
                 };
                 Some(IdUpdate::Issue(value, max_age))
             }
