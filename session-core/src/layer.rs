@@ -302,8 +302,8 @@ impl SessionLayerBuilder {
         if self.max_sessions_per_user == Some(0) {
             return Err(ConfigError::ZeroSessionCap);
         }
-        if let (Kind::Client(store), Some(cap)) = (&self.backend, self.max_sessions_per_user) {
-            if cap != 1 || !store.store.revokes_users() {
+        if let (Kind::Client(client), Some(cap)) = (&self.backend, self.max_sessions_per_user) {
+            if cap != 1 || !client.store.revokes_users() {
                 return Err(ConfigError::ClientSideCap);
             }
         }

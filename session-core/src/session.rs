@@ -591,12 +591,7 @@ impl Session {
                 return Ok(());
             }
         };
-        let mut meta = state.meta.clone();
-        meta.expires_at = state.refresh(shared).expires_at(&meta);
-        let record = Record {
-            data: state.merged(),
-            meta,
-        };
+        let record = state.new_record(shared);
         for _ in 0..CREATE_ATTEMPTS {
             let id = SessionId::generate();
             let key = id.key();
@@ -604,13 +599,7 @@ impl Session {
                 .await
                 .map_err(|e| state.fail(e))?;
             if created == Created::Created {
-                state.id = Some(id);
-                state.stored = Stored::Present;
-                state.issued = true;
-                state.base = record.data;
-                state.meta = record.meta;
-                state.changes = Changes::default();
-                state.meta_changed = false;
+                state.adopt(id, record, true);
                 return Ok(());
             }
             tracing::warn!("session id collision; drawing another id");
@@ -692,13 +681,7 @@ impl Session {
                 }
             }
             match found {
-                Some((id, record, stale)) => {
-                    state.id = Some(id);
-                    state.stored = Stored::Present;
-                    state.base = record.data;
-                    state.meta = record.meta;
-                    state.issued = stale;
-                }
+                Some((id, record, stale)) => state.adopt(id, record, stale),
                 None => state.stored = Stored::Absent,
             }
         }
@@ -864,13 +847,30 @@ impl State {
 
     /// Makes the local view a new client-side session under a fresh id.
     fn create_client(&mut self, shared: &Shared) {
-        self.meta.expires_at = self.refresh(shared).expires_at(&self.meta);
-        self.base = self.merged();
+        let record = self.new_record(shared);
+        self.adopt(SessionId::generate(), record, true);
+    }
+
+    /// What a new record holds: the local view, expiring an idle timeout from now.
+    fn new_record(&self, shared: &Shared) -> Record {
+        let mut meta = self.meta.clone();
+        meta.expires_at = self.refresh(shared).expires_at(&meta);
+        Record {
+            data: self.merged(),
+            meta,
+        }
+    }
+
+    /// Makes `record` under `id` the session this request reads and writes, with
+    /// nothing pending; `announce` says the client must be sent it.
+    fn adopt(&mut self, id: SessionId, record: Record, announce: bool) {
+        self.id = Some(id);
+        self.stored = Stored::Present;
+        self.base = record.data;
+        self.meta = record.meta;
         self.changes = Changes::default();
         self.meta_changed = false;
-        self.id = Some(SessionId::generate());
-        self.stored = Stored::Present;
-        self.issued = true;
+        self.issued = announce;
     }
 
     /// The record vanished under us (deleted or expired elsewhere): start afresh.
