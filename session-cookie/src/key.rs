@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
 use chacha20poly1305::aead::KeyInit;
 use chacha20poly1305::XChaCha20Poly1305;
@@ -15,6 +16,12 @@ pub const MIN_KEY_BYTES: usize = 32;
 /// material, so the id (which every cookie shows) says nothing about the key.
 const CIPHER_DOMAIN: &[u8] = b"session-kit cookie cipher key v1\0";
 const ID_DOMAIN: &[u8] = b"session-kit cookie key id v1\0";
+
+/// Key text may come padded or not, in either alphabet.
+const ANY_PADDING: GeneralPurposeConfig =
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+const STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, ANY_PADDING);
+const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, ANY_PADDING);
 
 /// A key that seals (when it is the current one) and opens cookies.
 ///
@@ -74,10 +81,10 @@ impl Key {
     /// A key from base64 text (standard or URL-safe alphabet, padding optional), as
     /// `head -c 32 /dev/urandom | base64` prints it.
     pub fn from_base64(text: &str) -> Result<Self, KeyError> {
-        let text = text.trim().trim_end_matches('=');
+        let text = text.trim();
         let material = STANDARD
-            .decode(pad(text))
-            .or_else(|_| URL_SAFE.decode(pad(text)))
+            .decode(text)
+            .or_else(|_| URL_SAFE.decode(text))
             .map_err(|_| KeyError::NotBase64)?;
         Self::from_bytes(&material)
     }
@@ -93,14 +100,6 @@ impl Key {
         getrandom::fill(&mut material).expect("the OS random generator failed");
         Self::from_bytes(&material).expect("32 bytes are enough")
     }
-}
-
-fn pad(text: &str) -> String {
-    let mut padded = text.to_owned();
-    while padded.len() % 4 != 0 {
-        padded.push('=');
-    }
-    padded
 }
 
 impl fmt::Debug for Key {
