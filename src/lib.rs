@@ -32,6 +32,7 @@
 //! | `redis` | no | [`RedisStore`], for a Redis server or a Redis Cluster |
 //! | `postgres` | no | [`PostgresStore`], a table in PostgreSQL |
 //! | `mysql` | no | [`MySqlStore`], a table in MySQL or MariaDB |
+//! | `sqlite` | no | [`SqliteStore`], a table in a SQLite file (bundled) or in memory |
 //! | `cookie` | no | [`CookieStore`], the whole session in an encrypted cookie |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -52,6 +53,12 @@ pub use session_sql::MySqlStore;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use session_sql::PostgresStore;
-#[cfg(any(feature = "postgres", feature = "mysql"))]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "mysql"))))]
-pub use session_sql::{sqlx, Cleanup};
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use session_sql::SqliteStore;
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite")))
+)]
+pub use session_sql::{sqlx, Cleanup, Dialect as SqlDialect, SqlStore};

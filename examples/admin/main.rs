@@ -9,11 +9,11 @@
 //! | --- | --- | --- |
 //! | `PORT` | `3000` | port to listen on (127.0.0.1) |
 //! | `SERVER_ID` | `server-1` | name shown on every page, to see which server answered |
-//! | `SESSION_STORE` | `memory` | where sessions live: `memory`; `redis://host:port` or `redis-cluster://host:port,…` (feature `redis`); `postgres://user@host/db` (feature `postgres`) or `mysql://user@host/db` (feature `mysql`), table `sessions`, created at start; `cookie`: in the browser, encrypted (feature `cookie`) |
+//! | `SESSION_STORE` | `memory` | where sessions live: `memory`; `redis://host:port` or `redis-cluster://host:port,…` (feature `redis`); `postgres://user@host/db` (feature `postgres`), `mysql://user@host/db` (feature `mysql`) or `sqlite://path` (feature `sqlite`; the file is created), table `sessions`, created at start; `cookie`: in the browser, encrypted (feature `cookie`) |
 //! | `SESSION_KEY` | none | for `cookie`: keys of at least 32 random bytes in base64 (`head -c 32 /dev/urandom \| base64`), comma-separated; the first seals, all open |
 //! | `SESSION_EPOCHS` | none | for `cookie`: a server-side store (any `SESSION_STORE` value but `cookie`) for per-user epochs, so that "log out everywhere" and `MAX_SESSIONS_PER_USER=1` work |
 //! | `SECURE_COOKIE` | `0` | `1` marks the cookie `Secure` (use it behind HTTPS) |
-//! | `SESSION_TABLE` | `sessions` | the table, for `postgres://` and `mysql://` |
+//! | `SESSION_TABLE` | `sessions` | the table, for `postgres://`, `mysql://` and `sqlite://` |
 //! | `MAX_SESSIONS_PER_USER` | none | cap per user; `1` makes a new login end the others |
 //!
 //! Besides the pages, a small JSON API: `GET /api/me`, `GET /api/prefs`,
@@ -122,25 +122,16 @@ async fn open_server_store(spec: &str) -> Result<Arc<dyn SessionStore>, BoxError
     }
     #[cfg(feature = "postgres")]
     if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
-        let mut store = session_kit::PostgresStore::connect(spec).await?;
-        if let Ok(table) = env::var("SESSION_TABLE") {
-            store = store.with_table(&table)?;
-        }
-        store.migrate().await?;
-        // Expired rows go every five minutes; the task lives as long as the process.
-        std::mem::forget(store.spawn_cleanup(std::time::Duration::from_secs(300)));
-        return Ok(Arc::new(store));
+        return sql_store::<session_kit::sqlx::Postgres>(spec).await;
     }
     #[cfg(feature = "mysql")]
     if spec.starts_with("mysql://") || spec.starts_with("mariadb://") {
         let url = spec.replacen("mariadb://", "mysql://", 1);
-        let mut store = session_kit::MySqlStore::connect(&url).await?;
-        if let Ok(table) = env::var("SESSION_TABLE") {
-            store = store.with_table(&table)?;
-        }
-        store.migrate().await?;
-        std::mem::forget(store.spawn_cleanup(std::time::Duration::from_secs(300)));
-        return Ok(Arc::new(store));
+        return sql_store::<session_kit::sqlx::MySql>(&url).await;
+    }
+    #[cfg(feature = "sqlite")]
+    if spec.starts_with("sqlite:") {
+        return sql_store::<session_kit::sqlx::Sqlite>(spec).await;
     }
     #[cfg(feature = "redis")]
     if let Some(nodes) = spec.strip_prefix("redis-cluster://") {
@@ -159,17 +150,35 @@ async fn open_server_store(spec: &str) -> Result<Arc<dyn SessionStore>, BoxError
     if cfg!(feature = "mysql") {
         supported.push("mysql://…");
     }
+    if cfg!(feature = "sqlite") {
+        supported.push("sqlite://path");
+    }
     if cfg!(feature = "cookie") {
         supported.push("cookie");
     }
     let supported = format!(
-        "{} (the features redis, postgres, mysql and cookie add the others)",
+        "{} (the features redis, postgres, mysql, sqlite and cookie add the others)",
         supported.join(", ")
     );
     Err(
         format!("SESSION_STORE={spec:?} is not a store this build knows; supported: {supported}")
             .into(),
     )
+}
+
+/// A SQL store on `url`, in `SESSION_TABLE` (default `sessions`), migrated, with
+/// expired rows deleted every five minutes for as long as the process lives.
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+async fn sql_store<DB: session_kit::SqlDialect>(
+    url: &str,
+) -> Result<Arc<dyn SessionStore>, BoxError> {
+    let mut store = session_kit::SqlStore::<DB>::connect(url).await?;
+    if let Ok(table) = env::var("SESSION_TABLE") {
+        store = store.with_table(&table)?;
+    }
+    store.migrate().await?;
+    std::mem::forget(store.spawn_cleanup(std::time::Duration::from_secs(300)));
+    Ok(Arc::new(store))
 }
 
 fn app(layer: SessionLayer, server_id: String) -> Router {
@@ -564,6 +573,33 @@ mod tests {
                 .await
                 .is_ok()
         );
+    }
+
+    /// `SESSION_STORE=sqlite://path` makes the file; a login survives a restart on it.
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn sqlite_sessions_survive_a_restart() {
+        let directory = std::env::temp_dir().join(format!("admin-sqlite-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let spec = format!("sqlite://{}", directory.join("sessions.db").display());
+        let started = |spec: String| async move {
+            let layer = SessionLayer::builder(open_store(&spec).await.expect("opens"))
+                .with_cookie_name("admin_session")
+                .build()
+                .expect("valid layer");
+            app(layer, "test-server".into())
+        };
+        let (_, cookie, _) = call(
+            &started(spec.clone()).await,
+            login_request("alice", "wonderland"),
+        )
+        .await;
+        let restarted = started(spec).await;
+        let (status, _, body) =
+            call(&restarted, get_with("/api/me", &cookie.expect("cookie"))).await;
+        std::fs::remove_dir_all(&directory).unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, r#"{"server":"test-server","user":"alice"}"#);
     }
 
     #[tokio::test]

@@ -4,27 +4,50 @@
 //! | --- | --- |
 //! | `postgres` | [`PostgresStore`] |
 //! | `mysql` | [`MySqlStore`], for MySQL and MariaDB |
+//! | `sqlite` | [`SqliteStore`], a file or in-memory, nothing to install |
 //!
-//! One row per session, keyed by the hash of its id, with the data as a JSON
-//! document, the metadata, the user (indexed) and the expiry (Unix milliseconds,
-//! indexed). `migrate()` creates the table; the same SQL ships in `migrations/` for
-//! applications with a migration tool of their own.
+//! All three are [`SqlStore`] over a different database: one code path, with what
+//! differs (SQL text, how a changed key is merged into the document) in one place per
+//! database. One row per session, keyed by the hash of its id, with the data as a JSON
+//! document (`jsonb` in PostgreSQL, `JSON` in MySQL, text in SQLite), the metadata, the
+//! user (indexed) and the expiry (Unix milliseconds, indexed). `migrate()` creates the
+//! table; the same SQL ships in `migrations/` for applications with a migration tool of
+//! their own.
 //!
 //! | request | queries |
 //! | --- | --- |
 //! | no cookie, or a handler that never touches the session | 0 |
 //! | reads the session | 1; 2 when the idle timeout is due to be pushed back (at most once per quarter of it) |
 //! | writes the session | 2: the load, then one `UPDATE` that merges the changed keys in the server |
-//! | `Session::update` | the load, then a transaction that locks the row |
+//! | `Session::update` | the load, then a transaction that holds the row |
 //!
 //! A row whose document does not decode is treated as no session, and logged: the
 //! client gets a new session, never an error page.
+//!
+//! ```
+//! # #[cfg(feature = "sqlite")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use session_sql::SqliteStore;
+//!
+//! let store = SqliteStore::connect("sqlite::memory:").await?;
+//! store.migrate().await?;
+//! let layer = session_core::SessionLayer::new(store);
+//! # let _ = layer;
+//! # Ok(()) }
+//! # #[cfg(not(feature = "sqlite"))]
+//! # fn main() {}
+//! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod dialect;
 #[cfg(feature = "mysql")]
 mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+mod store;
 
 use std::future::Future;
 use std::time::Duration;
@@ -32,14 +55,75 @@ use std::time::Duration;
 use serde_json::Value;
 use session_core::{Data, Meta, Record, StoreError, StoreErrorKind, Timestamp};
 
-#[cfg(feature = "mysql")]
-#[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
-pub use mysql::MySqlStore;
-#[cfg(feature = "postgres")]
-#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use postgres::PostgresStore;
+pub use dialect::Dialect;
 /// The sqlx crate, whose pools the stores take.
 pub use sqlx;
+pub use store::SqlStore;
+
+/// Sessions in PostgreSQL, the data as `jsonb`, merged with `jsonb` operators.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use session_sql::PostgresStore;
+///
+/// let store = PostgresStore::connect("postgres://localhost/app").await?;
+/// store.migrate().await?;
+/// let cleanup = store.spawn_cleanup(std::time::Duration::from_secs(300));
+/// let layer = session_core::SessionLayer::new(store);
+/// # let _ = (layer, cleanup);
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub type PostgresStore = SqlStore<sqlx::Postgres>;
+
+/// Sessions in MySQL or MariaDB, the data as `JSON`, merged with `JSON_SET` and
+/// `JSON_REMOVE`. Keys are stored with `%`, `"` and `\` percent-encoded, because JSON
+/// paths cannot quote them; reading decodes them.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use session_sql::MySqlStore;
+///
+/// let store = MySqlStore::connect("mysql://root@localhost/app").await?;
+/// store.migrate().await?;
+/// let cleanup = store.spawn_cleanup(std::time::Duration::from_secs(300));
+/// let layer = session_core::SessionLayer::new(store);
+/// # let _ = (layer, cleanup);
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "mysql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
+pub type MySqlStore = SqlStore<sqlx::MySql>;
+
+/// Sessions in SQLite, the data as JSON text, merged with `json_set` and
+/// `json_remove`; keys encoded as in [`MySqlStore`](crate::MySqlStore).
+///
+/// `connect("sqlite://sessions.db")` creates the file if it is missing and opens it
+/// in WAL mode, so reads do not wait for writes; `update` runs in an immediate
+/// transaction, which other writers wait for (up to 5 s). `connect("sqlite::memory:")`
+/// keeps the sessions in this process only, on one connection that lives as long as
+/// the store's pool.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use session_sql::SqliteStore;
+///
+/// let dir = std::env::temp_dir().join(format!("session-kit-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir)?;
+/// let url = format!("sqlite://{}", dir.join("sessions.db").display());
+/// let store = SqliteStore::connect(&url).await?;
+/// store.migrate().await?;
+/// let cleanup = store.spawn_cleanup(std::time::Duration::from_secs(300));
+/// let layer = session_core::SessionLayer::new(store);
+/// # drop((layer, cleanup));
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub type SqliteStore = SqlStore<sqlx::Sqlite>;
 
 /// A store configuration that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,22 +186,24 @@ impl Row {
 }
 
 impl Row {
-    /// A row of a dialect that keeps documents as text, with percent-encoded keys
-    /// (see [`stored_key`]).
-    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+    /// A row as read: documents as JSON text, keys percent-encoded where the dialect
+    /// encodes them (see [`stored_key`]).
     fn from_text(
         data: &str,
         meta: &str,
         user_id: Option<String>,
         expires_at: i64,
+        encoded_keys: bool,
     ) -> Result<Row, serde_json::Error> {
-        let stored: serde_json::Map<String, Value> = serde_json::from_str(data)?;
-        let data = stored
-            .into_iter()
-            .map(|(key, value)| (unstored_key(&key), value))
-            .collect();
+        let mut data: Value = serde_json::from_str(data)?;
+        if let (true, Value::Object(stored)) = (encoded_keys, &mut data) {
+            *stored = std::mem::take(stored)
+                .into_iter()
+                .map(|(key, value)| (unstored_key(&key), value))
+                .collect();
+        }
         Ok(Row {
-            data: Value::Object(data),
+            data,
             meta: serde_json::from_str(meta)?,
             user_id,
             expires_at,
@@ -127,7 +213,6 @@ impl Row {
 
 /// A key as MySQL, MariaDB and SQLite documents keep it: `%`, `"` and `\`
 /// percent-encoded, because their JSON paths cannot quote those characters.
-#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
 fn stored_key(key: &str) -> std::borrow::Cow<'_, str> {
     if !key.contains(['%', '"', '\\']) {
         return key.into();
@@ -138,7 +223,6 @@ fn stored_key(key: &str) -> std::borrow::Cow<'_, str> {
         .into()
 }
 
-#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
 fn unstored_key(stored: &str) -> String {
     if !stored.contains('%') {
         return stored.to_owned();
@@ -150,13 +234,11 @@ fn unstored_key(stored: &str) -> String {
 }
 
 /// The JSON path of a session key in a stored document.
-#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
 fn json_path(key: &str) -> String {
     format!("$.\"{}\"", stored_key(key))
 }
 
 /// A session's data as a stored document, keys encoded.
-#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
 fn stored_document(data: &Data) -> String {
     let document: serde_json::Map<String, Value> = data
         .iter()
@@ -177,7 +259,6 @@ fn corrupt_as_absent(decoded: Result<Record, serde_json::Error>) -> Option<Recor
 
 /// Runs `delete_batch(limit)` (a delete of at most `limit` expired rows) until a batch
 /// comes back short, so that one cleanup never holds a long lock; returns the total.
-#[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
 async fn delete_in_batches<F, Fut>(mut delete_batch: F) -> Result<u64, StoreError>
 where
     F: FnMut(i64) -> Fut,

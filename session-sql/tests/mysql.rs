@@ -5,10 +5,12 @@
 
 #![cfg(feature = "mysql")]
 
+#[macro_use]
+mod common;
+
 use std::time::Duration;
 
-use serde_json::json;
-use session_core::{Changes, Created, Meta, Record, Saved, SessionStore, Timestamp};
+use session_core::{Created, Meta, Record, SessionKey, SessionStore, Timestamp};
 use session_sql::sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use session_sql::MySqlStore;
 use session_testkit::random_key;
@@ -64,113 +66,41 @@ async fn temporary_table(pool: &MySqlPool) -> String {
     name
 }
 
-async fn store() -> MySqlStore {
+struct Fixture {
+    store: MySqlStore,
+    table: String,
+}
+
+async fn fixture() -> Fixture {
     let pool = single_connection().await;
     let table = temporary_table(&pool).await;
-    MySqlStore::new(pool)
+    let store = MySqlStore::new(pool)
         .with_table(&table)
-        .expect("a valid table name")
+        .expect("a valid table name");
+    Fixture { store, table }
 }
 
-session_testkit::conformance_tests!(store().await);
-
-/// Keys that JSON paths cannot quote are stored encoded and read back as written,
-/// through every kind of write.
-#[tokio::test]
-async fn any_key_survives_every_write() {
-    let store = store().await;
-    let key = random_key();
-    let now = Timestamp::now();
-    let meta = Meta::new(now, now.saturating_add(Duration::from_secs(60)));
-    let names = ["q\"uote", "back\\slash", "100%", "%22", "a.b", "é", "$[0]"];
-    let record = Record {
-        data: names.iter().map(|n| ((*n).to_owned(), json!(n))).collect(),
-        meta: meta.clone(),
-    };
-    assert_eq!(store.create(&key, &record).await.unwrap(), Created::Created);
-    assert_eq!(store.load(&key).await.unwrap().unwrap().data, record.data);
-    let changes = Changes {
-        removed: vec!["q\"uote".to_owned()],
-        set: [("back\\slash".to_owned(), json!({"nested": [1, null]}))]
-            .into_iter()
-            .collect(),
-        ..Default::default()
-    };
-    assert_eq!(
-        store.save(&key, &changes, &meta).await.unwrap(),
-        Saved::Saved
-    );
-    let increment =
-        |n: Option<&serde_json::Value>| Some(json!(n.and_then(|v| v.as_u64()).unwrap_or(0) + 1));
-    store.update(&key, "100%", &increment, &meta).await.unwrap();
-    let loaded = store.load(&key).await.unwrap().unwrap().data;
-    assert_eq!(loaded.get("q\"uote"), None);
-    assert_eq!(
-        loaded.get("back\\slash"),
-        Some(&json!({"nested": [1, null]}))
-    );
-    assert_eq!(loaded.get("100%"), Some(&json!(1)));
-    assert_eq!(loaded.get("%22"), Some(&json!("%22")));
+async fn set_column(fixture: &Fixture, column: &str, json: &str, key: &SessionKey) {
+    let sql = format!("UPDATE {} SET {column} = ? WHERE `key` = ?", fixture.table);
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(json)
+        .bind(key.to_string())
+        .execute(fixture.store.pool())
+        .await
+        .unwrap();
 }
 
-/// SECURITY.md 28 for rows: a row whose documents do not decode as a session is no
-/// session (and is logged), never a panic or an error.
-#[tokio::test]
-async fn corrupt_rows_are_treated_as_absent() {
-    let pool = single_connection().await;
-    let table = temporary_table(&pool).await;
-    let store = MySqlStore::new(pool.clone()).with_table(&table).unwrap();
-    let now = Timestamp::now();
-    for (column, garbage) in [
-        ("data", "[1, 2]"),
-        ("data", "\"text\""),
-        ("meta", "{}"),
-        ("meta", "null"),
-    ] {
-        let key = random_key();
-        let record = Record {
-            data: [("k".to_owned(), json!("v"))].into_iter().collect(),
-            meta: Meta::new(now, now.saturating_add(Duration::from_secs(60))),
-        };
-        store.create(&key, &record).await.unwrap();
-        let sql = format!("UPDATE {table} SET {column} = ? WHERE `key` = ?");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(garbage)
-            .bind(key.to_string())
-            .execute(&pool)
-            .await
-            .unwrap();
-        assert_eq!(
-            store.load(&key).await.unwrap(),
-            None,
-            "{column} = {garbage}"
-        );
-    }
+async fn count_rows(fixture: &Fixture) -> i64 {
+    let sql = format!("SELECT count(*) FROM {}", fixture.table);
+    let (count,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .fetch_one(fixture.store.pool())
+        .await
+        .unwrap();
+    count
 }
 
-/// Expired rows are deleted in batches, without any request; live rows stay.
-#[tokio::test]
-async fn expired_rows_are_cleaned_up() {
-    let pool = single_connection().await;
-    let table = temporary_table(&pool).await;
-    let store = MySqlStore::new(pool.clone()).with_table(&table).unwrap();
-    let now = Timestamp::now();
-    let record = |expires_in: i64| Record {
-        data: Default::default(),
-        meta: Meta::new(
-            now,
-            Timestamp::from_unix_millis(now.unix_millis() + expires_in),
-        ),
-    };
-    let live = random_key();
-    store.create(&live, &record(60_000)).await.unwrap();
-    for _ in 0..1_500 {
-        store.create(&random_key(), &record(300)).await.unwrap();
-    }
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(store.delete_expired(Timestamp::now()).await.unwrap(), 1_500);
-    assert!(store.load(&live).await.unwrap().is_some());
-}
+session_testkit::conformance_tests!(fixture().await.store);
+sql_store_tests!();
 
 /// `migrate` makes a real table (dropped again when the test ends), and is idempotent.
 #[tokio::test]

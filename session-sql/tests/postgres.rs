@@ -4,10 +4,13 @@
 
 #![cfg(feature = "postgres")]
 
+#[macro_use]
+mod common;
+
 use std::time::Duration;
 
 use serde_json::json;
-use session_core::{Created, Meta, Record, SessionStore, Timestamp};
+use session_core::{Created, Meta, Record, SessionKey, SessionStore, Timestamp};
 use session_sql::sqlx::postgres::{PgPool, PgPoolOptions};
 use session_sql::PostgresStore;
 use session_testkit::random_key;
@@ -44,19 +47,48 @@ fn temporary_table() -> String {
     )
 }
 
-async fn store() -> PostgresStore {
-    let store = PostgresStore::new(single_connection().await)
-        .with_table(&temporary_table())
-        .expect("a valid table name");
-    store.migrate().await.expect("migrate");
-    store
+struct Fixture {
+    store: PostgresStore,
+    table: String,
 }
 
-session_testkit::conformance_tests!(store().await);
+async fn fixture() -> Fixture {
+    let table = temporary_table();
+    let store = PostgresStore::new(single_connection().await)
+        .with_table(&table)
+        .expect("a valid table name");
+    store.migrate().await.expect("migrate");
+    Fixture { store, table }
+}
+
+async fn set_column(fixture: &Fixture, column: &str, json: &str, key: &SessionKey) {
+    let sql = format!(
+        "UPDATE {} SET {column} = $1::jsonb WHERE key = $2",
+        fixture.table
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(json)
+        .bind(key.to_string())
+        .execute(fixture.store.pool())
+        .await
+        .unwrap();
+}
+
+async fn count_rows(fixture: &Fixture) -> i64 {
+    let sql = format!("SELECT count(*) FROM {}", fixture.table);
+    let (count,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .fetch_one(fixture.store.pool())
+        .await
+        .unwrap();
+    count
+}
+
+session_testkit::conformance_tests!(fixture().await.store);
+sql_store_tests!();
 
 #[tokio::test]
 async fn migrate_is_idempotent_and_matches_the_shipped_sql() {
-    let store = store().await;
+    let store = fixture().await.store;
     store.migrate().await.unwrap();
     store.migrate().await.unwrap();
 
@@ -98,89 +130,4 @@ async fn migrate_is_idempotent_and_matches_the_shipped_sql() {
         from_file.load(&key).await.unwrap().unwrap().data,
         record.data
     );
-}
-
-/// SECURITY.md 28 for rows: a row whose documents do not decode as a session is no
-/// session (and is logged), never a panic or an error.
-#[tokio::test]
-async fn corrupt_rows_are_treated_as_absent() {
-    let pool = single_connection().await;
-    let table = temporary_table();
-    let store = PostgresStore::new(pool.clone()).with_table(&table).unwrap();
-    store.migrate().await.unwrap();
-    let now = Timestamp::now();
-    for (column, garbage) in [
-        ("data", "[1, 2]"),
-        ("data", "\"text\""),
-        ("meta", "{}"),
-        ("meta", "null"),
-    ] {
-        let key = random_key();
-        let record = Record {
-            data: [("k".to_owned(), json!("v"))].into_iter().collect(),
-            meta: Meta::new(now, now.saturating_add(Duration::from_secs(60))),
-        };
-        store.create(&key, &record).await.unwrap();
-        let sql = format!("UPDATE {table} SET {column} = $1::jsonb WHERE key = $2");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(garbage)
-            .bind(key.to_string())
-            .execute(&pool)
-            .await
-            .unwrap();
-        assert_eq!(
-            store.load(&key).await.unwrap(),
-            None,
-            "{column} = {garbage}"
-        );
-    }
-}
-
-/// Expired rows are deleted in batches, by a call or by the cleanup task, without any
-/// request; live rows stay.
-#[tokio::test]
-async fn expired_rows_are_cleaned_up() {
-    let pool = single_connection().await;
-    let table = temporary_table();
-    let store = PostgresStore::new(pool.clone()).with_table(&table).unwrap();
-    store.migrate().await.unwrap();
-    let rows = || {
-        let (pool, sql) = (pool.clone(), format!("SELECT count(*) FROM {table}"));
-        async move {
-            let (count,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-            count
-        }
-    };
-    let now = Timestamp::now();
-    let record = |expires_in: i64| Record {
-        data: Default::default(),
-        meta: Meta::new(
-            now,
-            Timestamp::from_unix_millis(now.unix_millis() + expires_in),
-        ),
-    };
-    let live = random_key();
-    store.create(&live, &record(60_000)).await.unwrap();
-    for _ in 0..2_500 {
-        store.create(&random_key(), &record(300)).await.unwrap();
-    }
-    assert_eq!(rows().await, 2_501);
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(store.delete_expired(Timestamp::now()).await.unwrap(), 2_500);
-    assert_eq!(rows().await, 1);
-
-    for _ in 0..10 {
-        store.create(&random_key(), &record(100)).await.unwrap();
-    }
-    let cleanup = store.spawn_cleanup(Duration::from_millis(50));
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while rows().await > 1 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    cleanup.stop();
-    assert_eq!(rows().await, 1, "the cleanup task left expired rows");
-    assert!(store.load(&live).await.unwrap().is_some());
 }

@@ -24,7 +24,7 @@ fn admin_binary() -> &'static PathBuf {
                 "--example",
                 "admin",
                 "--features",
-                "redis,postgres,mysql,cookie",
+                "redis,postgres,mysql,sqlite,cookie",
             ])
             .current_dir(&manifest)
             .status()

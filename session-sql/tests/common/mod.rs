@@ -1,8 +1,11 @@
-//! What the outage tests of every SQL store share: a TCP proxy the test owns and cuts
-//! (the scenario itself is `session_testkit::outage`), and a table dropped however the
-//! test ends.
+//! What the tests of every SQL store share: the tests themselves (`sql`), and for the
+//! outage tests a TCP proxy the test owns and cuts (the scenario itself is
+//! `session_testkit::outage`) and a table dropped however the test ends.
 
 #![allow(dead_code, unreachable_pub)] // Each test binary uses its own part of this.
+
+#[macro_use]
+pub mod sql;
 
 use std::net::SocketAddr;
 

@@ -1,0 +1,156 @@
+//! What differs between the databases: each implements [`Dialect`] in its own module,
+//! with the SQL text for one table and the few steps that cannot be written once.
+
+use std::future::Future;
+
+use session_core::{Changes, SessionKey};
+use sqlx::query::Query;
+use sqlx::{Encode, Executor, FromRow, IntoArguments, Pool, Type};
+
+/// A database [`SqlStore`](crate::SqlStore) can keep sessions in: `sqlx::Postgres`,
+/// `sqlx::MySql` and `sqlx::Sqlite`, each behind its Cargo feature. Sealed.
+pub trait Dialect: sealed::Dialect {}
+
+impl<DB: sealed::Dialect> Dialect for DB {}
+
+pub(crate) mod sealed {
+    use super::*;
+
+    /// The dialect's side of every store operation. Documents are bound and read as
+    /// JSON text in every dialect, so the store's code is shared; the SQL casts.
+    ///
+    /// The associated types restate, as bounds the compiler carries along, what sqlx
+    /// provides each database: they are `String`, `i64`, the row tuples and the
+    /// database's own arguments, so that `SqlStore<DB>` needs no bound but `Dialect`.
+    pub trait Dialect: sqlx::Database<Arguments = <Self as Dialect>::Args> {
+        type Args: IntoArguments<Self>;
+        type Text: for<'t> Encode<'t, Self> + Type<Self> + From<String> + Send;
+        type OptionalText: for<'t> Encode<'t, Self> + Type<Self> + From<Option<String>> + Send;
+        type Int: for<'t> Encode<'t, Self> + Type<Self> + From<i64> + Send;
+        /// data, meta, user id, expiry (`load`); key, meta, user id, expiry
+        /// (`user_sessions`).
+        type SessionRow: for<'r> FromRow<'r, Self::Row>
+            + Into<(String, String, Option<String>, i64)>
+            + Send
+            + Unpin;
+        /// A field's value as JSON text (`lock_field`).
+        type FieldRow: for<'r> FromRow<'r, Self::Row> + Into<(Option<String>,)> + Send + Unpin;
+
+        /// The store's name in `Debug` output.
+        const STORE_NAME: &'static str;
+        /// Whether document keys are percent-encoded (see `crate::stored_key`):
+        /// dialects that address keys by JSON path cannot quote every character.
+        const ENCODES_KEYS: bool;
+        /// How `update` begins the transaction that holds the row.
+        const BEGIN_UPDATE: &'static str;
+
+        /// Every fixed statement for `table` (already validated).
+        fn statements(table: &str) -> Statements;
+
+        /// The one statement that merges `changes` into a live row's document.
+        /// Parameters as the dialect needs them; `meta` is JSON text.
+        fn save_query<'q>(
+            statements: &'q Statements,
+            save: Save<'_>,
+        ) -> Query<'q, Self, Self::Arguments>;
+
+        /// How many rows a statement changed.
+        fn rows_affected(result: &Self::QueryResult) -> u64;
+
+        /// The pool, as an executor.
+        fn on_pool(pool: &Pool<Self>) -> impl Executor<'_, Database = Self>;
+
+        /// A connection (a transaction's), as an executor.
+        fn on_connection(connection: &mut Self::Connection) -> impl Executor<'_, Database = Self>;
+
+        /// A pool for `url`, with the dialect's settings.
+        fn connect(url: &str) -> impl Future<Output = Result<Pool<Self>, sqlx::Error>> + Send;
+    }
+
+    /// A save's parameters: `meta` is JSON text; times are Unix milliseconds.
+    pub struct Save<'a> {
+        pub key: &'a SessionKey,
+        pub changes: &'a Changes,
+        pub meta: String,
+        pub expires_at: i64,
+        pub now: i64,
+    }
+
+    /// The SQL text for one table. Parameters, in this order:
+    ///
+    /// | statement | parameters | returns |
+    /// | --- | --- | --- |
+    /// | `load` | key, now | data, meta (JSON text), user id, expiry |
+    /// | `insert` | key, data, meta, user id, expiry | |
+    /// | `delete_if_expired` | key, now | |
+    /// | `lock_field` | field (a path where keys are encoded), key, now | the value as JSON text, or NULL |
+    /// | `set_field` | field, value (JSON text), meta, expiry, key | |
+    /// | `touch` | expiry, key, now | |
+    /// | `delete` | key | |
+    /// | `user_sessions` | user id, now | key, meta, user id, expiry |
+    /// | `delete_user_sessions` | user id, now | |
+    /// | `delete_expired` | now, limit | |
+    pub struct Statements {
+        pub table: String,
+        pub schema: Vec<String>,
+        pub load: String,
+        pub insert: String,
+        pub delete_if_expired: String,
+        pub lock_field: String,
+        pub set_field: String,
+        pub touch: String,
+        pub delete: String,
+        pub user_sessions: String,
+        pub delete_user_sessions: String,
+        pub delete_expired: String,
+        /// The dialect's fixed save, where it has one.
+        pub save: String,
+    }
+}
+
+pub(crate) use sealed::{Save, Statements};
+
+/// For dialects that merge with JSON paths (MySQL, SQLite): an `UPDATE` written for
+/// these changes (cleared, then removed keys, then set keys), and its parameters.
+/// `value` is the dialect's SQL for a parameter read as a JSON value.
+#[cfg(any(feature = "mysql", feature = "sqlite"))]
+pub(crate) fn path_save_query<DB: sealed::Dialect>(
+    table: &str,
+    key_column: &str,
+    value: &str,
+    save: Save<'_>,
+) -> Query<'static, DB, DB::Arguments> {
+    let text = |value: String| DB::Text::from(value);
+    let int = |value: i64| DB::Int::from(value);
+    // SQLite caps a function's arguments (127 in many builds): nest the calls.
+    const PER_CALL: usize = 50;
+    let changes = save.changes;
+    let mut document = String::from(if changes.cleared { "'{}'" } else { "data" });
+    for chunk in changes.removed.chunks(PER_CALL) {
+        let paths = vec!["?"; chunk.len()].join(", ");
+        document = format!("JSON_REMOVE({document}, {paths})");
+    }
+    let set: Vec<_> = changes.set.iter().collect();
+    for chunk in set.chunks(PER_CALL) {
+        let pairs = vec![format!("?, {value}"); chunk.len()].join(", ");
+        document = format!("JSON_SET({document}, {pairs})");
+    }
+    let sql = format!(
+        "UPDATE {table} SET data = {document}, meta = ?, expires_at = ?
+         WHERE {key_column} = ? AND expires_at > ?"
+    );
+    let mut query = sqlx::query::<DB>(sqlx::AssertSqlSafe(sql));
+    for name in &changes.removed {
+        query = query.bind(text(crate::json_path(name)));
+    }
+    for (name, value) in set {
+        query = query
+            .bind(text(crate::json_path(name)))
+            .bind(text(value.to_string()));
+    }
+    query
+        .bind(text(save.meta))
+        .bind(int(save.expires_at))
+        .bind(text(save.key.to_string()))
+        .bind(int(save.now))
+}

@@ -1,0 +1,337 @@
+//! [`SqlStore`]: the store operations, written once for every dialect.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use session_core::{
+    async_trait, Changes, Created, Meta, Record, Saved, SessionKey, SessionStore, StoreError,
+    StoreErrorKind, Timestamp, UpdateFn, Updated, UserSession,
+};
+use sqlx::{AssertSqlSafe, Pool};
+
+use crate::dialect::{sealed, Dialect, Save, Statements};
+use crate::{corrupt_as_absent, delete_in_batches, unavailable, validate_table, Cleanup};
+use crate::{stored_document, ConfigError, Row};
+
+/// A session store in a SQL table: one row per session, keyed by the hash of its id,
+/// the data as a JSON document. Use it through its aliases, [`PostgresStore`],
+/// [`MySqlStore`] and [`SqliteStore`].
+///
+/// Every write is one statement that merges the changed keys into the stored document
+/// in the server, and touches only a live row, so a session ended elsewhere is never
+/// re-created. `update` holds the row (`SELECT … FOR UPDATE`; SQLite: an immediate
+/// transaction) for its read-modify-write, so concurrent increments are all kept.
+/// Expired rows are never returned; [`spawn_cleanup`](Self::spawn_cleanup) deletes
+/// them.
+///
+/// [`PostgresStore`]: crate::PostgresStore
+/// [`MySqlStore`]: crate::MySqlStore
+/// [`SqliteStore`]: crate::SqliteStore
+pub struct SqlStore<DB: Dialect> {
+    pool: Pool<DB>,
+    statements: Arc<Statements>,
+}
+
+impl<DB: Dialect> Clone for SqlStore<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            statements: self.statements.clone(),
+        }
+    }
+}
+
+impl<DB: Dialect> fmt::Debug for SqlStore<DB> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(DB::STORE_NAME)
+            .field("table", &self.statements.table)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<DB: Dialect> SqlStore<DB> {
+    /// Connects a pool to `url`, with the table `sessions`: `postgres://user@host/db`,
+    /// `mysql://user@host/db`, or `sqlite://path` (the file is created if missing;
+    /// `sqlite::memory:` keeps the sessions in this process, on one connection).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Ok(Self::new(DB::connect(url).await.map_err(unavailable)?))
+    }
+
+    /// A store over a pool of the application's, with the table `sessions`.
+    pub fn new(pool: Pool<DB>) -> Self {
+        Self {
+            pool,
+            statements: Arc::new(DB::statements("sessions")),
+        }
+    }
+
+    /// The store's pool, for the application's own queries.
+    pub fn pool(&self) -> &Pool<DB> {
+        &self.pool
+    }
+
+    /// Keeps sessions in `table` instead: letters, digits and `_`, optionally after a
+    /// schema (PostgreSQL), database (MySQL) or attached database (SQLite) and a dot,
+    /// as in `auth.sessions`.
+    pub fn with_table(mut self, table: &str) -> Result<Self, ConfigError> {
+        validate_table(table)?;
+        self.statements = Arc::new(DB::statements(table));
+        Ok(self)
+    }
+
+    /// Creates the table and its indexes if they are not there; safe to run at every
+    /// start. The same SQL ships in the crate's `migrations/` for other tools.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        for statement in &self.statements.schema {
+            self.execute(sqlx::query(AssertSqlSafe(statement.as_str())))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes expired rows every `period`, in batches, until the handle is dropped or
+    /// stopped. Must be called inside a tokio runtime.
+    pub fn spawn_cleanup(&self, period: Duration) -> Cleanup {
+        let store = self.clone();
+        Cleanup::spawn(period, move || {
+            let store = store.clone();
+            async move { store.delete_expired(Timestamp::now()).await }
+        })
+    }
+
+    /// Deletes every row expired at `now`; returns how many.
+    pub async fn delete_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
+        delete_in_batches(|batch| {
+            let query = self
+                .query(&self.statements.delete_expired)
+                .bind(int::<DB>(now.unix_millis()))
+                .bind(int::<DB>(batch));
+            self.execute(query)
+        })
+        .await
+    }
+
+    fn query<'q>(&self, sql: &'q str) -> sqlx::query::Query<'q, DB, DB::Arguments> {
+        sqlx::query(AssertSqlSafe(sql))
+    }
+
+    /// Runs a statement on the pool; returns the rows it changed.
+    async fn execute(
+        &self,
+        query: sqlx::query::Query<'_, DB, DB::Arguments>,
+    ) -> Result<u64, StoreError> {
+        let result = query
+            .execute(DB::on_pool(&self.pool))
+            .await
+            .map_err(unavailable)?;
+        Ok(DB::rows_affected(&result))
+    }
+
+    /// A plain insert: `false` when the key is taken.
+    async fn insert(&self, key: &SessionKey, record: &Record) -> Result<bool, StoreError> {
+        let inserted = self
+            .query(&self.statements.insert)
+            .bind(text::<DB>(key.to_string()))
+            .bind(text::<DB>(self.document(record)?))
+            .bind(text::<DB>(meta_json(&record.meta)?))
+            .bind(DB::OptionalText::from(record.meta.user_id.clone()))
+            .bind(int::<DB>(record.meta.expires_at.unix_millis()))
+            .execute(DB::on_pool(&self.pool))
+            .await;
+        match inserted {
+            Ok(_) => Ok(true),
+            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => Ok(false),
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    fn document(&self, record: &Record) -> Result<String, StoreError> {
+        if DB::ENCODES_KEYS {
+            Ok(stored_document(&record.data))
+        } else {
+            serde_json::to_string(&record.data).map_err(encoding)
+        }
+    }
+
+    /// A field's parameter in `lock_field` and `set_field`.
+    fn field(&self, name: &str) -> String {
+        if DB::ENCODES_KEYS {
+            crate::json_path(name)
+        } else {
+            name.to_owned()
+        }
+    }
+}
+
+fn meta_json(meta: &Meta) -> Result<String, StoreError> {
+    serde_json::to_string(meta).map_err(encoding)
+}
+
+fn encoding(error: serde_json::Error) -> StoreError {
+    StoreError::new(StoreErrorKind::Other, error)
+}
+
+fn saved_if(rows: u64) -> Saved {
+    if rows == 1 {
+        Saved::Saved
+    } else {
+        Saved::Missing
+    }
+}
+
+#[async_trait]
+impl<DB: Dialect> SessionStore for SqlStore<DB> {
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>, StoreError> {
+        let row: Option<DB::SessionRow> =
+            sqlx::query_as(AssertSqlSafe(self.statements.load.as_str()))
+                .bind(text::<DB>(key.to_string()))
+                .bind(int::<DB>(Timestamp::now().unix_millis()))
+                .fetch_optional(DB::on_pool(&self.pool))
+                .await
+                .map_err(unavailable)?;
+        Ok(row
+            .map(Into::into)
+            .and_then(|(data, meta, user_id, expires_at)| {
+                let row = Row::from_text(&data, &meta, user_id, expires_at, DB::ENCODES_KEYS);
+                corrupt_as_absent(row.and_then(Row::decode))
+            }))
+    }
+
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created, StoreError> {
+        if self.insert(key, record).await? {
+            return Ok(Created::Created);
+        }
+        // The key is taken. A live row stays; an expired one (not yet cleaned up)
+        // gives way, and the insert is tried once more.
+        let freed = self
+            .execute(
+                self.query(&self.statements.delete_if_expired)
+                    .bind(text::<DB>(key.to_string()))
+                    .bind(int::<DB>(Timestamp::now().unix_millis())),
+            )
+            .await?;
+        if freed == 1 && self.insert(key, record).await? {
+            return Ok(Created::Created);
+        }
+        Ok(Created::Collision)
+    }
+
+    async fn save(
+        &self,
+        key: &SessionKey,
+        changes: &Changes,
+        meta: &Meta,
+    ) -> Result<Saved, StoreError> {
+        let save = Save {
+            key,
+            changes,
+            meta: meta_json(meta)?,
+            expires_at: meta.expires_at.unix_millis(),
+            now: Timestamp::now().unix_millis(),
+        };
+        let query = <DB as sealed::Dialect>::save_query(&self.statements, save);
+        Ok(saved_if(self.execute(query).await?))
+    }
+
+    async fn update(
+        &self,
+        key: &SessionKey,
+        field: &str,
+        f: &UpdateFn<'_>,
+        meta: &Meta,
+    ) -> Result<Updated, StoreError> {
+        let mut transaction = self
+            .pool
+            .begin_with(DB::BEGIN_UPDATE)
+            .await
+            .map_err(unavailable)?;
+        let current: Option<DB::FieldRow> =
+            sqlx::query_as(AssertSqlSafe(self.statements.lock_field.as_str()))
+                .bind(text::<DB>(self.field(field)))
+                .bind(text::<DB>(key.to_string()))
+                .bind(int::<DB>(Timestamp::now().unix_millis()))
+                .fetch_optional(DB::on_connection(&mut transaction))
+                .await
+                .map_err(unavailable)?;
+        let Some((current,)) = current.map(Into::into) else {
+            return Ok(Updated::Missing);
+        };
+        let current = current
+            .map(|text| serde_json::from_str(&text))
+            .transpose()
+            .map_err(StoreError::corrupt)?;
+        // The row is held until the commit: `f` runs once, on the value that is there.
+        let Some(new) = f(current.as_ref()) else {
+            return Ok(Updated::Kept(current));
+        };
+        self.query(&self.statements.set_field)
+            .bind(text::<DB>(self.field(field)))
+            .bind(text::<DB>(new.to_string()))
+            .bind(text::<DB>(meta_json(meta)?))
+            .bind(int::<DB>(meta.expires_at.unix_millis()))
+            .bind(text::<DB>(key.to_string()))
+            .execute(DB::on_connection(&mut transaction))
+            .await
+            .map_err(unavailable)?;
+        transaction.commit().await.map_err(unavailable)?;
+        Ok(Updated::Stored(new))
+    }
+
+    async fn touch(&self, key: &SessionKey, meta: &Meta) -> Result<Saved, StoreError> {
+        let query = self
+            .query(&self.statements.touch)
+            .bind(int::<DB>(meta.expires_at.unix_millis()))
+            .bind(text::<DB>(key.to_string()))
+            .bind(int::<DB>(Timestamp::now().unix_millis()));
+        Ok(saved_if(self.execute(query).await?))
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<(), StoreError> {
+        self.execute(
+            self.query(&self.statements.delete)
+                .bind(text::<DB>(key.to_string())),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn user_sessions(&self, user_id: &str) -> Result<Vec<UserSession>, StoreError> {
+        let rows: Vec<DB::SessionRow> =
+            sqlx::query_as(AssertSqlSafe(self.statements.user_sessions.as_str()))
+                .bind(text::<DB>(user_id.to_owned()))
+                .bind(int::<DB>(Timestamp::now().unix_millis()))
+                .fetch_all(DB::on_pool(&self.pool))
+                .await
+                .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(Into::into)
+            .filter_map(|(key, meta, user_id, expires_at)| {
+                let key = SessionKey::parse(&key)?;
+                let row = Row::from_text("{}", &meta, user_id, expires_at, false);
+                let record = corrupt_as_absent(row.and_then(Row::decode))?;
+                Some(UserSession {
+                    key,
+                    meta: record.meta,
+                })
+            })
+            .collect())
+    }
+
+    async fn delete_user_sessions(&self, user_id: &str) -> Result<usize, StoreError> {
+        let query = self
+            .query(&self.statements.delete_user_sessions)
+            .bind(text::<DB>(user_id.to_owned()))
+            .bind(int::<DB>(Timestamp::now().unix_millis()));
+        Ok(self.execute(query).await? as usize)
+    }
+}
+
+fn text<DB: Dialect>(value: String) -> DB::Text {
+    DB::Text::from(value)
+}
+
+fn int<DB: Dialect>(value: i64) -> DB::Int {
+    DB::Int::from(value)
+}
