@@ -23,6 +23,8 @@ pub(crate) enum Lib {
     TowerSessionsRedis,
     SessionKitPostgres,
     TowerSessionsPostgres,
+    SessionKitSqlite,
+    TowerSessionsSqlite,
     SessionKitCookie,
     TowerSessionsCookie,
 }
@@ -33,12 +35,14 @@ pub(crate) enum Backend {
     Memory,
     Redis,
     Postgres,
+    /// A SQLite file per library.
+    Sqlite,
     /// In the cookie: no server-side store.
     Cookie,
 }
 
 impl Lib {
-    pub(crate) const ALL: [Lib; 9] = [
+    pub(crate) const ALL: [Lib; 11] = [
         Lib::Bare,
         Lib::SessionKit,
         Lib::TowerSessions,
@@ -46,6 +50,8 @@ impl Lib {
         Lib::TowerSessionsRedis,
         Lib::SessionKitPostgres,
         Lib::TowerSessionsPostgres,
+        Lib::SessionKitSqlite,
+        Lib::TowerSessionsSqlite,
         Lib::SessionKitCookie,
         Lib::TowerSessionsCookie,
     ];
@@ -66,6 +72,8 @@ impl Lib {
             Lib::TowerSessionsRedis => "tower-sessions-redis",
             Lib::SessionKitPostgres => "session-kit-postgres",
             Lib::TowerSessionsPostgres => "tower-sessions-postgres",
+            Lib::SessionKitSqlite => "session-kit-sqlite",
+            Lib::TowerSessionsSqlite => "tower-sessions-sqlite",
             Lib::SessionKitCookie => "session-kit-cookie",
             Lib::TowerSessionsCookie => "tower-sessions-cookie",
         }
@@ -76,6 +84,7 @@ impl Lib {
             Lib::Bare | Lib::SessionKit | Lib::TowerSessions => Backend::Memory,
             Lib::SessionKitRedis | Lib::TowerSessionsRedis => Backend::Redis,
             Lib::SessionKitPostgres | Lib::TowerSessionsPostgres => Backend::Postgres,
+            Lib::SessionKitSqlite | Lib::TowerSessionsSqlite => Backend::Sqlite,
             Lib::SessionKitCookie | Lib::TowerSessionsCookie => Backend::Cookie,
         }
     }
@@ -191,6 +200,27 @@ pub(crate) async fn router(lib: Lib, url: Option<&str>) -> Result<Router, BoxErr
             use tower_sessions_sqlx_store::sqlx::PgPool;
             let store =
                 tower_sessions_sqlx_store::PostgresStore::new(PgPool::connect(url()?).await?);
+            store.migrate().await?;
+            tower_sessions_app!(tower_sessions_014, store)
+        }
+        Lib::SessionKitSqlite => {
+            let store = session_kit::SqliteStore::connect(url()?).await?;
+            store.migrate().await?;
+            session_kit(store)
+        }
+        Lib::TowerSessionsSqlite => {
+            use std::str::FromStr;
+            use tower_sessions_sqlx_store::sqlx::sqlite::{
+                SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous,
+            };
+            // The settings SqliteStore::connect uses, so that the stores are compared.
+            let options = SqliteConnectOptions::from_str(url()?)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(5));
+            let pool = SqlitePool::connect_with(options).await?;
+            let store = tower_sessions_sqlx_store::SqliteStore::new(pool);
             store.migrate().await?;
             tower_sessions_app!(tower_sessions_014, store)
         }

@@ -356,9 +356,12 @@ fn run(store: &str, seconds: u64, cycles: usize) -> Result<(), BoxError> {
             Lib::SessionKitPostgres,
             Lib::TowerSessionsPostgres,
         ],
+        "sqlite" => [Lib::Bare, Lib::SessionKitSqlite, Lib::TowerSessionsSqlite],
         "cookie" => [Lib::Bare, Lib::SessionKitCookie, Lib::TowerSessionsCookie],
         other => {
-            return Err(format!("--store {other:?}: memory, redis, postgres or cookie").into())
+            return Err(
+                format!("--store {other:?}: memory, redis, postgres, sqlite or cookie").into(),
+            )
         }
     };
     let dir = std::env::temp_dir().join(format!("session-bench-{}", std::process::id()));
@@ -374,14 +377,17 @@ fn run(store: &str, seconds: u64, cycles: usize) -> Result<(), BoxError> {
     let store_url = match (&redis, &database) {
         (Some(redis), _) => Some(redis.url()),
         (_, Some(database)) => Some(database.url.clone()),
+        // Each library its own file in the run's directory.
+        _ if store == "sqlite" => Some(format!("sqlite://{}", dir.join("LIB.db").display())),
         _ => None,
     };
+    let lib_url = |lib: Lib| store_url.as_ref().map(|url| url.replace("LIB", lib.name()));
 
     // All three servers run at once; only the one under load uses the CPU.
     let servers = libs
         .into_iter()
         .enumerate()
-        .map(|(i, lib)| Server::start(lib, 39_100 + i as u16, &dir, store_url.as_deref()))
+        .map(|(i, lib)| Server::start(lib, 39_100 + i as u16, &dir, lib_url(lib).as_deref()))
         .collect::<Result<Vec<_>, _>>()?;
     for server in &servers {
         server.wait_ready()?;
@@ -468,12 +474,14 @@ fn run(store: &str, seconds: u64, cycles: usize) -> Result<(), BoxError> {
     for lib in [kit_lib, peer_lib] {
         match (&redis, &store_url) {
             (Some(redis), Some(url)) => println!("{}", commands_per_request(lib, url, redis.port)?),
-            (None, Some(url)) => println!("{}", queries_per_request(lib, url)?),
+            (None, Some(url)) if database.is_some() => {
+                println!("{}", queries_per_request(lib, url)?)
+            }
             _ => {}
         }
     }
     for lib in [kit_lib, peer_lib] {
-        println!("{}", concurrency(lib, store_url.as_deref())?);
+        println!("{}", concurrency(lib, lib_url(lib).as_deref())?);
     }
     drop((redis, database));
     std::fs::remove_dir_all(&dir)?;
@@ -831,7 +839,7 @@ fn main() -> Result<(), BoxError> {
             flag(&args, "--sessions").unwrap_or("100000").parse()?,
         ),
         _ => Err(
-            "usage: session-bench run [--store memory|redis|postgres] [--seconds N] [--cycles N] \
+            "usage: session-bench run [--store memory|redis|postgres|sqlite|cookie] [--seconds N] [--cycles N] \
              | serve --lib L --port P --cookies FILE [--url URL] \
              | memory --lib L [--sessions N] | in-process --lib L [--requests N] [--url URL] \
              | concurrency --lib L [--url URL] | commands --lib L --url URL | seal"

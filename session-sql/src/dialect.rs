@@ -5,6 +5,7 @@ use std::future::Future;
 
 use session_core::{Changes, SessionKey};
 use sqlx::query::Query;
+use sqlx::query::QueryAs;
 use sqlx::{Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
 /// A database [`SqlStore`](crate::SqlStore) can keep sessions in: `sqlx::Postgres`,
@@ -27,10 +28,14 @@ pub(crate) mod sealed {
         type Text: for<'t> Encode<'t, Self> + Type<Self> + From<String> + Send;
         type OptionalText: for<'t> Encode<'t, Self> + Type<Self> + From<Option<String>> + Send;
         type Int: for<'t> Encode<'t, Self> + Type<Self> + From<i64> + Send;
-        /// data, meta, user id, expiry (`load`); key, meta, user id, expiry
-        /// (`user_sessions`).
+        /// key, meta, user id, expiry (`user_sessions`).
         type SessionRow: for<'r> FromRow<'r, Self::Row>
             + Into<(String, String, Option<String>, i64)>
+            + Send
+            + Unpin;
+        /// key, data, meta, user id, expiry (`load_query`).
+        type KeyedRow: for<'r> FromRow<'r, Self::Row>
+            + Into<(String, String, String, Option<String>, i64)>
             + Send
             + Unpin;
         /// A field's value as JSON text (`lock_field`).
@@ -46,6 +51,13 @@ pub(crate) mod sealed {
 
         /// Every fixed statement for `table` (already validated).
         fn statements(table: &str) -> Statements;
+
+        /// The live rows of `keys` (distinct, at most a few dozen), each with its key.
+        fn load_query<'q>(
+            statements: &'q Statements,
+            keys: &[&str],
+            now: i64,
+        ) -> QueryAs<'q, Self, Self::KeyedRow, Self::Arguments>;
 
         /// The one statement that merges `changes` into a live row's document.
         /// Parameters as the dialect needs them; `meta` is JSON text.
@@ -80,7 +92,7 @@ pub(crate) mod sealed {
     ///
     /// | statement | parameters | returns |
     /// | --- | --- | --- |
-    /// | `load` | key, now | data, meta (JSON text), user id, expiry |
+    /// | `load` | keys (as the dialect binds a list), now | key, data, meta (JSON text), user id, expiry |
     /// | `insert` | key, data, meta, user id, expiry | |
     /// | `delete_if_expired` | key, now | |
     /// | `lock_field` | field (a path where keys are encoded), key, now | the value as JSON text, or NULL |

@@ -40,6 +40,7 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod batch;
 mod dialect;
 #[cfg(feature = "mysql")]
 mod mysql;

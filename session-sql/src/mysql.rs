@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use sqlx::mysql::{MySql, MySqlPoolOptions, MySqlQueryResult};
 use sqlx::query::Query;
-use sqlx::{Executor, Pool};
+use sqlx::query::QueryAs;
+use sqlx::{AssertSqlSafe, Executor, Pool};
 
 use crate::dialect::{path_save_query, sealed, Save, Statements};
 
@@ -14,6 +15,7 @@ impl sealed::Dialect for MySql {
     type OptionalText = Option<String>;
     type Int = i64;
     type SessionRow = (String, String, Option<String>, i64);
+    type KeyedRow = (String, String, String, Option<String>, i64);
     type FieldRow = (Option<String>,);
     const STORE_NAME: &'static str = "MySqlStore";
     const ENCODES_KEYS: bool = true;
@@ -34,10 +36,11 @@ impl sealed::Dialect for MySql {
                     INDEX {index}_user_id (user_id)
                 )"
             )],
-            // MariaDB sends JSON columns as text already; MySQL needs the cast.
+            // MariaDB sends JSON columns as text already; MySQL needs the cast. The
+            // keys' placeholders are written per query, for as many keys as it has.
             load: format!(
-                "SELECT CAST(data AS CHAR), CAST(meta AS CHAR), user_id, expires_at FROM {table}
-                 WHERE `key` = ? AND expires_at > ?"
+                "SELECT `key`, CAST(data AS CHAR), CAST(meta AS CHAR), user_id, expires_at
+                 FROM {table} WHERE expires_at > ? AND `key` IN "
             ),
             insert: format!(
                 "INSERT INTO {table} (`key`, data, meta, user_id, expires_at) VALUES (?, ?, ?, ?, ?)"
@@ -64,6 +67,19 @@ impl sealed::Dialect for MySql {
             delete_expired: format!("DELETE FROM {table} WHERE expires_at <= ? LIMIT ?"),
             save: String::new(),
         }
+    }
+
+    fn load_query<'q>(
+        statements: &'q Statements,
+        keys: &[&str],
+        now: i64,
+    ) -> QueryAs<'q, Self, Self::KeyedRow, Self::Arguments> {
+        let sql = format!("{}({})", statements.load, vec!["?"; keys.len()].join(", "));
+        let mut query = sqlx::query_as(AssertSqlSafe(sql)).bind(now);
+        for key in keys {
+            query = query.bind((*key).to_owned());
+        }
+        query
     }
 
     fn save_query<'q>(

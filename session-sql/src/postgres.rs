@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgPoolOptions, PgQueryResult, Postgres};
 use sqlx::query::Query;
+use sqlx::query::QueryAs;
 use sqlx::{AssertSqlSafe, Executor, Pool};
 
 use crate::dialect::{sealed, Save, Statements};
@@ -15,6 +16,7 @@ impl sealed::Dialect for Postgres {
     type OptionalText = Option<String>;
     type Int = i64;
     type SessionRow = (String, String, Option<String>, i64);
+    type KeyedRow = (String, String, String, Option<String>, i64);
     type FieldRow = (Option<String>,);
     const STORE_NAME: &'static str = "PostgresStore";
     const ENCODES_KEYS: bool = false;
@@ -42,8 +44,8 @@ impl sealed::Dialect for Postgres {
                 ),
             ],
             load: format!(
-                "SELECT data::text, meta::text, user_id, expires_at FROM {table}
-                 WHERE key = $1 AND expires_at > $2"
+                "SELECT key, data::text, meta::text, user_id, expires_at FROM {table}
+                 WHERE key = ANY($1) AND expires_at > $2"
             ),
             insert: format!(
                 "INSERT INTO {table} (key, data, meta, user_id, expires_at)
@@ -82,6 +84,17 @@ impl sealed::Dialect for Postgres {
                  WHERE key = $1 AND expires_at > $7"
             ),
         }
+    }
+
+    fn load_query<'q>(
+        statements: &'q Statements,
+        keys: &[&str],
+        now: i64,
+    ) -> QueryAs<'q, Self, Self::KeyedRow, Self::Arguments> {
+        let keys: Vec<String> = keys.iter().map(|key| (*key).to_owned()).collect();
+        sqlx::query_as(AssertSqlSafe(statements.load.as_str()))
+            .bind(keys)
+            .bind(now)
     }
 
     fn save_query<'q>(

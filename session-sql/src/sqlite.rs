@@ -4,11 +4,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::query::Query;
+use sqlx::query::QueryAs;
 use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult,
     SqliteSynchronous,
 };
-use sqlx::{Executor, Pool};
+use sqlx::{AssertSqlSafe, Executor, Pool};
 
 use crate::dialect::{path_save_query, sealed, Save, Statements};
 
@@ -18,6 +19,7 @@ impl sealed::Dialect for Sqlite {
     type OptionalText = Option<String>;
     type Int = i64;
     type SessionRow = (String, String, Option<String>, i64);
+    type KeyedRow = (String, String, String, Option<String>, i64);
     type FieldRow = (Option<String>,);
     const STORE_NAME: &'static str = "SqliteStore";
     const ENCODES_KEYS: bool = true;
@@ -50,9 +52,10 @@ impl sealed::Dialect for Sqlite {
                      WHERE user_id IS NOT NULL"
                 ),
             ],
+            // The keys come as one JSON array, so one statement serves any number.
             load: format!(
-                "SELECT data, meta, user_id, expires_at FROM {table}
-                 WHERE \"key\" = ? AND expires_at > ?"
+                "SELECT \"key\", data, meta, user_id, expires_at FROM {table}
+                 WHERE \"key\" IN (SELECT value FROM json_each(?)) AND expires_at > ?"
             ),
             insert: format!(
                 "INSERT INTO {table} (\"key\", data, meta, user_id, expires_at) VALUES (?, ?, ?, ?, ?)"
@@ -85,6 +88,19 @@ impl sealed::Dialect for Sqlite {
             ),
             save: String::new(),
         }
+    }
+
+    fn load_query<'q>(
+        statements: &'q Statements,
+        keys: &[&str],
+        now: i64,
+    ) -> QueryAs<'q, Self, Self::KeyedRow, Self::Arguments> {
+        // Keys are hex digests and a version prefix: nothing in them needs escaping,
+        // but serde_json writes the array so that holds by construction.
+        let keys = serde_json::to_string(keys).unwrap_or_default();
+        sqlx::query_as(AssertSqlSafe(statements.load.as_str()))
+            .bind(keys)
+            .bind(now)
     }
 
     fn save_query<'q>(

@@ -10,6 +10,7 @@ use session_core::{
 };
 use sqlx::{AssertSqlSafe, Pool};
 
+use crate::batch::Loads;
 use crate::dialect::{sealed, Dialect, Save, Statements};
 use crate::{corrupt_as_absent, delete_in_batches, unavailable, validate_table, Cleanup};
 use crate::{stored_document, ConfigError, Row};
@@ -31,6 +32,7 @@ use crate::{stored_document, ConfigError, Row};
 pub struct SqlStore<DB: Dialect> {
     pool: Pool<DB>,
     statements: Arc<Statements>,
+    loads: Arc<Loads<DB>>,
 }
 
 impl<DB: Dialect> Clone for SqlStore<DB> {
@@ -38,6 +40,7 @@ impl<DB: Dialect> Clone for SqlStore<DB> {
         Self {
             pool: self.pool.clone(),
             statements: self.statements.clone(),
+            loads: self.loads.clone(),
         }
     }
 }
@@ -60,9 +63,11 @@ impl<DB: Dialect> SqlStore<DB> {
 
     /// A store over a pool of the application's, with the table `sessions`.
     pub fn new(pool: Pool<DB>) -> Self {
+        let statements = Arc::new(DB::statements("sessions"));
         Self {
+            loads: Arc::new(Loads::new(pool.clone(), statements.clone())),
             pool,
-            statements: Arc::new(DB::statements("sessions")),
+            statements,
         }
     }
 
@@ -77,6 +82,7 @@ impl<DB: Dialect> SqlStore<DB> {
     pub fn with_table(mut self, table: &str) -> Result<Self, ConfigError> {
         validate_table(table)?;
         self.statements = Arc::new(DB::statements(table));
+        self.loads = Arc::new(Loads::new(self.pool.clone(), self.statements.clone()));
         Ok(self)
     }
 
@@ -183,19 +189,7 @@ fn saved_if(rows: u64) -> Saved {
 #[async_trait]
 impl<DB: Dialect> SessionStore for SqlStore<DB> {
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>, StoreError> {
-        let row: Option<DB::SessionRow> =
-            sqlx::query_as(AssertSqlSafe(self.statements.load.as_str()))
-                .bind(text::<DB>(key.to_string()))
-                .bind(int::<DB>(Timestamp::now().unix_millis()))
-                .fetch_optional(DB::on_pool(&self.pool))
-                .await
-                .map_err(unavailable)?;
-        Ok(row
-            .map(Into::into)
-            .and_then(|(data, meta, user_id, expires_at)| {
-                let row = Row::from_text(&data, &meta, user_id, expires_at, DB::ENCODES_KEYS);
-                corrupt_as_absent(row.and_then(Row::decode))
-            }))
+        self.loads.load(key.to_string()).await
     }
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created, StoreError> {

@@ -151,6 +151,45 @@ macro_rules! sql_store_tests {
             assert_eq!(data.get("new299"), Some(&json!([299])));
         }
 
+        /// Loads that arrive together share queries, and each still gets its own
+        /// answer: 100 sessions loaded twice each and 20 unknown keys, all at once.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn concurrent_loads_share_queries() {
+            use serde_json::json;
+            use session_core::{Meta, Record, SessionStore, Timestamp};
+            let fixture = fixture().await;
+            let now = Timestamp::now();
+            let meta = Meta::new(now, now.saturating_add(std::time::Duration::from_secs(60)));
+            let mut keys = Vec::new();
+            for i in 0..100 {
+                let key = session_testkit::random_key();
+                let record = Record {
+                    data: [("n".to_owned(), json!(i))].into_iter().collect(),
+                    meta: meta.clone(),
+                };
+                fixture.store.create(&key, &record).await.unwrap();
+                keys.push((key, Some(i)));
+            }
+            let twice = keys.clone();
+            keys.extend(twice);
+            keys.extend((0..20).map(|_| (session_testkit::random_key(), None)));
+            let log = common::sql::StatementLog::watch(&fixture.table);
+            let mut loads = tokio::task::JoinSet::new();
+            for (key, expected) in keys {
+                let store = fixture.store.clone();
+                loads.spawn(async move {
+                    let loaded = store.load(&key).await.unwrap();
+                    let n = loaded.map(|record| record.data.get("n").unwrap().as_i64().unwrap());
+                    assert_eq!(n, expected);
+                });
+            }
+            while let Some(load) = loads.join_next().await {
+                load.unwrap();
+            }
+            let queries = log.count(&fixture.table);
+            assert!((1..220).contains(&queries), "{queries} queries for 220 loads");
+        }
+
         /// SECURITY.md 28 for rows: a row whose documents do not decode as a session is
         /// no session (and is logged), never a panic or an error.
         #[tokio::test]
