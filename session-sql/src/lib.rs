@@ -17,9 +17,16 @@
 //! | request | queries |
 //! | --- | --- |
 //! | no cookie, or a handler that never touches the session | 0 |
-//! | reads the session | 1; 2 when the idle timeout is due to be pushed back (at most once per quarter of it) |
+//! | reads the session | 1, shared with the loads in flight beside it (below); 2 when the idle timeout is due to be pushed back (at most once per quarter of it) |
 //! | writes the session | 2: the load, then one `UPDATE` that merges the changed keys in the server |
 //! | `Session::update` | the load, then a transaction that holds the row |
+//!
+//! Loads that arrive while others are in flight share one query: a few batches run at
+//! once (four, each on a pooled connection), and whoever finds a free slot takes every
+//! load queued so far, up to 64 keys (`WHERE key = ANY(…)` in PostgreSQL, `IN (…)` in
+//! MySQL, `json_each(…)` in SQLite). Nothing waits on a timer, so a lone read is one
+//! query as soon as it comes; under load, the database answers many reads with one
+//! statement, which is where a primary-key lookup spends most of its time.
 //!
 //! A row whose document does not decode is treated as no session, and logged: the
 //! client gets a new session, never an error page.

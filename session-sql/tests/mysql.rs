@@ -90,15 +90,6 @@ async fn set_column(fixture: &Fixture, column: &str, json: &str, key: &SessionKe
         .unwrap();
 }
 
-async fn count_rows(fixture: &Fixture) -> i64 {
-    let sql = format!("SELECT count(*) FROM {}", fixture.table);
-    let (count,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .fetch_one(fixture.store.pool())
-        .await
-        .unwrap();
-    count
-}
-
 session_testkit::conformance_tests!(fixture().await.store);
 sql_store_tests!();
 

@@ -72,12 +72,20 @@ impl Visit for Statement {
 }
 
 /// The tests, for a test file that defines `fixture()` (a store in a table of the
-/// test's own, as a `Fixture` with fields `store` and `table`), `set_column(&fixture,
-/// column, json, &key)` (overwrites a row's document with raw text) and
-/// `count_rows(&fixture)`.
+/// test's own, as a `Fixture` with fields `store` and `table`) and `set_column(&fixture,
+/// column, json, &key)` (overwrites a row's document with raw text).
 #[allow(unused_macros)] // The fault tests share this module without these.
 macro_rules! sql_store_tests {
     () => {
+        async fn count_rows(fixture: &Fixture) -> i64 {
+            let sql = format!("SELECT count(*) FROM {}", fixture.table);
+            let (count,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .fetch_one(fixture.store.pool())
+                .await
+                .unwrap();
+            count
+        }
+
         /// Keys that JSON paths cannot quote survive every kind of write, read back as
         /// written.
         #[tokio::test]
