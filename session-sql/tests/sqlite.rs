@@ -146,7 +146,7 @@ async fn two_stores_on_one_file_keep_every_increment() {
         } else {
             second.clone()
         };
-        let (key, meta) = (key.clone(), meta.clone());
+        let meta = meta.clone();
         tasks.spawn(async move { store.update(&key, "n", &increment, &meta).await.unwrap() });
     }
     while let Some(done) = tasks.join_next().await {
