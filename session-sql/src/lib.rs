@@ -105,7 +105,7 @@ pub type PostgresStore = SqlStore<sqlx::Postgres>;
 pub type MySqlStore = SqlStore<sqlx::MySql>;
 
 /// Sessions in SQLite, the data as JSON text, merged with `json_set` and
-/// `json_remove`; keys encoded as in [`MySqlStore`](crate::MySqlStore).
+/// `json_remove`; keys stored with `%`, `"` and `\` percent-encoded, as in MySQL.
 ///
 /// `connect("sqlite://sessions.db")` creates the file if it is missing and opens it
 /// in WAL mode, so reads do not wait for writes; `update` runs in an immediate
