@@ -169,7 +169,9 @@ impl CookieStore {
     /// Keeps per-user epochs in `store` (any session store; Redis or SQL when several
     /// servers share them): sessions of a user created before the user's epoch are
     /// refused. "Log out everywhere" sets the epoch to now; a layer with
-    /// `with_max_sessions_per_user(1)` sets it at every login.
+    /// `with_max_sessions_per_user(1)` sets it at every login. A login reads the
+    /// epoch and starts its session no earlier, so that logging in again at once, or
+    /// on a server whose clock is behind the one that revoked, holds.
     ///
     /// `retention` is how long an epoch is kept: at least the longest idle timeout any
     /// session gets, since a session that was not refreshed after the epoch expires

@@ -272,6 +272,39 @@ async fn log_out_everywhere_refuses_earlier_cookies() {
     assert_eq!(devices[0].get("/user").await.body, user);
 }
 
+/// A login just after "log out everywhere" holds, even when the server that revoked
+/// runs ahead of the one the user logs in on again (clock skew between servers).
+#[tokio::test]
+async fn a_login_after_log_out_everywhere_holds_across_clock_skew() {
+    let epochs = MemoryStore::new();
+    let store = || CookieStore::new(key(10)).with_user_epochs(epochs.clone(), DAY);
+    let ahead = MockClock::new();
+    ahead.set_ahead(Duration::from_secs(60));
+    let (a, b) = (clocked_app(store(), &ahead, None), cookie_app(store()));
+    let user = random_user();
+    let mut device = Client::new(&a);
+    device.post(&format!("/login/{user}")).await;
+    let revoked = device.cookie.clone().expect("a cookie");
+    assert_eq!(
+        device.post("/logout-everywhere").await.status,
+        StatusCode::OK
+    );
+
+    let mut again = Client::new(&b);
+    again.post(&format!("/login/{user}")).await;
+    assert_eq!(
+        again.get("/user").await.body,
+        user,
+        "refused on the server behind"
+    );
+    let cookie = again.cookie.clone().expect("a cookie");
+    assert_eq!(holding(&a, &cookie).get("/user").await.body, user);
+    // The revoked cookie stays refused on both.
+    for app in [&a, &b] {
+        assert_eq!(holding(app, &revoked).get("/user").await.body, "");
+    }
+}
+
 #[tokio::test]
 async fn a_cap_of_one_session_per_user_holds() {
     let epochs = MemoryStore::new();

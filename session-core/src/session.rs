@@ -299,8 +299,24 @@ impl Session {
         let shared = &self.inner.shared;
         let now = state.now;
         state.retire();
-        state.meta.user_id = Some(user_id.into());
+        let user_id = user_id.into();
         state.meta.created_at = now;
+        if let Kind::Client(client) = &shared.backend {
+            if client.store.revokes_users() {
+                // A session made in the millisecond of a "log out everywhere", or on a
+                // server whose clock is behind the one that revoked, would be created
+                // before the user's epoch and refused at once: it starts at the epoch.
+                let revoked = call(
+                    shared,
+                    "revoked_before",
+                    client.store.revoked_before(&user_id),
+                )
+                .await
+                .map_err(|e| state.fail(e))?;
+                state.meta.created_at = revoked.map_or(now, |at| at.max(now));
+            }
+        }
+        state.meta.user_id = Some(user_id);
         state.meta.deadline = shared.absolute_timeout.map(|t| now.saturating_add(t));
         state.logged_in = true;
         Ok(())
