@@ -9,10 +9,7 @@ async fn an_unreachable_postgres_fails_closed_and_recovers() {
     let url = std::env::var("POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     let mut proxy = common::Proxy::start(common::server_address(&url).await).await;
-    let table = common::Table {
-        name: format!("session_kit_test_fault_{}", proxy.port),
-        drop_with: vec!["psql".into(), url.clone(), "-qc".into()],
-    };
+    let table = common::Table::postgres(format!("session_kit_test_fault_{}", proxy.port), &url);
     let store = session_sql::PostgresStore::connect(&common::through(&url, &proxy))
         .await
         .unwrap()
@@ -29,24 +26,7 @@ async fn an_unreachable_mysql_fails_closed_and_recovers() {
     let url = std::env::var("MYSQL_URL")
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
     let mut proxy = common::Proxy::start(common::server_address(&url).await).await;
-    let address = common::server_address(&url).await;
-    let table = common::Table {
-        name: format!("session_kit_test_fault_{}", proxy.port),
-        drop_with: vec![
-            "mysql".into(),
-            format!(
-                "-u{}",
-                url.split("://")
-                    .nth(1)
-                    .and_then(|r| r.split('@').next())
-                    .unwrap()
-            ),
-            format!("-h{}", address.ip()),
-            format!("-P{}", address.port()),
-            "test".into(),
-            "-e".into(),
-        ],
-    };
+    let table = common::Table::mysql(format!("session_kit_test_fault_{}", proxy.port), &url).await;
     let store = session_sql::MySqlStore::connect(&common::through(&url, &proxy))
         .await
         .unwrap()

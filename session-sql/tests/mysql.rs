@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use session_core::{Created, Meta, Record, SessionKey, SessionStore, Timestamp};
+use session_core::{Created, Meta, Record, SessionStore, Timestamp};
 use session_sql::sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use session_sql::MySqlStore;
 use session_testkit::random_key;
@@ -80,30 +80,21 @@ async fn fixture() -> Fixture {
     Fixture { store, table }
 }
 
-async fn set_column(fixture: &Fixture, column: &str, json: &str, key: &SessionKey) {
-    let sql = format!("UPDATE {} SET {column} = ? WHERE `key` = ?", fixture.table);
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(json)
-        .bind(key.to_string())
-        .execute(fixture.store.pool())
-        .await
-        .unwrap();
-}
-
 session_testkit::conformance_tests!(fixture().await.store);
-sql_store_tests!();
+sql_store_tests!("UPDATE {table} SET {column} = ? WHERE `key` = ?");
 
-/// `migrate` makes a real table (dropped again when the test ends), and is idempotent.
+/// `migrate` makes a real table (dropped again when the test ends, however it ends),
+/// and is idempotent.
 #[tokio::test]
 async fn migrate_is_idempotent() {
-    struct Dropped(MySqlPool, String);
-    let pool = single_connection().await;
-    let table = format!(
+    let name = format!(
         "session_kit_test_{}",
         session_testkit::random_user().replace('-', "_")
     );
-    let guard = Dropped(pool.clone(), table.clone());
-    let store = MySqlStore::new(pool.clone()).with_table(&table).unwrap();
+    let table = common::Table::mysql(name, &mysql_url()).await;
+    let store = MySqlStore::new(single_connection().await)
+        .with_table(&table.name)
+        .unwrap();
     store.migrate().await.unwrap();
     store.migrate().await.unwrap();
     let key = random_key();
@@ -113,9 +104,4 @@ async fn migrate_is_idempotent() {
         meta: Meta::new(now, now.saturating_add(Duration::from_secs(60))),
     };
     assert_eq!(store.create(&key, &record).await.unwrap(), Created::Created);
-    let sql = format!("DROP TABLE {}", guard.1);
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .execute(&guard.0)
-        .await
-        .unwrap();
 }

@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use serde_json::json;
-use session_core::{Created, Meta, Record, SessionKey, SessionStore, Timestamp};
+use session_core::{Created, Meta, Record, SessionStore, Timestamp};
 use session_sql::sqlx::postgres::{PgPool, PgPoolOptions};
 use session_sql::PostgresStore;
 use session_testkit::random_key;
@@ -61,21 +61,8 @@ async fn fixture() -> Fixture {
     Fixture { store, table }
 }
 
-async fn set_column(fixture: &Fixture, column: &str, json: &str, key: &SessionKey) {
-    let sql = format!(
-        "UPDATE {} SET {column} = $1::jsonb WHERE key = $2",
-        fixture.table
-    );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(json)
-        .bind(key.to_string())
-        .execute(fixture.store.pool())
-        .await
-        .unwrap();
-}
-
 session_testkit::conformance_tests!(fixture().await.store);
-sql_store_tests!();
+sql_store_tests!("UPDATE {table} SET {column} = $1::jsonb WHERE key = $2");
 
 #[tokio::test]
 async fn migrate_is_idempotent_and_matches_the_shipped_sql() {

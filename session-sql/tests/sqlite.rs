@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::json;
-use session_core::{Created, Meta, Record, SessionKey, SessionLayer, SessionStore, Timestamp};
+use session_core::{Created, Meta, Record, SessionLayer, SessionStore, Timestamp};
 use session_sql::SqliteStore;
 use session_testkit::{random_key, random_user};
 
@@ -56,19 +56,6 @@ async fn fixture_at(url: &str) -> Fixture {
     Fixture { store, table }
 }
 
-async fn set_column(fixture: &Fixture, column: &str, json: &str, key: &SessionKey) {
-    let sql = format!(
-        "UPDATE {} SET {column} = ? WHERE \"key\" = ?",
-        fixture.table
-    );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(json)
-        .bind(key.to_string())
-        .execute(fixture.store.pool())
-        .await
-        .unwrap();
-}
-
 mod file {
     use super::*;
 
@@ -77,7 +64,7 @@ mod file {
     }
 
     session_testkit::conformance_tests!(fixture().await.store);
-    sql_store_tests!();
+    sql_store_tests!("UPDATE {table} SET {column} = ? WHERE \"key\" = ?");
 }
 
 mod in_memory {
@@ -88,7 +75,7 @@ mod in_memory {
     }
 
     session_testkit::conformance_tests!(fixture().await.store);
-    sql_store_tests!();
+    sql_store_tests!("UPDATE {table} SET {column} = ? WHERE \"key\" = ?");
 }
 
 /// Sessions outlive the process that wrote them: a store opened again on the same

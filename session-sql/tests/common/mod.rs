@@ -90,6 +90,38 @@ pub struct Table {
     pub drop_with: Vec<String>,
 }
 
+impl Table {
+    /// A PostgreSQL table, dropped with `psql`.
+    pub fn postgres(name: String, url: &str) -> Self {
+        Self {
+            name,
+            drop_with: vec!["psql".into(), url.to_owned(), "-qc".into()],
+        }
+    }
+
+    /// A MySQL/MariaDB table, dropped with the `mysql` client (user, host and port
+    /// from `url`, database `test`).
+    pub async fn mysql(name: String, url: &str) -> Self {
+        let address = server_address(url).await;
+        let user = url
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split('@').next())
+            .unwrap();
+        Self {
+            name,
+            drop_with: vec![
+                "mysql".into(),
+                format!("-u{user}"),
+                format!("-h{}", address.ip()),
+                format!("-P{}", address.port()),
+                "test".into(),
+                "-e".into(),
+            ],
+        }
+    }
+}
+
 impl Drop for Table {
     fn drop(&mut self) {
         let (program, args) = self.drop_with.split_first().unwrap();

@@ -72,11 +72,27 @@ impl Visit for Statement {
 }
 
 /// The tests, for a test file that defines `fixture()` (a store in a table of the
-/// test's own, as a `Fixture` with fields `store` and `table`) and `set_column(&fixture,
-/// column, json, &key)` (overwrites a row's document with raw text).
+/// test's own, as a `Fixture` with fields `store` and `table`), given the dialect's
+/// statement that overwrites a row's document (`{table}`, `{column}`; binds the JSON
+/// text, then the key).
 #[allow(unused_macros)] // The fault tests share this module without these.
 macro_rules! sql_store_tests {
-    () => {
+    ($set_column:literal) => {
+        async fn set_column(
+            fixture: &Fixture,
+            column: &str,
+            json: &str,
+            key: &session_core::SessionKey,
+        ) {
+            let sql = format!($set_column, table = fixture.table, column = column);
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(json.to_owned())
+                .bind(key.to_string())
+                .execute(fixture.store.pool())
+                .await
+                .unwrap();
+        }
+
         async fn count_rows(fixture: &Fixture) -> i64 {
             let sql = format!("SELECT count(*) FROM {}", fixture.table);
             let (count,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
