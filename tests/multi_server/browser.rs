@@ -171,6 +171,20 @@ impl Browser {
         title.as_str().unwrap_or_default().to_owned()
     }
 
+    /// The title once a click's navigation has landed on `expected`, or the last one
+    /// seen after 5 s: a click returns when the event is dispatched, and a form's
+    /// POST and redirect may still be under way.
+    async fn title_after_click(&self, expected: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let title = self.title().await;
+            if title == expected || std::time::Instant::now() > deadline {
+                return title;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     async fn screenshot(&self, name: &str) -> PathBuf {
         let png = self
             .command(reqwest::Method::GET, "/screenshot", json!({}))
@@ -211,7 +225,10 @@ async fn a_browser_stays_logged_in_across_every_server() {
         .type_into("input[name=password]", "wonderland")
         .await;
     browser.click("button[type=submit]").await;
-    assert_eq!(browser.title().await, "Dashboard · admin");
+    assert_eq!(
+        browser.title_after_click("Dashboard · admin").await,
+        "Dashboard · admin"
+    );
     browser.screenshot("1-dashboard").await;
 
     let mut seen = std::collections::BTreeSet::new();
@@ -231,13 +248,19 @@ async fn a_browser_stays_logged_in_across_every_server() {
     browser.screenshot("2-dashboard-after-every-server").await;
 
     browser.click("a[href='/sessions']").await;
-    assert_eq!(browser.title().await, "Your sessions · admin");
+    assert_eq!(
+        browser.title_after_click("Your sessions · admin").await,
+        "Your sessions · admin"
+    );
     assert!(browser.text("#sessions").await.contains("(this one)"));
     browser.screenshot("3-sessions").await;
 
     browser.open(&format!("{site}/")).await;
     browser.click("form[action='/logout'] button").await;
-    assert_eq!(browser.title().await, "Log in · admin");
+    assert_eq!(
+        browser.title_after_click("Log in · admin").await,
+        "Log in · admin"
+    );
     browser.open(&format!("{site}/")).await;
     assert_eq!(
         browser.title().await,
