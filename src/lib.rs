@@ -34,6 +34,7 @@
 //! | `mysql` | no | [`MySqlStore`], a table in MySQL or MariaDB |
 //! | `sqlite` | no | [`SqliteStore`], a table in a SQLite file (bundled) or in memory |
 //! | `cookie` | no | [`CookieStore`], the whole session in an encrypted cookie |
+//! | `tiered` | no | [`TieredStore`], sessions cached in process in front of a central store, coherent across servers over Redis pub/sub |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use session_core::*;
@@ -62,3 +63,6 @@ pub use session_sql::SqliteStore;
     doc(cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite")))
 )]
 pub use session_sql::{sqlx, Cleanup, Dialect as SqlDialect, SqlStore};
+#[cfg(feature = "tiered")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tiered")))]
+pub use session_tiered::TieredStore;

@@ -9,7 +9,7 @@
 //! | --- | --- | --- |
 //! | `PORT` | `3000` | port to listen on (127.0.0.1) |
 //! | `SERVER_ID` | `server-1` | name shown on every page, to see which server answered |
-//! | `SESSION_STORE` | `memory` | where sessions live: `memory`; `redis://host:port` or `redis-cluster://host:port,…` (feature `redis`); `postgres://user@host/db` (feature `postgres`), `mysql://user@host/db` (feature `mysql`) or `sqlite://path` (feature `sqlite`; the file is created), table `sessions`, created at start; `cookie`: in the browser, encrypted (feature `cookie`) |
+//! | `SESSION_STORE` | `memory` | where sessions live: `memory`; `redis://host:port` or `redis-cluster://host:port,…` (feature `redis`); `postgres://user@host/db` (feature `postgres`), `mysql://user@host/db` (feature `mysql`) or `sqlite://path` (feature `sqlite`; the file is created), table `sessions`, created at start; `cookie`: in the browser, encrypted (feature `cookie`); `tiered+redis://host:port`: cached in each server, in front of that Redis, coherent over its pub/sub (feature `tiered`) |
 //! | `SESSION_KEY` | none | for `cookie`: keys of at least 32 random bytes in base64 (`head -c 32 /dev/urandom \| base64`), comma-separated; the first seals, all open |
 //! | `SESSION_EPOCHS` | none | for `cookie`: a server-side store (any `SESSION_STORE` value but `cookie`) for per-user epochs, so that "log out everywhere" and `MAX_SESSIONS_PER_USER=1` work |
 //! | `SECURE_COOKIE` | `0` | `1` marks the cookie `Secure` (use it behind HTTPS) |
@@ -133,6 +133,16 @@ async fn open_server_store(spec: &str) -> Result<Arc<dyn SessionStore>, BoxError
     if spec.starts_with("sqlite:") {
         return sql_store::<session_kit::sqlx::Sqlite>(spec).await;
     }
+    #[cfg(feature = "tiered")]
+    if let Some(url) = spec.strip_prefix("tiered+") {
+        // Sessions cached here, in front of the Redis every server shares, which
+        // also carries the invalidations.
+        let central = session_kit::RedisStore::connect(url).await?;
+        let store = session_kit::TieredStore::builder(central)
+            .connect(url, "session-kit:invalidate")
+            .await?;
+        return Ok(Arc::new(store));
+    }
     #[cfg(feature = "redis")]
     if let Some(nodes) = spec.strip_prefix("redis-cluster://") {
         let urls = nodes.split(',').map(|node| format!("redis://{node}"));
@@ -156,8 +166,11 @@ async fn open_server_store(spec: &str) -> Result<Arc<dyn SessionStore>, BoxError
     if cfg!(feature = "cookie") {
         supported.push("cookie");
     }
+    if cfg!(feature = "tiered") {
+        supported.push("tiered+redis://…");
+    }
     let supported = format!(
-        "{} (the features redis, postgres, mysql, sqlite and cookie add the others)",
+        "{} (the features redis, postgres, mysql, sqlite, cookie and tiered add the others)",
         supported.join(", ")
     );
     Err(

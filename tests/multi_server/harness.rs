@@ -24,7 +24,7 @@ fn admin_binary() -> &'static PathBuf {
                 "--example",
                 "admin",
                 "--features",
-                "redis,postgres,mysql,sqlite,cookie",
+                "redis,postgres,mysql,sqlite,cookie,tiered",
             ])
             .current_dir(&manifest)
             .status()

@@ -524,8 +524,20 @@ async fn sticky_routing_moves_users_when_a_server_is_added() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_holds_on_every_server() {
     let redis = OwnRedis::start();
-    let store = redis_store(&redis);
-    let servers = servers(&store, 3, &[]);
+    logout_holds(&redis_store(&redis)).await;
+}
+
+/// Scenario 5 with `TieredStore` (`SESSION_STORE=tiered+redis://…`): each server
+/// serves reads from its own cache, and the invalidation a logout publishes reaches
+/// the others before the next request does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_holds_on_every_server_with_the_tiered_store() {
+    let redis = OwnRedis::start();
+    logout_holds(&Store::Shared(format!("tiered+{}", redis.url()))).await;
+}
+
+async fn logout_holds(store: &Store) {
+    let servers = servers(store, 3, &[]);
     let urls: Vec<String> = servers.iter().map(AdminServer::url).collect();
 
     let mut user = User::new();
@@ -547,7 +559,7 @@ async fn logout_holds_on_every_server() {
             me.server
         );
     }
-    revocation_holds_on_every_server(&store, &[]).await;
+    revocation_holds_on_every_server(store, &[]).await;
 }
 
 /// The same with sessions in the cookie and per-user epochs in Redis: a plain logout

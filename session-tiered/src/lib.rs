@@ -1,0 +1,219 @@
+//! A tiered session store for session-kit: sessions cached in the process, in front of
+//! a central [`SessionStore`] that every server shares, kept coherent across servers
+//! by an invalidation channel (Redis pub/sub).
+//!
+//! - **Reads** of a cached session cost no round trip to the central store.
+//! - **Writes** go to the central store first; only once it has them does this
+//!   server drop its copy and publish the session's key, so that every other server
+//!   drops its copy too. A write is never acknowledged before the central store has
+//!   it.
+//! - **Coherence:** between a write's publication and its delivery (loopback: well
+//!   under a millisecond), another server may still serve its copy.
+//! - **Losing the channel** never leaves a server serving stale sessions: while its
+//!   subscription is down, the cache is flushed and bypassed (every read goes to the
+//!   central store), and it is flushed again once the subscription is back, since
+//!   messages sent in between were lost.
+//! - **Loads in flight** cannot put a stale copy back: every invalidation bumps a
+//!   generation, and a load only keeps what it read if no invalidation of its key
+//!   came while it was in flight.
+//!
+//! ```no_run
+//! # async fn run(central: impl session_core::SessionStore) -> Result<(), Box<dyn std::error::Error>> {
+//! use session_tiered::TieredStore;
+//!
+//! // `central`: the store every server shares, a `RedisStore` or a `PostgresStore`.
+//! let store = TieredStore::builder(central)
+//!     .with_capacity(100_000)
+//!     .connect("redis://127.0.0.1:6379", "sessions:invalidate")
+//!     .await?;
+//! let layer = session_core::SessionLayer::new(store);
+//! # let _ = layer;
+//! # Ok(()) }
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod channel;
+mod local;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use session_core::{
+    async_trait, Changes, Created, Meta, Record, Saved, SessionKey, SessionStore, StoreError,
+    Timestamp, UpdateFn, Updated, UserSession,
+};
+
+use channel::{Channel, Message};
+use local::Local;
+
+/// Sessions cached in process in front of a central store `S`; see the crate docs.
+pub struct TieredStore<S> {
+    inner: Arc<Inner<S>>,
+}
+
+struct Inner<S> {
+    central: S,
+    local: Arc<Local>,
+    channel: Channel,
+}
+
+impl<S> Clone for TieredStore<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S> fmt::Debug for TieredStore<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TieredStore")
+            .field("cached", &self.inner.local.len())
+            .field("coherent", &self.inner.local.is_coherent())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`TieredStore`].
+#[derive(Debug)]
+pub struct Builder<S> {
+    central: S,
+    capacity: u64,
+}
+
+impl<S: SessionStore> TieredStore<S> {
+    /// Starts configuring a tiered store in front of `central`.
+    pub fn builder(central: S) -> Builder<S> {
+        Builder {
+            central,
+            capacity: 100_000,
+        }
+    }
+
+    /// Whether the invalidation channel is subscribed, so that cached sessions are
+    /// served. While it is not, every read goes to the central store.
+    pub fn is_coherent(&self) -> bool {
+        self.inner.local.is_coherent()
+    }
+
+    /// After a write to `key` reached the central store: drop the local copy, then
+    /// tell the other servers.
+    async fn written(&self, key: &SessionKey) {
+        self.inner.local.invalidate(key);
+        self.inner.channel.publish(Message::Session(*key)).await;
+    }
+}
+
+impl<S: SessionStore> Builder<S> {
+    /// Keeps at most `entries` sessions in process (default 100,000); the least
+    /// useful go first (TinyLFU, as the `moka` crate evicts).
+    pub fn with_capacity(mut self, entries: u64) -> Self {
+        self.capacity = entries;
+        self
+    }
+
+    /// Connects the invalidation channel: Redis pub/sub on `channel` at `redis_url`
+    /// (one connection publishes, one subscribes). Waits up to two seconds for the
+    /// subscription, so that the store starts serving cached sessions; if Redis is not
+    /// reachable by then, the store starts bypassing its cache and keeps trying.
+    /// Must be called inside a tokio runtime.
+    pub async fn connect(
+        self,
+        redis_url: &str,
+        channel: &str,
+    ) -> Result<TieredStore<S>, StoreError> {
+        let local = Arc::new(Local::new(self.capacity));
+        let channel = Channel::connect(redis_url, channel, local.clone()).await?;
+        let store = TieredStore {
+            inner: Arc::new(Inner {
+                central: self.central,
+                local,
+                channel,
+            }),
+        };
+        store
+            .inner
+            .local
+            .wait_coherent(Duration::from_secs(2))
+            .await;
+        Ok(store)
+    }
+}
+
+#[async_trait]
+impl<S: SessionStore> SessionStore for TieredStore<S> {
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>, StoreError> {
+        let local = &self.inner.local;
+        let now = Timestamp::now();
+        if let Some(record) = local.get(key) {
+            if !record.meta.is_expired(now) {
+                return Ok(Some(record));
+            }
+            local.invalidate(key);
+            return Ok(None);
+        }
+        let generation = local.generation(key);
+        let loaded = self.inner.central.load(key).await?;
+        if let Some(record) = &loaded {
+            local.insert_if_current(key, record, generation);
+        }
+        Ok(loaded)
+    }
+
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created, StoreError> {
+        // Nothing is cached for a key that had no session: nothing to invalidate.
+        self.inner.central.create(key, record).await
+    }
+
+    async fn save(
+        &self,
+        key: &SessionKey,
+        changes: &Changes,
+        meta: &Meta,
+    ) -> Result<Saved, StoreError> {
+        let saved = self.inner.central.save(key, changes, meta).await?;
+        self.written(key).await;
+        Ok(saved)
+    }
+
+    async fn update(
+        &self,
+        key: &SessionKey,
+        field: &str,
+        f: &UpdateFn<'_>,
+        meta: &Meta,
+    ) -> Result<Updated, StoreError> {
+        let updated = self.inner.central.update(key, field, f, meta).await?;
+        if matches!(updated, Updated::Stored(_)) {
+            self.written(key).await;
+        }
+        Ok(updated)
+    }
+
+    async fn touch(&self, key: &SessionKey, meta: &Meta) -> Result<Saved, StoreError> {
+        let touched = self.inner.central.touch(key, meta).await?;
+        self.written(key).await;
+        Ok(touched)
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<(), StoreError> {
+        self.inner.central.delete(key).await?;
+        self.written(key).await;
+        Ok(())
+    }
+
+    async fn user_sessions(&self, user_id: &str) -> Result<Vec<UserSession>, StoreError> {
+        self.inner.central.user_sessions(user_id).await
+    }
+
+    async fn delete_user_sessions(&self, user_id: &str) -> Result<usize, StoreError> {
+        let deleted = self.inner.central.delete_user_sessions(user_id).await?;
+        self.inner.local.invalidate_user(user_id);
+        self.inner
+            .channel
+            .publish(Message::User(user_id.to_owned()))
+            .await;
+        Ok(deleted)
+    }
+}

@@ -1,0 +1,185 @@
+//! `TieredStore` over `RedisStore`, with Redis pub/sub as the invalidation channel:
+//! the conformance suite on the shared Redis (`REDIS_URL`, each test under its own
+//! prefix and channel), coherence between two stores as two servers would have them,
+//! and the loss of the channel on a redis-server of the test's own.
+
+#[path = "../../session-redis/tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use session_core::{Changes, Created, Meta, Record, SessionLayer, SessionStore, Timestamp};
+use session_redis::RedisStore;
+use session_testkit::{app, random_key, Client, InstrumentedStore};
+use session_tiered::TieredStore;
+
+async fn tiered<S: SessionStore>(central: S, url: &str, channel: &str) -> TieredStore<S> {
+    let store = TieredStore::builder(central)
+        .connect(url, channel)
+        .await
+        .expect("the channel connects");
+    assert!(store.is_coherent(), "not subscribed within 2 s");
+    store
+}
+
+fn channel() -> String {
+    format!("test:invalidate:{}", &session_testkit::random_token()[..16])
+}
+
+async fn store() -> TieredStore<RedisStore> {
+    tiered(
+        common::shared_store().await,
+        &common::redis_url(),
+        &channel(),
+    )
+    .await
+}
+
+session_testkit::conformance_tests!(store().await);
+
+fn record(data: serde_json::Value) -> Record {
+    let now = Timestamp::now();
+    Record {
+        data: data.as_object().unwrap().clone().into_iter().collect(),
+        meta: Meta::new(now, now.saturating_add(Duration::from_secs(600))),
+    }
+}
+
+fn set(key: &str, value: serde_json::Value) -> Changes {
+    Changes {
+        set: [(key.to_owned(), value)].into_iter().collect(),
+        ..Default::default()
+    }
+}
+
+/// Polls `load` until `expected`, for at most a second; returns how long it took.
+async fn until_loaded(
+    store: &impl SessionStore,
+    key: &session_core::SessionKey,
+    expected: Option<serde_json::Value>,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let loaded = store.load(key).await.unwrap();
+        let value = loaded.map(|record| json!(record.data.get("a").cloned()));
+        if value == expected {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "still {value:?}, not {expected:?}, after a second"
+        );
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
+/// A warm read-only request costs the central store nothing.
+#[tokio::test]
+async fn warm_reads_cost_no_central_round_trip() {
+    let central = InstrumentedStore::new(common::shared_store().await);
+    let store = tiered(central.clone(), &common::redis_url(), &channel()).await;
+    let app = app(SessionLayer::new(store), None);
+    let mut client = Client::new(&app);
+    client.post("/set/a/1").await;
+    assert_eq!(client.get("/get/a").await.body, "\"1\"");
+    central.reset_counts();
+    for _ in 0..100 {
+        assert_eq!(client.get("/get/a").await.body, "\"1\"");
+    }
+    assert_eq!(central.total(), 0, "warm reads reached the central store");
+    client.post("/set/a/2").await;
+    assert_eq!(client.get("/get/a").await.body, "\"2\"", "a stale read");
+}
+
+/// Two servers: what one writes or deletes, the other stops serving from its cache
+/// once the invalidation arrives (well within a second on loopback).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_on_one_server_reach_the_others_cache() {
+    let (central, _) = common::shared_store_with_prefix().await;
+    let channel = channel();
+    let a = tiered(central.clone(), &common::redis_url(), &channel).await;
+    let b = tiered(central.clone(), &common::redis_url(), &channel).await;
+    let key = random_key();
+    let mut first = record(json!({"a": 1}));
+    first.meta.user_id = Some(session_testkit::random_user());
+    assert_eq!(a.create(&key, &first).await.unwrap(), Created::Created);
+    until_loaded(&b, &key, Some(json!(1))).await; // cached on b now
+    let meta = first.meta.clone();
+    a.save(&key, &set("a", json!(2)), &meta).await.unwrap();
+    until_loaded(&b, &key, Some(json!(2))).await;
+    a.delete(&key).await.unwrap();
+    until_loaded(&b, &key, None).await;
+
+    // Log out everywhere: every cached session of the user goes.
+    let user = first.meta.user_id.clone().unwrap();
+    let keys = [random_key(), random_key()];
+    for key in &keys {
+        a.create(key, &first).await.unwrap();
+        until_loaded(&b, key, Some(json!(1))).await;
+    }
+    assert_eq!(a.delete_user_sessions(&user).await.unwrap(), 2);
+    for key in &keys {
+        until_loaded(&b, key, None).await;
+    }
+}
+
+/// The channel lost, on a redis-server of the test's own that carries only the
+/// channel: no server serves what it cached before, neither while the channel is down
+/// (every read goes to the central store) nor after it is back (the cache starts
+/// empty, since messages were lost in between).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_channel_never_serves_stale_sessions() {
+    let mut server = common::OwnRedis::start();
+    let central = InstrumentedStore::new(common::shared_store().await);
+    let store = tiered(central.clone(), &server.url(), "invalidate").await;
+    let key = random_key();
+    store.create(&key, &record(json!({"a": 1}))).await.unwrap();
+    until_loaded(&store, &key, Some(json!(1))).await;
+    let meta = central.load(&key).await.unwrap().unwrap().meta;
+    let unpublished = |value| {
+        let (central, meta) = (central.inner().clone(), meta.clone());
+        async move {
+            central
+                .save(&key, &set("a", json!(value)), &meta)
+                .await
+                .unwrap()
+        }
+    };
+    let wait_until = |coherent: bool| {
+        let store = store.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while store.is_coherent() != coherent && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            assert_eq!(store.is_coherent(), coherent, "still not so after 3 s");
+        }
+    };
+
+    // The subscription killed, and a write it would have announced made at once.
+    server.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    unpublished(2).await;
+    until_loaded(&store, &key, Some(json!(2))).await;
+    wait_until(true).await;
+
+    // The channel's server gone: reads bypass the cache.
+    server.kill();
+    wait_until(false).await;
+    unpublished(3).await;
+    central.reset_counts();
+    for _ in 0..5 {
+        until_loaded(&store, &key, Some(json!(3))).await;
+    }
+    assert_eq!(central.count("load"), 5, "reads did not bypass the cache");
+
+    // Back: a fresh cache serves again.
+    server.restart();
+    wait_until(true).await;
+    until_loaded(&store, &key, Some(json!(3))).await;
+    central.reset_counts();
+    for _ in 0..5 {
+        until_loaded(&store, &key, Some(json!(3))).await;
+    }
+    assert_eq!(central.count("load"), 0, "the cache is not serving again");
+}
