@@ -25,6 +25,8 @@ pub(crate) enum Lib {
     TowerSessionsPostgres,
     SessionKitSqlite,
     TowerSessionsSqlite,
+    SessionKitTiered,
+    TowerSessionsRedisMoka,
     SessionKitCookie,
     TowerSessionsCookie,
 }
@@ -42,7 +44,7 @@ pub(crate) enum Backend {
 }
 
 impl Lib {
-    pub(crate) const ALL: [Lib; 11] = [
+    pub(crate) const ALL: [Lib; 13] = [
         Lib::Bare,
         Lib::SessionKit,
         Lib::TowerSessions,
@@ -52,6 +54,8 @@ impl Lib {
         Lib::TowerSessionsPostgres,
         Lib::SessionKitSqlite,
         Lib::TowerSessionsSqlite,
+        Lib::SessionKitTiered,
+        Lib::TowerSessionsRedisMoka,
         Lib::SessionKitCookie,
         Lib::TowerSessionsCookie,
     ];
@@ -74,6 +78,8 @@ impl Lib {
             Lib::TowerSessionsPostgres => "tower-sessions-postgres",
             Lib::SessionKitSqlite => "session-kit-sqlite",
             Lib::TowerSessionsSqlite => "tower-sessions-sqlite",
+            Lib::SessionKitTiered => "session-kit-tiered",
+            Lib::TowerSessionsRedisMoka => "tower-sessions-redis-moka",
             Lib::SessionKitCookie => "session-kit-cookie",
             Lib::TowerSessionsCookie => "tower-sessions-cookie",
         }
@@ -82,7 +88,10 @@ impl Lib {
     pub(crate) fn backend(self) -> Backend {
         match self {
             Lib::Bare | Lib::SessionKit | Lib::TowerSessions => Backend::Memory,
-            Lib::SessionKitRedis | Lib::TowerSessionsRedis => Backend::Redis,
+            Lib::SessionKitRedis
+            | Lib::TowerSessionsRedis
+            | Lib::SessionKitTiered
+            | Lib::TowerSessionsRedisMoka => Backend::Redis,
             Lib::SessionKitPostgres | Lib::TowerSessionsPostgres => Backend::Postgres,
             Lib::SessionKitSqlite | Lib::TowerSessionsSqlite => Backend::Sqlite,
             Lib::SessionKitCookie | Lib::TowerSessionsCookie => Backend::Cookie,
@@ -138,6 +147,9 @@ macro_rules! tower_sessions_app {
             let value: Option<serde_json::Value> = session.get(&key).await.map_err(failed)?;
             Ok(value.map(|v| v.to_string()).unwrap_or_default())
         }
+        async fn logout(session: Session) -> Result<(), StatusCode> {
+            session.flush().await.map_err(failed)
+        }
 
         Router::new()
             .route("/read", get(read))
@@ -146,6 +158,7 @@ macro_rules! tower_sessions_app {
             .route("/incr", post(incr))
             .route("/slow-set/{key}", post(slow_set))
             .route("/get/{key}", get(get_key))
+            .route("/logout", post(logout))
             .layer($layer)
             .with_state(Counter::default())
     }};
@@ -169,7 +182,8 @@ const SLOW: Duration = Duration::from_millis(20);
 /// - `POST /login`: makes a session with a user;
 /// - `POST /incr`: adds one to a counter, each library in its own idiom;
 /// - `POST /slow-set/{key}`: reads the session, waits, sets `key`;
-/// - `GET /get/{key}`: the value of `key`, empty if absent.
+/// - `GET /get/{key}`: the value of `key`, empty if absent;
+/// - `POST /logout`: ends the session.
 pub(crate) async fn router(lib: Lib, url: Option<&str>) -> Result<Router, BoxError> {
     let url = || url.ok_or("this library needs --url for its store");
     Ok(match lib {
@@ -178,6 +192,25 @@ pub(crate) async fn router(lib: Lib, url: Option<&str>) -> Result<Router, BoxErr
         Lib::SessionKitRedis => {
             let store = session_kit::RedisStore::connect(url()?).await?;
             session_kit(store.with_prefix("bench:session-kit:"))
+        }
+        Lib::SessionKitTiered => {
+            let central = session_kit::RedisStore::connect(url()?).await?;
+            let store = session_kit::TieredStore::builder(central.with_prefix("bench:tiered:"))
+                .connect(url()?, "bench:invalidate")
+                .await?;
+            session_kit(store)
+        }
+        Lib::TowerSessionsRedisMoka => {
+            use tower_sessions_redis_store::fred::prelude::{ClientLike, Config};
+            let config = Config::from_url(url()?)?;
+            let client =
+                tower_sessions_redis_store::fred::prelude::Client::new(config, None, None, None);
+            client.init().await?;
+            let store = tower_sessions_014::CachingSessionStore::new(
+                tower_sessions_moka_store::MokaStore::new(Some(100_000)),
+                tower_sessions_redis_store::RedisStore::new(client),
+            );
+            tower_sessions_app!(tower_sessions_014, store)
         }
         Lib::TowerSessions => {
             tower_sessions_app!(tower_sessions, tower_sessions::MemoryStore::default())
@@ -277,6 +310,9 @@ fn session_kit(store: impl Into<session_kit::Backend>) -> Router {
         let value: Option<serde_json::Value> = session.get(&key).await?;
         Ok(value.map(|v| v.to_string()).unwrap_or_default())
     }
+    async fn logout(session: Session) {
+        session.destroy().await;
+    }
 
     let layer = SessionLayer::builder(store)
         .with_secure(false)
@@ -289,6 +325,7 @@ fn session_kit(store: impl Into<session_kit::Backend>) -> Router {
         .route("/incr", post(incr))
         .route("/slow-set/{key}", post(slow_set))
         .route("/get/{key}", get(get_key))
+        .route("/logout", post(logout))
         .layer(layer)
         .with_state(Counter::default())
 }

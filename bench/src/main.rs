@@ -12,6 +12,8 @@
 //! - `memory --lib L [--sessions N]`: heap bytes per live session, in a fresh process.
 //! - `concurrency --lib L [--url URL]`: the lost-update figures alone.
 //! - `commands --lib L --url URL`: Redis round trips and commands per request alone.
+//! - `coherence --lib L --url URL`: after a logout on one server, how long another
+//!   still serves the session (two servers in process on one Redis).
 
 mod apps;
 
@@ -357,18 +359,24 @@ fn run(store: &str, seconds: u64, cycles: usize) -> Result<(), BoxError> {
             Lib::TowerSessionsPostgres,
         ],
         "sqlite" => [Lib::Bare, Lib::SessionKitSqlite, Lib::TowerSessionsSqlite],
+        "tiered" => [
+            Lib::Bare,
+            Lib::SessionKitTiered,
+            Lib::TowerSessionsRedisMoka,
+        ],
         "cookie" => [Lib::Bare, Lib::SessionKitCookie, Lib::TowerSessionsCookie],
         other => {
-            return Err(
-                format!("--store {other:?}: memory, redis, postgres, sqlite or cookie").into(),
+            return Err(format!(
+                "--store {other:?}: memory, redis, postgres, sqlite, tiered or cookie"
             )
+            .into())
         }
     };
     let dir = std::env::temp_dir().join(format!("session-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let script = dir.join("cookies.lua");
     std::fs::write(&script, include_str!("../lua/cookies.lua"))?;
-    let redis = (store == "redis")
+    let redis = matches!(store, "redis" | "tiered")
         .then(|| OwnRedis::start(&dir))
         .transpose()?;
     let database = (store == "postgres")
@@ -482,6 +490,17 @@ fn run(store: &str, seconds: u64, cycles: usize) -> Result<(), BoxError> {
     }
     for lib in [kit_lib, peer_lib] {
         println!("{}", concurrency(lib, lib_url(lib).as_deref())?);
+    }
+    if store == "tiered" {
+        println!("\nCoherence: after a logout on server A, how long until server B refuses\n");
+        println!("| | p50 | p99 | max | still served after 1 s |");
+        println!("| --- | ---: | ---: | ---: | ---: |");
+        for lib in [kit_lib, peer_lib] {
+            println!(
+                "{}",
+                coherence(lib, store_url.as_deref().ok_or("no Redis")?)?
+            );
+        }
     }
     drop((redis, database));
     std::fs::remove_dir_all(&dir)?;
@@ -745,6 +764,61 @@ async fn send(app: &Router, method: &str, path: &str, cookie: &str) -> Result<St
     Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned())
 }
 
+/// The coherence window, in process: two servers of `lib` (each its own layer and
+/// cache) on one Redis. For each of `TRIALS` sessions, made on server A and read on
+/// server B (so that B has it cached), a logout on A; from the moment A's response
+/// is back, B is asked for the session until it refuses it. Percentiles of that
+/// wait, and how many sessions B still served after a second.
+fn coherence(lib: Lib, url: &str) -> Result<String, BoxError> {
+    const TRIALS: usize = 500;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let (a, b) = (router(lib, Some(url)).await?, router(lib, Some(url)).await?);
+        let mut waits = Vec::with_capacity(TRIALS);
+        let (mut still_served, mut tried) = (0, 0);
+        for cookie in make_sessions(&a, TRIALS).await? {
+            // A store that never drops other servers' copies would take a second a
+            // trial: twenty such say enough.
+            if still_served == 20 {
+                break;
+            }
+            tried += 1;
+            if send(&b, "GET", "/read", &cookie).await?.is_empty() {
+                return Err("server B does not see a session server A made".into());
+            }
+            send(&a, "POST", "/logout", &cookie).await?;
+            let logged_out = Instant::now();
+            loop {
+                if send(&b, "GET", "/read", &cookie).await?.is_empty() {
+                    waits.push(logged_out.elapsed().as_secs_f64() * 1e6);
+                    break;
+                }
+                if logged_out.elapsed() > Duration::from_secs(1) {
+                    still_served += 1;
+                    break;
+                }
+            }
+        }
+        let percentile = |waits: &mut Vec<f64>, p: f64| -> String {
+            if waits.is_empty() {
+                return "–".to_owned();
+            }
+            waits.sort_by(f64::total_cmp);
+            let index = ((waits.len() as f64 * p).ceil() as usize).clamp(1, waits.len()) - 1;
+            format!("{:.0} µs", waits[index])
+        };
+        Ok(format!(
+            "| {lib} | {} | {} | {} | {still_served} of {tried} |",
+            percentile(&mut waits, 0.5),
+            percentile(&mut waits, 0.99),
+            percentile(&mut waits, 1.0),
+        ))
+    })
+}
+
 /// Lost updates under concurrency, in process: 100 concurrent increments of one
 /// session, and 20 trials of two overlapping requests that set different keys.
 fn concurrency(lib: Lib, redis_url: Option<&str>) -> Result<String, BoxError> {
@@ -826,6 +900,11 @@ fn main() -> Result<(), BoxError> {
             println!("{}", commands_per_request(lib()?, url, port)?);
             Ok(())
         }
+        Some("coherence") => {
+            let url = flag(&args, "--url").ok_or("--url URL is required")?;
+            println!("{}", coherence(lib()?, url)?);
+            Ok(())
+        }
         Some("concurrency") => {
             println!("{}", concurrency(lib()?, flag(&args, "--url"))?);
             Ok(())
@@ -839,10 +918,11 @@ fn main() -> Result<(), BoxError> {
             flag(&args, "--sessions").unwrap_or("100000").parse()?,
         ),
         _ => Err(
-            "usage: session-bench run [--store memory|redis|postgres|sqlite|cookie] [--seconds N] [--cycles N] \
+            "usage: session-bench run [--store memory|redis|postgres|sqlite|tiered|cookie] [--seconds N] [--cycles N] \
              | serve --lib L --port P --cookies FILE [--url URL] \
              | memory --lib L [--sessions N] | in-process --lib L [--requests N] [--url URL] \
-             | concurrency --lib L [--url URL] | commands --lib L --url URL | seal"
+             | concurrency --lib L [--url URL] | commands --lib L --url URL \
+             | coherence --lib L --url URL | seal"
                 .into(),
         ),
     }

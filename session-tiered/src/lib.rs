@@ -2,7 +2,8 @@
 //! a central [`SessionStore`] that every server shares, kept coherent across servers
 //! by an invalidation channel (Redis pub/sub).
 //!
-//! - **Reads** of a cached session cost no round trip to the central store.
+//! - **Reads** of a cached session cost no round trip to the central store. A session
+//!   is cached when it is created here, or read here after a change.
 //! - **Writes** go to the central store first; only once it has them does this
 //!   server drop its copy and publish the session's key, so that every other server
 //!   drops its copy too. A write is never acknowledged before the central store has
@@ -162,8 +163,15 @@ impl<S: SessionStore> SessionStore for TieredStore<S> {
     }
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created, StoreError> {
-        // Nothing is cached for a key that had no session: nothing to invalidate.
-        self.inner.central.create(key, record).await
+        // A new session is cached as created, so the request after a login is warm.
+        // No other server has a copy of a key that had no session to drop.
+        let local = &self.inner.local;
+        let generation = local.generation(key);
+        let created = self.inner.central.create(key, record).await?;
+        if created == Created::Created {
+            local.insert_if_current(key, record, generation);
+        }
+        Ok(created)
     }
 
     async fn save(
