@@ -17,9 +17,10 @@ mod harness;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use common::{Cluster, OwnRedis};
-use harness::{AdminServer, Balance, Nginx, Store, User};
+use harness::{AdminServer, Balance, Me, Nginx, Store, User};
 use reqwest::StatusCode;
 
 const ALICE: (&str, &str) = ("alice", "wonderland");
@@ -524,19 +525,34 @@ async fn sticky_routing_moves_users_when_a_server_is_added() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_holds_on_every_server() {
     let redis = OwnRedis::start();
-    logout_holds(&redis_store(&redis)).await;
+    logout_holds(&redis_store(&redis), Duration::ZERO).await;
 }
 
 /// Scenario 5 with `TieredStore` (`SESSION_STORE=tiered+redis://…`): each server
-/// serves reads from its own cache, and the invalidation a logout publishes reaches
-/// the others before the next request does.
+/// serves reads from its own cache, and drops it when the invalidation a logout
+/// publishes arrives: within its coherence window (p99 3.6 ms measured on loopback;
+/// 50 ms allowed here, for a loaded CI machine), not before the response returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_holds_on_every_server_with_the_tiered_store() {
     let redis = OwnRedis::start();
-    logout_holds(&Store::Shared(format!("tiered+{}", redis.url()))).await;
+    let store = Store::Shared(format!("tiered+{}", redis.url()));
+    logout_holds(&store, Duration::from_millis(50)).await;
 }
 
-async fn logout_holds(store: &Store) {
+/// `user`'s session as `url` answers for it, asked again until it is refused or
+/// `window` has passed (once, for a window of zero).
+async fn refused_within(user: &User, url: &str, window: Duration) -> Me {
+    let deadline = std::time::Instant::now() + window;
+    loop {
+        let me = user.clone().me(url).await;
+        if me.status == StatusCode::UNAUTHORIZED || std::time::Instant::now() >= deadline {
+            return me;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn logout_holds(store: &Store, window: Duration) {
     let servers = servers(store, 3, &[]);
     let urls: Vec<String> = servers.iter().map(AdminServer::url).collect();
 
@@ -551,7 +567,7 @@ async fn logout_holds(store: &Store) {
         StatusCode::SEE_OTHER
     );
     for url in &urls {
-        let me = captured.clone().me(url).await;
+        let me = refused_within(&captured, url, window).await;
         assert_eq!(
             me.status,
             StatusCode::UNAUTHORIZED,
@@ -559,7 +575,7 @@ async fn logout_holds(store: &Store) {
             me.server
         );
     }
-    revocation_holds_on_every_server(store, &[]).await;
+    revocation_holds_on_every_server(store, &[], window).await;
 }
 
 /// The same with sessions in the cookie and per-user epochs in Redis: a plain logout
@@ -601,12 +617,12 @@ async fn cookie_sessions_are_revoked_by_user_epochs() {
             StatusCode::UNAUTHORIZED
         );
     }
-    revocation_holds_on_every_server(&store, &env).await;
+    revocation_holds_on_every_server(&store, &env, Duration::ZERO).await;
 }
 
 /// "Log out everywhere" from one server ends what the others serve; with a cap of
 /// one session per user, a login through server 2 ends the session server 1 served.
-async fn revocation_holds_on_every_server(store: &Store, env: &[(&str, &str)]) {
+async fn revocation_holds_on_every_server(store: &Store, env: &[(&str, &str)], window: Duration) {
     let servers = servers(store, 3, env);
     let urls: Vec<String> = servers.iter().map(AdminServer::url).collect();
     let mut devices: Vec<User> = Vec::new();
@@ -619,7 +635,7 @@ async fn revocation_holds_on_every_server(store: &Store, env: &[(&str, &str)]) {
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     for device in &devices {
         for url in &urls {
-            let me = device.clone().me(url).await;
+            let me = refused_within(device, url, window).await;
             assert_eq!(
                 me.status,
                 StatusCode::UNAUTHORIZED,
@@ -635,7 +651,7 @@ async fn revocation_holds_on_every_server(store: &Store, env: &[(&str, &str)]) {
     assert_eq!(first.me(&capped[0].url()).await.status, StatusCode::OK);
     let mut second = User::new();
     second.login(&capped[1].url(), ALICE.0, ALICE.1).await;
-    let me = first.me(&capped[0].url()).await;
+    let me = refused_within(&first, &capped[0].url(), window).await;
     assert_eq!(
         me.status,
         StatusCode::UNAUTHORIZED,
