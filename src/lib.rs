@@ -34,7 +34,7 @@
 //! | `mysql` | no | [`MySqlStore`], a table in MySQL or MariaDB |
 //! | `sqlite` | no | [`SqliteStore`], a table in a SQLite file (bundled) or in memory |
 //! | `cookie` | no | [`CookieStore`], the whole session in an encrypted cookie |
-//! | `tiered` | no | [`TieredStore`], sessions cached in process in front of a central store, coherent across servers over Redis pub/sub |
+//! | `tiered` | no | [`TieredStore`], sessions cached in process in front of a central store, coherent across servers over Redis pub/sub (or PostgreSQL `NOTIFY`, with `postgres`) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use session_core::*;

@@ -9,7 +9,7 @@
 //! | --- | --- | --- |
 //! | `PORT` | `3000` | port to listen on (127.0.0.1) |
 //! | `SERVER_ID` | `server-1` | name shown on every page, to see which server answered |
-//! | `SESSION_STORE` | `memory` | where sessions live: `memory`; `redis://host:port` or `redis-cluster://host:port,…` (feature `redis`); `postgres://user@host/db` (feature `postgres`), `mysql://user@host/db` (feature `mysql`) or `sqlite://path` (feature `sqlite`; the file is created), table `sessions`, created at start; `cookie`: in the browser, encrypted (feature `cookie`); `tiered+redis://host:port`: cached in each server, in front of that Redis, coherent over its pub/sub (feature `tiered`) |
+//! | `SESSION_STORE` | `memory` | where sessions live: `memory`; `redis://host:port` or `redis-cluster://host:port,…` (feature `redis`); `postgres://user@host/db` (feature `postgres`), `mysql://user@host/db` (feature `mysql`) or `sqlite://path` (feature `sqlite`; the file is created), table `sessions`, created at start; `cookie`: in the browser, encrypted (feature `cookie`); `tiered+redis://host:port` or `tiered+postgres://user@host/db`: cached in each server, in front of that Redis or PostgreSQL, coherent over its pub/sub or `NOTIFY` (feature `tiered`) |
 //! | `SESSION_KEY` | none | for `cookie`: keys of at least 32 random bytes in base64 (`head -c 32 /dev/urandom \| base64`), comma-separated; the first seals, all open |
 //! | `SESSION_EPOCHS` | none | for `cookie`: a server-side store (any `SESSION_STORE` value but `cookie`) for per-user epochs, so that "log out everywhere" and `MAX_SESSIONS_PER_USER=1` work |
 //! | `SECURE_COOKIE` | `0` | `1` marks the cookie `Secure` (use it behind HTTPS) |
@@ -133,6 +133,22 @@ async fn open_server_store(spec: &str) -> Result<Arc<dyn SessionStore>, BoxError
     if spec.starts_with("sqlite:") {
         return sql_store::<session_kit::sqlx::Sqlite>(spec).await;
     }
+    #[cfg(all(feature = "tiered", feature = "postgres"))]
+    if let Some(url) = spec.strip_prefix("tiered+postgres") {
+        // Sessions cached here, in front of a PostgreSQL table every server shares;
+        // the invalidations go through the same database's NOTIFY.
+        let url = format!("postgres{url}");
+        let mut central = session_kit::PostgresStore::connect(&url).await?;
+        if let Ok(table) = env::var("SESSION_TABLE") {
+            central = central.with_table(&table)?;
+        }
+        central.migrate().await?;
+        std::mem::forget(central.spawn_cleanup(std::time::Duration::from_secs(300)));
+        let store = session_kit::TieredStore::builder(central)
+            .connect_postgres(&url, "session_kit_invalidate")
+            .await?;
+        return Ok(Arc::new(store));
+    }
     #[cfg(feature = "tiered")]
     if let Some(url) = spec.strip_prefix("tiered+") {
         // Sessions cached here, in front of the Redis every server shares, which
@@ -168,6 +184,9 @@ async fn open_server_store(spec: &str) -> Result<Arc<dyn SessionStore>, BoxError
     }
     if cfg!(feature = "tiered") {
         supported.push("tiered+redis://…");
+        if cfg!(feature = "postgres") {
+            supported.push("tiered+postgres://…");
+        }
     }
     let supported = format!(
         "{} (the features redis, postgres, mysql, sqlite, cookie and tiered add the others)",

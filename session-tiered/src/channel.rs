@@ -1,12 +1,14 @@
-//! The invalidation channel over Redis pub/sub: a connection that publishes, and a
-//! task that keeps a subscription and applies what arrives to the local tier.
+//! The invalidation channel: a connection that publishes, and a task that keeps a
+//! subscription and applies what arrives to the local tier. Over Redis pub/sub, or
+//! PostgreSQL `LISTEN`/`NOTIFY` (feature `postgres`).
 
+use std::future::Future;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
-use session_core::{SessionKey, StoreError};
+use session_core::{BoxError, SessionKey, StoreError};
 use tokio::sync::oneshot;
 
 use crate::local::Local;
@@ -35,87 +37,135 @@ impl Message {
     }
 }
 
+enum Publisher {
+    Redis(ConnectionManager),
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::PgPool),
+}
+
 pub(crate) struct Channel {
-    publisher: ConnectionManager,
+    publisher: Publisher,
     name: String,
     /// Dropped with the store, which ends the subscriber task.
     _stop: oneshot::Sender<()>,
 }
 
 impl Channel {
-    pub(crate) async fn connect(
+    /// Redis pub/sub on `name`.
+    pub(crate) async fn redis(
         url: &str,
         name: &str,
-        local: Arc<Local>,
+        local: &Arc<Local>,
     ) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(StoreError::unavailable)?;
         let publisher = ConnectionManager::new(client.clone())
             .await
             .map_err(StoreError::unavailable)?;
+        let name = name.to_owned();
+        let subscription = {
+            let name = name.clone();
+            move |local: Weak<Local>| redis_subscription(client.clone(), name.clone(), local)
+        };
+        Ok(Self::start(
+            Publisher::Redis(publisher),
+            name,
+            local,
+            subscription,
+        ))
+    }
+
+    /// PostgreSQL `NOTIFY` on `name` (a channel name: letters, digits and `_`).
+    #[cfg(feature = "postgres")]
+    pub(crate) async fn postgres(
+        url: &str,
+        name: &str,
+        local: &Arc<Local>,
+    ) -> Result<Self, StoreError> {
+        let publisher = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect(url)
+            .await
+            .map_err(StoreError::unavailable)?;
+        let (url, name) = (url.to_owned(), name.to_owned());
+        let subscription = {
+            let name = name.clone();
+            move |local: Weak<Local>| postgres_subscription(url.clone(), name.clone(), local)
+        };
+        Ok(Self::start(
+            Publisher::Postgres(publisher),
+            name,
+            local,
+            subscription,
+        ))
+    }
+
+    fn start<F, Fut>(
+        publisher: Publisher,
+        name: String,
+        local: &Arc<Local>,
+        subscription: F,
+    ) -> Self
+    where
+        F: FnMut(Weak<Local>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
         let (stop, stopped) = oneshot::channel();
-        tokio::spawn(subscribe(
-            client,
-            name.to_owned(),
-            Arc::downgrade(&local),
+        tokio::spawn(keep_subscribed(
+            Arc::downgrade(local),
             stopped,
+            subscription,
         ));
-        Ok(Self {
+        Self {
             publisher,
-            name: name.to_owned(),
+            name,
             _stop: stop,
-        })
+        }
     }
 
     /// Tells the other servers. A failure is logged, not returned: the write it
     /// follows is in the central store already, and a server that cannot hear this
-    /// has lost its own subscription to the same Redis, so it is not serving copies.
+    /// has lost its own subscription to the same server, so it is not serving copies.
     pub(crate) async fn publish(&self, message: Message) {
-        let mut connection = self.publisher.clone();
-        let published: Result<i64, _> = redis::cmd("PUBLISH")
-            .arg(&self.name)
-            .arg(message.encode())
-            .query_async(&mut connection)
-            .await;
+        let payload = message.encode();
+        let published: Result<(), BoxError> = match &self.publisher {
+            Publisher::Redis(connection) => redis::cmd("PUBLISH")
+                .arg(&self.name)
+                .arg(payload)
+                .query_async::<i64>(&mut connection.clone())
+                .await
+                .map(drop)
+                .map_err(Into::into),
+            #[cfg(feature = "postgres")]
+            Publisher::Postgres(pool) => sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(&self.name)
+                .bind(payload)
+                .execute(pool)
+                .await
+                .map(drop)
+                .map_err(Into::into),
+        };
         if let Err(error) = published {
             tracing::warn!(%error, "session invalidation not published");
         }
     }
 }
 
-/// Keeps a subscription to `name` until the store is dropped: while subscribed, the
-/// local tier serves copies and drops those named by messages; whenever the
-/// subscription is lost, it stops serving and flushes, then subscribes again.
-async fn subscribe(
-    client: redis::Client,
-    name: String,
+/// Runs `subscription` (connect, subscribe, mark the tier subscribed, apply messages
+/// until the connection is lost) again and again until the store is dropped; whenever
+/// it ends, the tier stops serving and flushes.
+async fn keep_subscribed<F, Fut>(
     local: Weak<Local>,
     mut stopped: oneshot::Receiver<()>,
-) {
+    mut subscription: F,
+) where
+    F: FnMut(Weak<Local>) -> Fut,
+    Fut: Future<Output = Result<(), BoxError>>,
+{
     let retry = Duration::from_millis(100);
     loop {
-        let session = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&name).await?;
-            let Some(tier) = local.upgrade() else {
-                return Ok(());
-            };
-            tier.subscribed();
-            drop(tier);
-            let mut messages = pubsub.on_message();
-            while let Some(message) = messages.next().await {
-                let Some(tier) = local.upgrade() else {
-                    return Ok(());
-                };
-                match Message::decode(message.get_payload_bytes()) {
-                    Some(Message::Session(key)) => tier.invalidate(&key),
-                    Some(Message::User(user)) => tier.invalidate_user(&user),
-                    None => tracing::warn!("unreadable session invalidation ignored"),
-                }
-            }
-            Ok::<(), redis::RedisError>(())
-        };
         let outcome = tokio::select! {
-            outcome = session => outcome,
+            outcome = subscription(local.clone()) => outcome,
             _ = &mut stopped => return,
         };
         let Some(tier) = local.upgrade() else {
@@ -134,4 +184,62 @@ async fn subscribe(
             _ = &mut stopped => return,
         }
     }
+}
+
+/// Applies one message; `false` once the store is gone.
+fn apply(local: &Weak<Local>, payload: &[u8]) -> bool {
+    let Some(tier) = local.upgrade() else {
+        return false;
+    };
+    match Message::decode(payload) {
+        Some(Message::Session(key)) => tier.invalidate(&key),
+        Some(Message::User(user)) => tier.invalidate_user(&user),
+        None => tracing::warn!("unreadable session invalidation ignored"),
+    }
+    true
+}
+
+fn subscribed(local: &Weak<Local>) -> bool {
+    local.upgrade().map(|tier| tier.subscribed()).is_some()
+}
+
+async fn redis_subscription(
+    client: redis::Client,
+    name: String,
+    local: Weak<Local>,
+) -> Result<(), BoxError> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(&name).await?;
+    if !subscribed(&local) {
+        return Ok(());
+    }
+    let mut messages = pubsub.on_message();
+    while let Some(message) = messages.next().await {
+        if !apply(&local, message.get_payload_bytes()) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres_subscription(
+    url: String,
+    name: String,
+    local: Weak<Local>,
+) -> Result<(), BoxError> {
+    let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
+    // A lost connection is reported at once (`Ok(None)`), not mended behind our back:
+    // notifications sent meanwhile are lost, so the tier must flush first.
+    listener.eager_reconnect(false);
+    listener.listen(&name).await?;
+    if !subscribed(&local) {
+        return Ok(());
+    }
+    while let Some(notification) = listener.try_recv().await? {
+        if !apply(&local, notification.payload().as_bytes()) {
+            break;
+        }
+    }
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! A tiered session store for session-kit: sessions cached in the process, in front of
 //! a central [`SessionStore`] that every server shares, kept coherent across servers
-//! by an invalidation channel (Redis pub/sub).
+//! by an invalidation channel: Redis pub/sub, or PostgreSQL `LISTEN`/`NOTIFY` (feature
+//! `postgres`).
 //!
 //! - **Reads** of a cached session cost no round trip to the central store. A session
 //!   is cached when it is created here, or read here after a change.
@@ -125,20 +126,35 @@ impl<S: SessionStore> Builder<S> {
         channel: &str,
     ) -> Result<TieredStore<S>, StoreError> {
         let local = Arc::new(Local::new(self.capacity));
-        let channel = Channel::connect(redis_url, channel, local.clone()).await?;
-        let store = TieredStore {
+        let channel = Channel::redis(redis_url, channel, &local).await?;
+        Ok(self.finish(local, channel).await)
+    }
+
+    /// Connects the invalidation channel over PostgreSQL: `NOTIFY` on `channel` (a
+    /// plain identifier) through a small pool, `LISTEN` on a connection of its own;
+    /// for a central store in the same database. Waits for the subscription as
+    /// [`connect`](Self::connect) does.
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    pub async fn connect_postgres(
+        self,
+        postgres_url: &str,
+        channel: &str,
+    ) -> Result<TieredStore<S>, StoreError> {
+        let local = Arc::new(Local::new(self.capacity));
+        let channel = Channel::postgres(postgres_url, channel, &local).await?;
+        Ok(self.finish(local, channel).await)
+    }
+
+    async fn finish(self, local: Arc<Local>, channel: Channel) -> TieredStore<S> {
+        local.wait_coherent(Duration::from_secs(2)).await;
+        TieredStore {
             inner: Arc::new(Inner {
                 central: self.central,
                 local,
                 channel,
             }),
-        };
-        store
-            .inner
-            .local
-            .wait_coherent(Duration::from_secs(2))
-            .await;
-        Ok(store)
+        }
     }
 }
 

@@ -525,7 +525,7 @@ async fn sticky_routing_moves_users_when_a_server_is_added() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_holds_on_every_server() {
     let redis = OwnRedis::start();
-    logout_holds(&redis_store(&redis), Duration::ZERO).await;
+    logout_holds(&redis_store(&redis), &[], Duration::ZERO).await;
 }
 
 /// Scenario 5 with `TieredStore` (`SESSION_STORE=tiered+redis://…`): each server
@@ -536,7 +536,17 @@ async fn logout_holds_on_every_server() {
 async fn logout_holds_on_every_server_with_the_tiered_store() {
     let redis = OwnRedis::start();
     let store = Store::Shared(format!("tiered+{}", redis.url()));
-    logout_holds(&store, Duration::from_millis(50)).await;
+    logout_holds(&store, &[], Duration::from_millis(50)).await;
+}
+
+/// The same with `SESSION_STORE=tiered+postgres://…`: sessions in a PostgreSQL table,
+/// invalidations over the same database's `NOTIFY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_holds_on_every_server_with_the_tiered_store_on_postgres() {
+    let table = SqlTable::postgres();
+    let store = Store::Shared(format!("tiered+{}", table.url));
+    let env = [("SESSION_TABLE", table.name.as_str())];
+    logout_holds(&store, &env, Duration::from_millis(50)).await;
 }
 
 /// `user`'s session as `url` answers for it, asked again until it is refused or
@@ -552,8 +562,8 @@ async fn refused_within(user: &User, url: &str, window: Duration) -> Me {
     }
 }
 
-async fn logout_holds(store: &Store, window: Duration) {
-    let servers = servers(store, 3, &[]);
+async fn logout_holds(store: &Store, env: &[(&str, &str)], window: Duration) {
+    let servers = servers(store, 3, env);
     let urls: Vec<String> = servers.iter().map(AdminServer::url).collect();
 
     let mut user = User::new();
@@ -575,7 +585,7 @@ async fn logout_holds(store: &Store, window: Duration) {
             me.server
         );
     }
-    revocation_holds_on_every_server(store, &[], window).await;
+    revocation_holds_on_every_server(store, env, window).await;
 }
 
 /// The same with sessions in the cookie and per-user epochs in Redis: a plain logout

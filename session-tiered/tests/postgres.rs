@@ -1,0 +1,157 @@
+//! `TieredStore` over `PostgresStore`, with PostgreSQL `LISTEN`/`NOTIFY` as the
+//! invalidation channel, on the machine's PostgreSQL (`POSTGRES_URL`): each test in a
+//! temporary table of its own connection, on a channel of its own.
+
+#![cfg(feature = "postgres")]
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use session_core::{Changes, Meta, Record, SessionKey, SessionStore, Timestamp};
+use session_sql::sqlx::postgres::{PgPool, PgPoolOptions};
+use session_sql::PostgresStore;
+use session_testkit::{random_key, random_user, InstrumentedStore};
+use session_tiered::TieredStore;
+
+fn postgres_url() -> String {
+    std::env::var("POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// One connection that lives as long as the pool: its temporary table goes with it.
+async fn single_connection() -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect(&postgres_url())
+        .await
+        .expect("PostgreSQL on POSTGRES_URL; scripts/test starts it")
+}
+
+async fn central(pool: PgPool) -> PostgresStore {
+    let table = format!("pg_temp.sessions_{}", random_user().replace('-', "_"));
+    let store = PostgresStore::new(pool).with_table(&table).unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+fn channel() -> String {
+    format!("invalidate_{}", random_user().replace('-', "_"))
+}
+
+/// The channel's connections carry `application_name`, so that a test can end them.
+fn channel_url(name: &str) -> String {
+    format!("{}?application_name={name}", postgres_url())
+}
+
+async fn tiered<S: SessionStore>(central: S, channel: &str) -> TieredStore<S> {
+    let store = TieredStore::builder(central)
+        .connect_postgres(&channel_url(channel), channel)
+        .await
+        .expect("the channel connects");
+    assert!(store.is_coherent(), "not listening within 2 s");
+    store
+}
+
+async fn store() -> TieredStore<PostgresStore> {
+    tiered(central(single_connection().await).await, &channel()).await
+}
+
+session_testkit::conformance_tests!(store().await);
+
+fn record() -> Record {
+    let now = Timestamp::now();
+    Record {
+        data: [("a".to_owned(), json!(1))].into_iter().collect(),
+        meta: Meta::new(now, now.saturating_add(Duration::from_secs(600))),
+    }
+}
+
+fn set(value: i64) -> Changes {
+    Changes {
+        set: [("a".to_owned(), json!(value))].into_iter().collect(),
+        ..Default::default()
+    }
+}
+
+/// Polls `load` until the value of `a` is `expected`, for at most a second.
+async fn until_loaded(store: &impl SessionStore, key: &SessionKey, expected: Option<i64>) {
+    let started = Instant::now();
+    loop {
+        let loaded = store.load(key).await.unwrap();
+        let value = loaded.and_then(|record| record.data.get("a").and_then(|v| v.as_i64()));
+        if value == expected {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "still {value:?}, not {expected:?}, after a second"
+        );
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
+/// Two servers on one table: what one writes or deletes, the other stops serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_on_one_server_reach_the_others_cache() {
+    let central = central(single_connection().await).await;
+    let channel = channel();
+    let a = tiered(central.clone(), &channel).await;
+    let b = tiered(central.clone(), &channel).await;
+    let key = random_key();
+    let first = record();
+    a.create(&key, &first).await.unwrap();
+    until_loaded(&b, &key, Some(1)).await;
+    a.save(&key, &set(2), &first.meta).await.unwrap();
+    until_loaded(&b, &key, Some(2)).await;
+    a.delete(&key).await.unwrap();
+    until_loaded(&b, &key, None).await;
+}
+
+/// The listening connection ended by the server (`pg_terminate_backend`): no stale
+/// read, and the cache serves again once it listens anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_listener_never_serves_stale_sessions() {
+    let central = InstrumentedStore::new(central(single_connection().await).await);
+    let channel = channel();
+    let store = tiered(central.clone(), &channel).await;
+    let key = random_key();
+    let first = record();
+    store.create(&key, &first).await.unwrap();
+    until_loaded(&store, &key, Some(1)).await;
+
+    let admin = single_connection().await;
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(&channel)
+    .execute(&admin)
+    .await
+    .unwrap();
+    // A write the store cannot hear of, made at once.
+    central
+        .inner()
+        .save(&key, &set(2), &first.meta)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while store.is_coherent() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(!store.is_coherent(), "the lost listener went unnoticed");
+    until_loaded(&store, &key, Some(2)).await;
+
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !store.is_coherent() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(store.is_coherent(), "not listening again after 3 s");
+    until_loaded(&store, &key, Some(2)).await;
+    central.reset_counts();
+    for _ in 0..5 {
+        until_loaded(&store, &key, Some(2)).await;
+    }
+    assert_eq!(central.count("load"), 0, "the cache is not serving again");
+}
