@@ -201,14 +201,9 @@ pub(crate) async fn router(lib: Lib, url: Option<&str>) -> Result<Router, BoxErr
             session_kit(store)
         }
         Lib::TowerSessionsRedisMoka => {
-            use tower_sessions_redis_store::fred::prelude::{ClientLike, Config};
-            let config = Config::from_url(url()?)?;
-            let client =
-                tower_sessions_redis_store::fred::prelude::Client::new(config, None, None, None);
-            client.init().await?;
             let store = tower_sessions_014::CachingSessionStore::new(
                 tower_sessions_moka_store::MokaStore::new(Some(100_000)),
-                tower_sessions_redis_store::RedisStore::new(client),
+                tower_sessions_redis(url()?).await?,
             );
             tower_sessions_app!(tower_sessions_014, store)
         }
@@ -216,13 +211,7 @@ pub(crate) async fn router(lib: Lib, url: Option<&str>) -> Result<Router, BoxErr
             tower_sessions_app!(tower_sessions, tower_sessions::MemoryStore::default())
         }
         Lib::TowerSessionsRedis => {
-            use tower_sessions_redis_store::fred::prelude::{ClientLike, Config};
-            let config = Config::from_url(url()?)?;
-            let client =
-                tower_sessions_redis_store::fred::prelude::Client::new(config, None, None, None);
-            client.init().await?;
-            let store = tower_sessions_redis_store::RedisStore::new(client);
-            tower_sessions_app!(tower_sessions_014, store)
+            tower_sessions_app!(tower_sessions_014, tower_sessions_redis(url()?).await?)
         }
         Lib::SessionKitPostgres => {
             let store = session_kit::PostgresStore::connect(url()?).await?;
@@ -270,6 +259,19 @@ pub(crate) async fn router(lib: Lib, url: Option<&str>) -> Result<Router, BoxErr
             tower_sessions_app!(tower_sessions_014, layer = layer)
         }
     })
+}
+
+/// tower-sessions-redis-store's store, on a fred client connected to `url`.
+async fn tower_sessions_redis(
+    url: &str,
+) -> Result<
+    tower_sessions_redis_store::RedisStore<tower_sessions_redis_store::fred::prelude::Client>,
+    BoxError,
+> {
+    use tower_sessions_redis_store::fred::prelude::{Client, ClientLike, Config};
+    let client = Client::new(Config::from_url(url)?, None, None, None);
+    client.init().await?;
+    Ok(tower_sessions_redis_store::RedisStore::new(client))
 }
 
 fn bare() -> Router {
