@@ -101,6 +101,50 @@ impl std::hash::Hash for SessionKey {
     }
 }
 
+/// Hashes [`SessionKey`]s for a `HashMap` (or any map taking a `BuildHasher`) by
+/// their first eight bytes: keys are SHA-256 output, already uniform, so those bytes
+/// make a hash as good as any hasher would, for none of the work. Stores that keep
+/// sessions in process use it.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use session_core::{KeyHasher, SessionKey};
+///
+/// let mut sessions = HashMap::with_hasher(KeyHasher);
+/// let key = SessionKey::from_bytes([7; 32]);
+/// sessions.insert(key, "record");
+/// assert_eq!(sessions.get(&key), Some(&"record"));
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KeyHasher;
+
+impl std::hash::BuildHasher for KeyHasher {
+    type Hasher = KeyHash;
+
+    fn build_hasher(&self) -> KeyHash {
+        KeyHash(0)
+    }
+}
+
+/// The hasher [`KeyHasher`] builds.
+#[derive(Debug)]
+pub struct KeyHash(u64);
+
+impl std::hash::Hasher for KeyHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    /// Takes the first eight bytes of what it is given (`SessionKey` hashes as one
+    /// write of its 32 bytes).
+    fn write(&mut self, bytes: &[u8]) {
+        let mut first = [0u8; 8];
+        let n = bytes.len().min(8);
+        first[..n].copy_from_slice(&bytes[..n]);
+        self.0 ^= u64::from_le_bytes(first);
+    }
+}
+
 impl SessionKey {
     /// Parses the text form produced by `Display`, as a store reads it back.
     pub fn parse(text: &str) -> Option<Self> {

@@ -88,7 +88,7 @@ pub use error::{BoxError, ConfigError, SessionError, StoreError, StoreErrorKind}
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use extract::MissingSessionLayer;
 pub use future::ResponseFuture;
-pub use id::{SessionId, SessionKey};
+pub use id::{KeyHasher, SessionId, SessionKey};
 pub use layer::{SessionLayer, SessionLayerBuilder};
 pub use on_store_error::{DefaultOnStoreError, OnStoreError};
 pub use record::{Changes, Data, Expiry, Meta, Record, Timestamp};

@@ -16,15 +16,14 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use session_core::{
-    async_trait, Changes, Created, Meta, Record, Saved, SessionKey, SessionStore, StoreError,
-    Timestamp, UpdateFn, Updated, UserSession,
+    async_trait, Changes, Created, KeyHasher, Meta, Record, Saved, SessionKey, SessionStore,
+    StoreError, Timestamp, UpdateFn, Updated, UserSession,
 };
 
 /// An in-process session store.
@@ -142,35 +141,6 @@ impl Inner {
             self.unindex(user, key);
         }
         Some(record)
-    }
-}
-
-/// Session keys are SHA-256 output, already uniform: their first eight bytes make a
-/// hash as good as any hasher would, for none of the work.
-#[derive(Clone, Copy, Default)]
-struct KeyHasher;
-
-impl BuildHasher for KeyHasher {
-    type Hasher = KeyHash;
-
-    fn build_hasher(&self) -> KeyHash {
-        KeyHash(0)
-    }
-}
-
-struct KeyHash(u64);
-
-impl Hasher for KeyHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    /// Takes the first eight bytes of the key (`SessionKey` hashes as one write).
-    fn write(&mut self, bytes: &[u8]) {
-        let mut first = [0u8; 8];
-        let n = bytes.len().min(8);
-        first[..n].copy_from_slice(&bytes[..n]);
-        self.0 ^= u64::from_le_bytes(first);
     }
 }
 

@@ -47,7 +47,7 @@ use session_core::{
 };
 
 use channel::{Channel, Message};
-use local::Local;
+use local::{Bound, Local};
 
 /// Sessions cached in process in front of a central store `S`; see the crate docs.
 pub struct TieredStore<S> {
@@ -81,7 +81,7 @@ impl<S> fmt::Debug for TieredStore<S> {
 #[derive(Debug)]
 pub struct Builder<S> {
     central: S,
-    capacity: u64,
+    bound: Bound,
 }
 
 impl<S: SessionStore> TieredStore<S> {
@@ -89,7 +89,7 @@ impl<S: SessionStore> TieredStore<S> {
     pub fn builder(central: S) -> Builder<S> {
         Builder {
             central,
-            capacity: 100_000,
+            bound: Bound::Entries(100_000),
         }
     }
 
@@ -108,10 +108,21 @@ impl<S: SessionStore> TieredStore<S> {
 }
 
 impl<S: SessionStore> Builder<S> {
-    /// Keeps at most `entries` sessions in process (default 100,000); the least
-    /// useful go first (TinyLFU, as the `moka` crate evicts).
+    /// Keeps at most `entries` sessions in process (the default: 100,000). When the
+    /// cache is full, the least useful go first: sessions read once are evicted before
+    /// those read again (S3-FIFO, as the `quick_cache` crate evicts).
     pub fn with_capacity(mut self, entries: u64) -> Self {
-        self.capacity = entries;
+        self.bound = Bound::Entries(entries);
+        self
+    }
+
+    /// Keeps at most `bytes` of sessions in process, instead of a number of them; for
+    /// applications whose sessions differ much in size. A session's size is estimated
+    /// from its keys, values and metadata as they sit in memory (a session holding a
+    /// 1 KiB string weighs a little over 1 KiB); one larger than the whole bound is
+    /// never cached. Evicts as [`with_capacity`](Self::with_capacity) does.
+    pub fn with_max_bytes(mut self, bytes: u64) -> Self {
+        self.bound = Bound::Bytes(bytes);
         self
     }
 
@@ -125,7 +136,7 @@ impl<S: SessionStore> Builder<S> {
         redis_url: &str,
         channel: &str,
     ) -> Result<TieredStore<S>, StoreError> {
-        let local = Arc::new(Local::new(self.capacity));
+        let local = Arc::new(Local::new(self.bound));
         let channel = Channel::redis(redis_url, channel, &local).await?;
         Ok(self.finish(local, channel).await)
     }
@@ -141,7 +152,7 @@ impl<S: SessionStore> Builder<S> {
         postgres_url: &str,
         channel: &str,
     ) -> Result<TieredStore<S>, StoreError> {
-        let local = Arc::new(Local::new(self.capacity));
+        let local = Arc::new(Local::new(self.bound));
         let channel = Channel::postgres(postgres_url, channel, &local).await?;
         Ok(self.finish(local, channel).await)
     }
