@@ -1,6 +1,7 @@
-//! The invalidation channel: a connection that publishes, and a task that keeps a
-//! subscription and applies what arrives to the local tier. Over Redis pub/sub, or
-//! PostgreSQL `LISTEN`/`NOTIFY` (feature `postgres`).
+//! The invalidation channel: a connection that publishes, a task that keeps a
+//! subscription and applies what arrives to the local tier, and a task that sends
+//! strict mode's markers. Over Redis pub/sub, or PostgreSQL `LISTEN`/`NOTIFY` (feature
+//! `postgres`).
 
 use std::future::Future;
 use std::sync::{Arc, Weak};
@@ -9,9 +10,13 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 use session_core::{BoxError, SessionKey, StoreError};
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 use crate::local::Local;
+
+/// How long the marker task waits for a marker before it sends another; a read
+/// waiting for it gives up sooner (see `TieredStore::load`).
+const MARKER_LIMIT: Duration = Duration::from_secs(1);
 
 /// What changed elsewhere: one session, or every session of a user.
 pub(crate) enum Message {
@@ -37,17 +42,62 @@ impl Message {
     }
 }
 
+#[derive(Clone)]
 enum Publisher {
     Redis(ConnectionManager),
     #[cfg(feature = "postgres")]
     Postgres(sqlx::PgPool),
 }
 
+impl Publisher {
+    async fn publish(&self, channel: &str, payload: String) -> Result<(), BoxError> {
+        match self {
+            Publisher::Redis(connection) => redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async::<i64>(&mut connection.clone())
+                .await
+                .map(drop)
+                .map_err(Into::into),
+            #[cfg(feature = "postgres")]
+            Publisher::Postgres(pool) => sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(channel)
+                .bind(payload)
+                .execute(pool)
+                .await
+                .map(drop)
+                .map_err(Into::into),
+        }
+    }
+}
+
+/// The channels a subscription listens on: the shared one, and this server's own,
+/// where only its markers arrive.
+#[derive(Clone)]
+struct Names {
+    shared: String,
+    own: String,
+}
+
+impl Names {
+    /// `own` is the shared name with `separator` and 16 random hex digits; unknown to
+    /// any other server, so no one else's markers (or a forged one) arrive on it.
+    fn new(shared: &str, separator: &str) -> Result<Self, StoreError> {
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).map_err(|error| StoreError::unavailable(error.to_string()))?;
+        let suffix: String = random.iter().map(|byte| format!("{byte:02x}")).collect();
+        Ok(Self {
+            shared: shared.to_owned(),
+            own: format!("{shared}{separator}{suffix}"),
+        })
+    }
+}
+
 pub(crate) struct Channel {
     publisher: Publisher,
-    name: String,
-    /// Dropped with the store, which ends the subscriber task.
-    _stop: oneshot::Sender<()>,
+    names: Names,
+    /// Dropped with the store, which ends the subscriber and marker tasks.
+    _stop: watch::Sender<()>,
 }
 
 impl Channel {
@@ -61,20 +111,22 @@ impl Channel {
         let publisher = ConnectionManager::new(client.clone())
             .await
             .map_err(StoreError::unavailable)?;
-        let name = name.to_owned();
+        let names = Names::new(name, ":")?;
         let subscription = {
-            let name = name.clone();
-            move |local: Weak<Local>| redis_subscription(client.clone(), name.clone(), local)
+            let names = names.clone();
+            move |local: Weak<Local>| redis_subscription(client.clone(), names.clone(), local)
         };
         Ok(Self::start(
             Publisher::Redis(publisher),
-            name,
+            names,
             local,
             subscription,
         ))
     }
 
-    /// PostgreSQL `NOTIFY` on `name` (a channel name: letters, digits and `_`).
+    /// PostgreSQL `NOTIFY` on `name` (a channel name: letters, digits and `_`, at most
+    /// 46 of them, so that this server's own channel, 17 characters longer, is a valid
+    /// identifier too).
     #[cfg(feature = "postgres")]
     pub(crate) async fn postgres(
         url: &str,
@@ -87,14 +139,15 @@ impl Channel {
             .connect(url)
             .await
             .map_err(StoreError::unavailable)?;
-        let (url, name) = (url.to_owned(), name.to_owned());
+        let names = Names::new(name, "_")?;
+        let url = url.to_owned();
         let subscription = {
-            let name = name.clone();
-            move |local: Weak<Local>| postgres_subscription(url.clone(), name.clone(), local)
+            let names = names.clone();
+            move |local: Weak<Local>| postgres_subscription(url.clone(), names.clone(), local)
         };
         Ok(Self::start(
             Publisher::Postgres(publisher),
-            name,
+            names,
             local,
             subscription,
         ))
@@ -102,7 +155,7 @@ impl Channel {
 
     fn start<F, Fut>(
         publisher: Publisher,
-        name: String,
+        names: Names,
         local: &Arc<Local>,
         subscription: F,
     ) -> Self
@@ -110,15 +163,21 @@ impl Channel {
         F: FnMut(Weak<Local>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
     {
-        let (stop, stopped) = oneshot::channel();
+        let (stop, stopped) = watch::channel(());
         tokio::spawn(keep_subscribed(
             Arc::downgrade(local),
-            stopped,
+            stopped.clone(),
             subscription,
+        ));
+        tokio::spawn(send_markers(
+            local.clone(),
+            publisher.clone(),
+            names.own.clone(),
+            stopped,
         ));
         Self {
             publisher,
-            name,
+            names,
             _stop: stop,
         }
     }
@@ -127,26 +186,37 @@ impl Channel {
     /// follows is in the central store already, and a server that cannot hear this
     /// has lost its own subscription to the same server, so it is not serving copies.
     pub(crate) async fn publish(&self, message: Message) {
-        let payload = message.encode();
-        let published: Result<(), BoxError> = match &self.publisher {
-            Publisher::Redis(connection) => redis::cmd("PUBLISH")
-                .arg(&self.name)
-                .arg(payload)
-                .query_async::<i64>(&mut connection.clone())
-                .await
-                .map(drop)
-                .map_err(Into::into),
-            #[cfg(feature = "postgres")]
-            Publisher::Postgres(pool) => sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(&self.name)
-                .bind(payload)
-                .execute(pool)
-                .await
-                .map(drop)
-                .map_err(Into::into),
-        };
+        let published = self
+            .publisher
+            .publish(&self.names.shared, message.encode())
+            .await;
         if let Err(error) = published {
             tracing::warn!(%error, "session invalidation not published");
+        }
+    }
+}
+
+/// Sends strict mode's markers on this server's own channel, one at a time, as reads
+/// want them, until the store is dropped.
+async fn send_markers(
+    local: Arc<Local>,
+    publisher: Publisher,
+    own: String,
+    mut stopped: watch::Receiver<()>,
+) {
+    loop {
+        let number = tokio::select! {
+            number = local.barrier.next() => number,
+            _ = stopped.changed() => return,
+        };
+        if let Err(error) = publisher.publish(&own, format!("b{number}")).await {
+            // The reads waiting for it give up and load from the central store.
+            tracing::warn!(%error, "strict mode's marker not published");
+            continue;
+        }
+        tokio::select! {
+            () = local.barrier.arrival(number, MARKER_LIMIT) => {}
+            _ = stopped.changed() => return,
         }
     }
 }
@@ -156,7 +226,7 @@ impl Channel {
 /// it ends, the tier stops serving and flushes.
 async fn keep_subscribed<F, Fut>(
     local: Weak<Local>,
-    mut stopped: oneshot::Receiver<()>,
+    mut stopped: watch::Receiver<()>,
     mut subscription: F,
 ) where
     F: FnMut(Weak<Local>) -> Fut,
@@ -166,7 +236,7 @@ async fn keep_subscribed<F, Fut>(
     loop {
         let outcome = tokio::select! {
             outcome = subscription(local.clone()) => outcome,
-            _ = &mut stopped => return,
+            _ = stopped.changed() => return,
         };
         let Some(tier) = local.upgrade() else {
             return;
@@ -181,16 +251,23 @@ async fn keep_subscribed<F, Fut>(
         drop(tier);
         tokio::select! {
             _ = tokio::time::sleep(retry) => {}
-            _ = &mut stopped => return,
+            _ = stopped.changed() => return,
         }
     }
 }
 
-/// Applies one message; `false` once the store is gone.
-fn apply(local: &Weak<Local>, payload: &[u8]) -> bool {
+/// Applies one message that arrived on `channel`; `false` once the store is gone.
+fn apply(local: &Weak<Local>, names: &Names, channel: &str, payload: &[u8]) -> bool {
     let Some(tier) = local.upgrade() else {
         return false;
     };
+    if channel == names.own {
+        match marker_number(payload) {
+            Some(number) => tier.barrier.reached(number),
+            None => tracing::warn!("unreadable strict mode marker ignored"),
+        }
+        return true;
+    }
     match Message::decode(payload) {
         Some(Message::Session(key)) => tier.invalidate(&key),
         Some(Message::User(user)) => tier.invalidate_user(&user),
@@ -199,23 +276,32 @@ fn apply(local: &Weak<Local>, payload: &[u8]) -> bool {
     true
 }
 
+fn marker_number(payload: &[u8]) -> Option<u64> {
+    std::str::from_utf8(payload)
+        .ok()?
+        .strip_prefix('b')?
+        .parse()
+        .ok()
+}
+
 fn subscribed(local: &Weak<Local>) -> bool {
     local.upgrade().map(|tier| tier.subscribed()).is_some()
 }
 
 async fn redis_subscription(
     client: redis::Client,
-    name: String,
+    names: Names,
     local: Weak<Local>,
 ) -> Result<(), BoxError> {
     let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(&name).await?;
+    pubsub.subscribe(&[&names.shared, &names.own]).await?;
     if !subscribed(&local) {
         return Ok(());
     }
     let mut messages = pubsub.on_message();
     while let Some(message) = messages.next().await {
-        if !apply(&local, message.get_payload_bytes()) {
+        let channel = message.get_channel_name();
+        if !apply(&local, &names, channel, message.get_payload_bytes()) {
             break;
         }
     }
@@ -225,19 +311,22 @@ async fn redis_subscription(
 #[cfg(feature = "postgres")]
 async fn postgres_subscription(
     url: String,
-    name: String,
+    names: Names,
     local: Weak<Local>,
 ) -> Result<(), BoxError> {
     let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
     // A lost connection is reported at once (`Ok(None)`), not mended behind our back:
     // notifications sent meanwhile are lost, so the tier must flush first.
     listener.eager_reconnect(false);
-    listener.listen(&name).await?;
+    listener
+        .listen_all([names.shared.as_str(), names.own.as_str()])
+        .await?;
     if !subscribed(&local) {
         return Ok(());
     }
     while let Some(notification) = listener.try_recv().await? {
-        if !apply(&local, notification.payload().as_bytes()) {
+        let (channel, payload) = (notification.channel(), notification.payload());
+        if !apply(&local, &names, channel, payload.as_bytes()) {
             break;
         }
     }

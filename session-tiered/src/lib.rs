@@ -10,7 +10,10 @@
 //!   drops its copy too. A write is never acknowledged before the central store has
 //!   it.
 //! - **Coherence:** between a write's publication and its delivery (loopback: well
-//!   under a millisecond), another server may still serve its copy.
+//!   under a millisecond), another server may still serve its copy. In
+//!   [strict mode](Builder::strict) there is no such window: a read first waits for a
+//!   marker of its own to come back through the channel, one small round trip shared
+//!   by every read in flight.
 //! - **Losing the channel** never leaves a server serving stale sessions: while its
 //!   subscription is down, the cache is flushed and bypassed (every read goes to the
 //!   central store), and it is flushed again once the subscription is back, since
@@ -34,6 +37,7 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod barrier;
 mod channel;
 mod local;
 
@@ -58,7 +62,12 @@ struct Inner<S> {
     central: S,
     local: Arc<Local>,
     channel: Channel,
+    strict: bool,
 }
+
+/// How long a strict read waits for its marker before it loads from the central
+/// store instead; markers take well under a millisecond on a healthy channel.
+const STRICT_WAIT: Duration = Duration::from_millis(500);
 
 impl<S> Clone for TieredStore<S> {
     fn clone(&self) -> Self {
@@ -73,6 +82,7 @@ impl<S> fmt::Debug for TieredStore<S> {
         f.debug_struct("TieredStore")
             .field("cached", &self.inner.local.len())
             .field("coherent", &self.inner.local.is_coherent())
+            .field("strict", &self.inner.strict)
             .finish_non_exhaustive()
     }
 }
@@ -82,6 +92,7 @@ impl<S> fmt::Debug for TieredStore<S> {
 pub struct Builder<S> {
     central: S,
     bound: Bound,
+    strict: bool,
 }
 
 impl<S: SessionStore> TieredStore<S> {
@@ -90,6 +101,7 @@ impl<S: SessionStore> TieredStore<S> {
         Builder {
             central,
             bound: Bound::Entries(100_000),
+            strict: false,
         }
     }
 
@@ -97,6 +109,21 @@ impl<S: SessionStore> TieredStore<S> {
     /// served. While it is not, every read goes to the central store.
     pub fn is_coherent(&self) -> bool {
         self.inner.local.is_coherent()
+    }
+
+    /// The cached copy of `key`, if it may be served: in strict mode, only once the
+    /// channel has delivered every invalidation sent before this read began.
+    async fn cached(&self, key: &SessionKey) -> Option<Record> {
+        let local = &self.inner.local;
+        let record = local.get(key)?;
+        if !self.inner.strict {
+            return Some(record);
+        }
+        if local.barrier.pass(STRICT_WAIT).await {
+            local.get(key)
+        } else {
+            None
+        }
     }
 
     /// After a write to `key` reached the central store: drop the local copy, then
@@ -157,6 +184,20 @@ impl<S: SessionStore> Builder<S> {
         Ok(self.finish(local, channel).await)
     }
 
+    /// Strict mode: no coherence window at all. Before it serves a cached session, a
+    /// read waits until the channel has delivered every invalidation sent before the
+    /// read began, so a session logged out on any server (its response returned) is
+    /// refused by every server from then on. The check is a marker this server
+    /// publishes on a channel of its own and receives back: one small round trip to
+    /// the channel's server, cheaper than a load and shared by all the reads in
+    /// flight (one marker serves every read that began before it was sent). If the
+    /// marker does not come back within half a second, the read loads from the
+    /// central store.
+    pub fn strict(mut self) -> Self {
+        self.strict = true;
+        self
+    }
+
     async fn finish(self, local: Arc<Local>, channel: Channel) -> TieredStore<S> {
         local.wait_coherent(Duration::from_secs(2)).await;
         TieredStore {
@@ -164,6 +205,7 @@ impl<S: SessionStore> Builder<S> {
                 central: self.central,
                 local,
                 channel,
+                strict: self.strict,
             }),
         }
     }
@@ -173,13 +215,12 @@ impl<S: SessionStore> Builder<S> {
 impl<S: SessionStore> SessionStore for TieredStore<S> {
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>, StoreError> {
         let local = &self.inner.local;
-        let now = Timestamp::now();
-        if let Some(record) = local.get(key) {
-            if !record.meta.is_expired(now) {
+        if let Some(record) = self.cached(key).await {
+            if !record.meta.is_expired(Timestamp::now()) {
                 return Ok(Some(record));
             }
+            // Expired here; the central store knows whether it was extended meanwhile.
             local.invalidate(key);
-            return Ok(None);
         }
         let generation = local.generation(key);
         let loaded = self.inner.central.load(key).await?;

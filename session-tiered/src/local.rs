@@ -11,6 +11,8 @@ use session_core::serde_json::Value;
 use session_core::{KeyHasher, Record, SessionKey};
 use tokio::sync::Notify;
 
+use crate::barrier::Barrier;
+
 /// Generations are kept per stripe of keys, not per key: a bump may make a load of
 /// another key in the same stripe skip the cache once, which costs one round trip.
 const STRIPES: usize = 1024;
@@ -88,6 +90,8 @@ pub(crate) struct Local {
     generations: Box<[AtomicU64]>,
     coherent: AtomicBool,
     became_coherent: Notify,
+    /// Strict mode's sync point with the channel.
+    pub(crate) barrier: Barrier,
 }
 
 impl Local {
@@ -111,6 +115,7 @@ impl Local {
             generations: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             coherent: AtomicBool::new(false),
             became_coherent: Notify::new(),
+            barrier: Barrier::new(),
         }
     }
 

@@ -13,6 +13,8 @@ use session_sql::PostgresStore;
 use session_testkit::{random_key, random_user, InstrumentedStore};
 use session_tiered::TieredStore;
 
+mod strict;
+
 fn postgres_url() -> String {
     std::env::var("POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
@@ -108,6 +110,28 @@ async fn writes_on_one_server_reach_the_others_cache() {
     until_loaded(&b, &key, Some(2)).await;
     a.delete(&key).await.unwrap();
     until_loaded(&b, &key, None).await;
+}
+
+/// Strict mode: no coherence window. What one server acknowledged, another's next read
+/// reflects at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_reads_follow_every_acknowledged_write() {
+    let central = central(single_connection().await).await;
+    let b_central = InstrumentedStore::new(central.clone());
+    let channel = channel();
+    let strict = |central| {
+        let channel = channel.clone();
+        async move {
+            TieredStore::builder(central)
+                .strict()
+                .connect_postgres(&channel_url(&channel), &channel)
+                .await
+                .expect("the channel connects")
+        }
+    };
+    let a = strict(InstrumentedStore::new(central)).await;
+    let b = strict(b_central.clone()).await;
+    strict::reads_follow_every_acknowledged_write(&a, &b, &b_central).await;
 }
 
 /// The listening connection ended by the server (`pg_terminate_backend`): no stale

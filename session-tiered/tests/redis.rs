@@ -5,6 +5,7 @@
 
 #[path = "../../session-redis/tests/common/mod.rs"]
 mod common;
+mod strict;
 
 use std::time::{Duration, Instant};
 
@@ -127,6 +128,28 @@ async fn writes_on_one_server_reach_the_others_cache() {
     for key in &keys {
         until_loaded(&b, key, None).await;
     }
+}
+
+/// Strict mode: no coherence window. What one server acknowledged, another's next read
+/// reflects at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_reads_follow_every_acknowledged_write() {
+    let (central, _) = common::shared_store_with_prefix().await;
+    let b_central = InstrumentedStore::new(central.clone());
+    let channel = channel();
+    let strict = |central| {
+        let channel = channel.clone();
+        async move {
+            TieredStore::builder(central)
+                .strict()
+                .connect(&common::redis_url(), &channel)
+                .await
+                .expect("the channel connects")
+        }
+    };
+    let a = strict(InstrumentedStore::new(central)).await;
+    let b = strict(b_central.clone()).await;
+    strict::reads_follow_every_acknowledged_write(&a, &b, &b_central).await;
 }
 
 /// The channel lost, on a redis-server of the test's own that carries only the
