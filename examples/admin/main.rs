@@ -9,7 +9,7 @@
 //! | --- | --- | --- |
 //! | `PORT` | `3000` | port to listen on (127.0.0.1) |
 //! | `SERVER_ID` | `server-1` | name shown on every page, to see which server answered |
-//! | `SESSION_STORE` | `memory` | where sessions live: `memory`; `redis://host:port` or `redis-cluster://host:port,…` (feature `redis`); `postgres://user@host/db` (feature `postgres`), `mysql://user@host/db` (feature `mysql`) or `sqlite://path` (feature `sqlite`; the file is created), table `sessions`, created at start; `cookie`: in the browser, encrypted (feature `cookie`); `tiered+redis://host:port` or `tiered+postgres://user@host/db`: cached in each server, in front of that Redis or PostgreSQL, coherent over its pub/sub or `NOTIFY` (feature `tiered`) |
+//! | `SESSION_STORE` | `memory` | where sessions live: `memory`; `redis://host:port` or `redis-cluster://host:port,…` (feature `redis`); `postgres://user@host/db` (feature `postgres`), `mysql://user@host/db` (feature `mysql`) or `sqlite://path` (feature `sqlite`; the file is created), table `sessions`, created at start; `cookie`: in the browser, encrypted (feature `cookie`); `tiered+redis://host:port` or `tiered+postgres://user@host/db`: cached in each server, in front of that Redis or PostgreSQL, coherent over its pub/sub or `NOTIFY` (feature `tiered`); `tiered-strict+…` the same in strict mode, with no coherence window |
 //! | `SESSION_KEY` | none | for `cookie`: keys of at least 32 random bytes in base64 (`head -c 32 /dev/urandom \| base64`), comma-separated; the first seals, all open |
 //! | `SESSION_EPOCHS` | none | for `cookie`: a server-side store (any `SESSION_STORE` value but `cookie`) for per-user epochs, so that "log out everywhere" and `MAX_SESSIONS_PER_USER=1` work |
 //! | `SECURE_COOKIE` | `0` | `1` marks the cookie `Secure` (use it behind HTTPS) |
@@ -122,42 +122,28 @@ async fn open_server_store(spec: &str) -> Result<Arc<dyn SessionStore>, BoxError
     }
     #[cfg(feature = "postgres")]
     if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
-        return sql_store::<session_kit::sqlx::Postgres>(spec).await;
+        return Ok(Arc::new(
+            sql_store::<session_kit::sqlx::Postgres>(spec).await?,
+        ));
     }
     #[cfg(feature = "mysql")]
     if spec.starts_with("mysql://") || spec.starts_with("mariadb://") {
         let url = spec.replacen("mariadb://", "mysql://", 1);
-        return sql_store::<session_kit::sqlx::MySql>(&url).await;
+        return Ok(Arc::new(sql_store::<session_kit::sqlx::MySql>(&url).await?));
     }
     #[cfg(feature = "sqlite")]
     if spec.starts_with("sqlite:") {
-        return sql_store::<session_kit::sqlx::Sqlite>(spec).await;
-    }
-    #[cfg(all(feature = "tiered", feature = "postgres"))]
-    if let Some(url) = spec.strip_prefix("tiered+postgres") {
-        // Sessions cached here, in front of a PostgreSQL table every server shares;
-        // the invalidations go through the same database's NOTIFY.
-        let url = format!("postgres{url}");
-        let mut central = session_kit::PostgresStore::connect(&url).await?;
-        if let Ok(table) = env::var("SESSION_TABLE") {
-            central = central.with_table(&table)?;
-        }
-        central.migrate().await?;
-        std::mem::forget(central.spawn_cleanup(std::time::Duration::from_secs(300)));
-        let store = session_kit::TieredStore::builder(central)
-            .connect_postgres(&url, "session_kit_invalidate")
-            .await?;
-        return Ok(Arc::new(store));
+        return Ok(Arc::new(
+            sql_store::<session_kit::sqlx::Sqlite>(spec).await?,
+        ));
     }
     #[cfg(feature = "tiered")]
-    if let Some(url) = spec.strip_prefix("tiered+") {
-        // Sessions cached here, in front of the Redis every server shares, which
-        // also carries the invalidations.
-        let central = session_kit::RedisStore::connect(url).await?;
-        let store = session_kit::TieredStore::builder(central)
-            .connect(url, "session-kit:invalidate")
-            .await?;
-        return Ok(Arc::new(store));
+    if let Some(central) = spec.strip_prefix("tiered+") {
+        return tiered_store(central, false).await;
+    }
+    #[cfg(feature = "tiered")]
+    if let Some(central) = spec.strip_prefix("tiered-strict+") {
+        return tiered_store(central, true).await;
     }
     #[cfg(feature = "redis")]
     if let Some(nodes) = spec.strip_prefix("redis-cluster://") {
@@ -187,6 +173,7 @@ async fn open_server_store(spec: &str) -> Result<Arc<dyn SessionStore>, BoxError
         if cfg!(feature = "postgres") {
             supported.push("tiered+postgres://…");
         }
+        supported.push("tiered-strict+…");
     }
     let supported = format!(
         "{} (the features redis, postgres, mysql, sqlite, cookie and tiered add the others)",
@@ -198,19 +185,43 @@ async fn open_server_store(spec: &str) -> Result<Arc<dyn SessionStore>, BoxError
     )
 }
 
+/// Sessions cached in each server, in front of the Redis or PostgreSQL (`central`)
+/// every server shares, which also carries the invalidations: Redis pub/sub, or the
+/// same database's `NOTIFY`.
+#[cfg(feature = "tiered")]
+async fn tiered_store(central: &str, strict: bool) -> Result<Arc<dyn SessionStore>, BoxError> {
+    #[cfg(feature = "postgres")]
+    if central.starts_with("postgres://") || central.starts_with("postgresql://") {
+        let store = sql_store::<session_kit::sqlx::Postgres>(central).await?;
+        let builder = session_kit::TieredStore::builder(store);
+        let builder = if strict { builder.strict() } else { builder };
+        return Ok(Arc::new(
+            builder
+                .connect_postgres(central, "session_kit_invalidate")
+                .await?,
+        ));
+    }
+    let builder =
+        session_kit::TieredStore::builder(session_kit::RedisStore::connect(central).await?);
+    let builder = if strict { builder.strict() } else { builder };
+    Ok(Arc::new(
+        builder.connect(central, "session-kit:invalidate").await?,
+    ))
+}
+
 /// A SQL store on `url`, in `SESSION_TABLE` (default `sessions`), migrated, with
 /// expired rows deleted every five minutes for as long as the process lives.
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 async fn sql_store<DB: session_kit::SqlDialect>(
     url: &str,
-) -> Result<Arc<dyn SessionStore>, BoxError> {
+) -> Result<session_kit::SqlStore<DB>, BoxError> {
     let mut store = session_kit::SqlStore::<DB>::connect(url).await?;
     if let Ok(table) = env::var("SESSION_TABLE") {
         store = store.with_table(&table)?;
     }
     store.migrate().await?;
     std::mem::forget(store.spawn_cleanup(std::time::Duration::from_secs(300)));
-    Ok(Arc::new(store))
+    Ok(store)
 }
 
 fn app(layer: SessionLayer, server_id: String) -> Router {

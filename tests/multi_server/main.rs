@@ -549,6 +549,20 @@ async fn logout_holds_on_every_server_with_the_tiered_store_on_postgres() {
     logout_holds(&store, &env, Duration::from_millis(50)).await;
 }
 
+/// Scenario 5 with `TieredStore` in strict mode (`SESSION_STORE=tiered-strict+…`), over
+/// Redis and over PostgreSQL: no coherence window, so every server must refuse at
+/// once, as with the central stores alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_holds_on_every_server_with_the_strict_tiered_store() {
+    let redis = OwnRedis::start();
+    let store = Store::Shared(format!("tiered-strict+{}", redis.url()));
+    logout_holds(&store, &[], Duration::ZERO).await;
+    let table = SqlTable::postgres();
+    let store = Store::Shared(format!("tiered-strict+{}", table.url));
+    let env = [("SESSION_TABLE", table.name.as_str())];
+    logout_holds(&store, &env, Duration::ZERO).await;
+}
+
 /// `user`'s session as `url` answers for it, asked again until it is refused or
 /// `window` has passed (once, for a window of zero).
 async fn refused_within(user: &User, url: &str, window: Duration) -> Me {
