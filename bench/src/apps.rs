@@ -26,6 +26,8 @@ pub(crate) enum Lib {
     SessionKitSqlite,
     TowerSessionsSqlite,
     SessionKitTiered,
+    /// The tiered store in strict mode.
+    SessionKitTieredStrict,
     TowerSessionsRedisMoka,
     SessionKitCookie,
     TowerSessionsCookie,
@@ -44,7 +46,7 @@ pub(crate) enum Backend {
 }
 
 impl Lib {
-    pub(crate) const ALL: [Lib; 13] = [
+    pub(crate) const ALL: [Lib; 14] = [
         Lib::Bare,
         Lib::SessionKit,
         Lib::TowerSessions,
@@ -55,6 +57,7 @@ impl Lib {
         Lib::SessionKitSqlite,
         Lib::TowerSessionsSqlite,
         Lib::SessionKitTiered,
+        Lib::SessionKitTieredStrict,
         Lib::TowerSessionsRedisMoka,
         Lib::SessionKitCookie,
         Lib::TowerSessionsCookie,
@@ -79,6 +82,7 @@ impl Lib {
             Lib::SessionKitSqlite => "session-kit-sqlite",
             Lib::TowerSessionsSqlite => "tower-sessions-sqlite",
             Lib::SessionKitTiered => "session-kit-tiered",
+            Lib::SessionKitTieredStrict => "session-kit-tiered-strict",
             Lib::TowerSessionsRedisMoka => "tower-sessions-redis-moka",
             Lib::SessionKitCookie => "session-kit-cookie",
             Lib::TowerSessionsCookie => "tower-sessions-cookie",
@@ -91,6 +95,7 @@ impl Lib {
             Lib::SessionKitRedis
             | Lib::TowerSessionsRedis
             | Lib::SessionKitTiered
+            | Lib::SessionKitTieredStrict
             | Lib::TowerSessionsRedisMoka => Backend::Redis,
             Lib::SessionKitPostgres | Lib::TowerSessionsPostgres => Backend::Postgres,
             Lib::SessionKitSqlite | Lib::TowerSessionsSqlite => Backend::Sqlite,
@@ -171,6 +176,24 @@ macro_rules! tower_sessions_app {
     };
 }
 
+/// session-kit's `TieredStore` in front of its `RedisStore`, or of its `PostgresStore`
+/// for a `postgres://` URL, invalidated over the same server.
+async fn tiered(url: &str, strict: bool) -> Result<Router, BoxError> {
+    if url.starts_with("postgres") {
+        let central = session_kit::PostgresStore::connect(url).await?;
+        central.migrate().await?;
+        let builder = session_kit::TieredStore::builder(central);
+        let builder = if strict { builder.strict() } else { builder };
+        return Ok(session_kit(
+            builder.connect_postgres(url, "bench_invalidate").await?,
+        ));
+    }
+    let central = session_kit::RedisStore::connect(url).await?;
+    let builder = session_kit::TieredStore::builder(central.with_prefix("bench:tiered:"));
+    let builder = if strict { builder.strict() } else { builder };
+    Ok(session_kit(builder.connect(url, "bench:invalidate").await?))
+}
+
 /// How long `/slow-set` holds its request between reading and writing the session, so
 /// that two such requests overlap.
 const SLOW: Duration = Duration::from_millis(20);
@@ -193,13 +216,8 @@ pub(crate) async fn router(lib: Lib, url: Option<&str>) -> Result<Router, BoxErr
             let store = session_kit::RedisStore::connect(url()?).await?;
             session_kit(store.with_prefix("bench:session-kit:"))
         }
-        Lib::SessionKitTiered => {
-            let central = session_kit::RedisStore::connect(url()?).await?;
-            let store = session_kit::TieredStore::builder(central.with_prefix("bench:tiered:"))
-                .connect(url()?, "bench:invalidate")
-                .await?;
-            session_kit(store)
-        }
+        Lib::SessionKitTiered => tiered(url()?, false).await?,
+        Lib::SessionKitTieredStrict => tiered(url()?, true).await?,
         Lib::TowerSessionsRedisMoka => {
             let store = tower_sessions_014::CachingSessionStore::new(
                 tower_sessions_moka_store::MokaStore::new(Some(100_000)),

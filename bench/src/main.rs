@@ -344,27 +344,30 @@ struct Measured {
     rps: BTreeMap<Lib, Vec<f64>>,
     cpu: BTreeMap<Lib, Vec<f64>>,
     ratio_to_bare: BTreeMap<Lib, Vec<f64>>,
-    ratio_to_tower: Vec<f64>,
+    ratio_to_peer: BTreeMap<Lib, Vec<f64>>,
 }
 
-/// The load run: `libs[0]` is the bare router, `libs[1]` session-kit, `libs[2]` the
-/// peer; with a Redis server of the run's own when the store is Redis.
-fn run(store: &str, seconds: u64, cycles: usize) -> Result<(), BoxError> {
-    let libs = match store {
-        "memory" => [Lib::Bare, Lib::SessionKit, Lib::TowerSessions],
-        "redis" => [Lib::Bare, Lib::SessionKitRedis, Lib::TowerSessionsRedis],
-        "postgres" => [
+/// The load run: `libs[0]` is the bare router, the last the peer, and those in
+/// between session-kit's; with a Redis server of the run's own when the store is
+/// Redis.
+fn run(store: &str, seconds: u64, cycles: usize, only: Option<&str>) -> Result<(), BoxError> {
+    let mut libs = match store {
+        "memory" => vec![Lib::Bare, Lib::SessionKit, Lib::TowerSessions],
+        "redis" => vec![Lib::Bare, Lib::SessionKitRedis, Lib::TowerSessionsRedis],
+        "postgres" => vec![
             Lib::Bare,
             Lib::SessionKitPostgres,
             Lib::TowerSessionsPostgres,
         ],
-        "sqlite" => [Lib::Bare, Lib::SessionKitSqlite, Lib::TowerSessionsSqlite],
-        "tiered" => [
+        "sqlite" => vec![Lib::Bare, Lib::SessionKitSqlite, Lib::TowerSessionsSqlite],
+        "tiered" => vec![
             Lib::Bare,
             Lib::SessionKitTiered,
+            Lib::SessionKitTieredStrict,
+            Lib::SessionKitRedis,
             Lib::TowerSessionsRedisMoka,
         ],
-        "cookie" => [Lib::Bare, Lib::SessionKitCookie, Lib::TowerSessionsCookie],
+        "cookie" => vec![Lib::Bare, Lib::SessionKitCookie, Lib::TowerSessionsCookie],
         other => {
             return Err(format!(
                 "--store {other:?}: memory, redis, postgres, sqlite, tiered or cookie"
@@ -372,6 +375,13 @@ fn run(store: &str, seconds: u64, cycles: usize) -> Result<(), BoxError> {
             .into())
         }
     };
+    if let Some(names) = only {
+        // Libraries of the store's set, or the in-memory ones beside them.
+        libs = names.split(',').map(Lib::parse).collect::<Result<_, _>>()?;
+        if libs.len() < 3 || libs[0] != Lib::Bare {
+            return Err("--libs: bare, then session-kit's, then the peer".into());
+        }
+    }
     let dir = std::env::temp_dir().join(format!("session-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let script = dir.join("cookies.lua");
@@ -393,7 +403,8 @@ fn run(store: &str, seconds: u64, cycles: usize) -> Result<(), BoxError> {
 
     // All three servers run at once; only the one under load uses the CPU.
     let servers = libs
-        .into_iter()
+        .iter()
+        .copied()
         .enumerate()
         .map(|(i, lib)| Server::start(lib, 39_100 + i as u16, &dir, lib_url(lib).as_deref()))
         .collect::<Result<Vec<_>, _>>()?;
@@ -401,6 +412,8 @@ fn run(store: &str, seconds: u64, cycles: usize) -> Result<(), BoxError> {
         server.wait_ready()?;
     }
 
+    let (bare_lib, peer_lib) = (libs[0], libs[libs.len() - 1]);
+    let kits = &libs[1..libs.len() - 1];
     let mut results: BTreeMap<Scenario, Measured> = BTreeMap::new();
     for scenario in Scenario::ALL {
         let measured = results.entry(scenario).or_default();
@@ -417,7 +430,8 @@ fn run(store: &str, seconds: u64, cycles: usize) -> Result<(), BoxError> {
                 );
                 slices.insert(server.lib, slice);
             }
-            let bare = slices[&libs[0]].requests_per_second;
+            let bare = slices[&bare_lib].requests_per_second;
+            let peer = slices[&peer_lib].requests_per_second;
             for (lib, slice) in &slices {
                 measured
                     .rps
@@ -434,52 +448,85 @@ fn run(store: &str, seconds: u64, cycles: usize) -> Result<(), BoxError> {
                     .entry(*lib)
                     .or_default()
                     .push(slice.requests_per_second / bare);
+                if kits.contains(lib) {
+                    measured
+                        .ratio_to_peer
+                        .entry(*lib)
+                        .or_default()
+                        .push(slice.requests_per_second / peer);
+                }
             }
-            measured
-                .ratio_to_tower
-                .push(slices[&libs[1]].requests_per_second / slices[&libs[2]].requests_per_second);
         }
     }
     drop(servers);
 
-    let [bare_lib, kit_lib, peer_lib] = libs;
     println!(
         "{store} store: {cycles} cycles of {seconds} s slices per scenario, alternating; \
          wrk -t1 -c32; each server on one thread. Medians.\n"
     );
-    println!("| scenario | {bare_lib} req/s | {kit_lib} req/s | {peer_lib} req/s | {kit_lib} / bare | {peer_lib} / bare | {kit_lib} / {peer_lib} |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let served = &libs[1..];
+    let mut header = String::from("| scenario |");
+    for lib in &libs {
+        header += &format!(" {lib} req/s |");
+    }
+    for lib in served {
+        header += &format!(" {lib} / bare |");
+    }
+    for lib in kits {
+        header += &format!(" {lib} / {peer_lib} |");
+    }
+    println!("{header}");
+    println!(
+        "| --- |{}",
+        " ---: |".repeat(libs.len() + served.len() + kits.len())
+    );
     for (scenario, m) in &mut results {
-        let mut rps = |lib| median(m.rps.get_mut(&lib).expect("measured"));
-        let (bare, kit, tower) = (rps(bare_lib), rps(kit_lib), rps(peer_lib));
-        let mut ratio = |lib| median(m.ratio_to_bare.get_mut(&lib).expect("measured"));
-        let (kit_ratio, tower_ratio) = (ratio(kit_lib), ratio(peer_lib));
-        println!(
-            "| {scenario} | {bare:.0} | {kit:.0} | {tower:.0} | {kit_ratio:.2} | {tower_ratio:.2} | {:.2} |",
-            median(&mut m.ratio_to_tower)
-        );
+        let mut row = format!("| {scenario} |");
+        for lib in &libs {
+            row += &format!(" {:.0} |", median(m.rps.get_mut(lib).expect("measured")));
+        }
+        for lib in served {
+            row += &format!(
+                " {:.2} |",
+                median(m.ratio_to_bare.get_mut(lib).expect("measured"))
+            );
+        }
+        for lib in kits {
+            row += &format!(
+                " {:.2} |",
+                median(m.ratio_to_peer.get_mut(lib).expect("measured"))
+            );
+        }
+        println!("{row}");
     }
     println!("\nServer CPU time per request (µs, median):\n");
-    println!("| scenario | {bare_lib} | {kit_lib} | {peer_lib} |");
-    println!("| --- | ---: | ---: | ---: |");
+    println!(
+        "| scenario |{}",
+        libs.iter()
+            .map(|lib| format!(" {lib} |"))
+            .collect::<String>()
+    );
+    println!("| --- |{}", " ---: |".repeat(libs.len()));
     for (scenario, m) in &mut results {
-        let mut cpu = |lib| median(m.cpu.get_mut(&lib).expect("measured"));
-        let (bare, kit, tower) = (cpu(bare_lib), cpu(kit_lib), cpu(peer_lib));
-        println!("| {scenario} | {bare:.1} | {kit:.1} | {tower:.1} |");
+        let cpu: String = libs
+            .iter()
+            .map(|lib| format!(" {:.1} |", median(m.cpu.get_mut(lib).expect("measured"))))
+            .collect();
+        println!("| {scenario} |{cpu}");
     }
     println!();
     if store == "cookie" {
         print!("{}", seal_and_open()?);
     }
     if store == "memory" {
-        for lib in [kit_lib, peer_lib] {
+        for &lib in served {
             let output = Command::new(std::env::current_exe()?)
                 .args(["memory", "--lib", lib.name(), "--sessions", "100000"])
                 .output()?;
             print!("{}", String::from_utf8_lossy(&output.stdout));
         }
     }
-    for lib in [kit_lib, peer_lib] {
+    for &lib in served {
         match (&redis, &store_url) {
             (Some(redis), Some(url)) => println!("{}", commands_per_request(lib, url, redis.port)?),
             (None, Some(url)) if database.is_some() => {
@@ -488,18 +535,20 @@ fn run(store: &str, seconds: u64, cycles: usize) -> Result<(), BoxError> {
             _ => {}
         }
     }
-    for lib in [kit_lib, peer_lib] {
+    for &lib in served {
         println!("{}", concurrency(lib, lib_url(lib).as_deref())?);
     }
     if store == "tiered" {
         println!("\nCoherence: after a logout on server A, how long until server B refuses\n");
-        println!("| | p50 | p99 | max | still served after 1 s |");
-        println!("| --- | ---: | ---: | ---: | ---: |");
-        for lib in [kit_lib, peer_lib] {
-            println!(
-                "{}",
-                coherence(lib, store_url.as_deref().ok_or("no Redis")?)?
-            );
+        println!("| | channel | p50 | p99 | max | refused at once | still served after 1 s |");
+        println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+        let redis_url = store_url.as_deref().ok_or("no Redis")?;
+        for lib in [Lib::SessionKitTiered, Lib::SessionKitTieredStrict, peer_lib] {
+            println!("{}", coherence(lib, redis_url)?);
+        }
+        let database = BenchDatabase::create()?;
+        for lib in [Lib::SessionKitTiered, Lib::SessionKitTieredStrict] {
+            println!("{}", coherence(lib, &database.url)?);
         }
     }
     drop((redis, database));
@@ -778,7 +827,7 @@ fn coherence(lib: Lib, url: &str) -> Result<String, BoxError> {
     runtime.block_on(async {
         let (a, b) = (router(lib, Some(url)).await?, router(lib, Some(url)).await?);
         let mut waits = Vec::with_capacity(TRIALS);
-        let (mut still_served, mut tried) = (0, 0);
+        let (mut still_served, mut tried, mut at_once) = (0, 0, 0);
         for cookie in make_sessions(&a, TRIALS).await? {
             // A store that never drops other servers' copies would take a second a
             // trial: twenty such say enough.
@@ -791,9 +840,10 @@ fn coherence(lib: Lib, url: &str) -> Result<String, BoxError> {
             }
             send(&a, "POST", "/logout", &cookie).await?;
             let logged_out = Instant::now();
-            loop {
+            for attempt in 0.. {
                 if send(&b, "GET", "/read", &cookie).await?.is_empty() {
                     waits.push(logged_out.elapsed().as_secs_f64() * 1e6);
+                    at_once += usize::from(attempt == 0);
                     break;
                 }
                 if logged_out.elapsed() > Duration::from_secs(1) {
@@ -810,8 +860,13 @@ fn coherence(lib: Lib, url: &str) -> Result<String, BoxError> {
             let index = ((waits.len() as f64 * p).ceil() as usize).clamp(1, waits.len()) - 1;
             format!("{:.0} µs", waits[index])
         };
+        let channel = if url.starts_with("postgres") {
+            "PostgreSQL"
+        } else {
+            "Redis"
+        };
         Ok(format!(
-            "| {lib} | {} | {} | {} | {still_served} of {tried} |",
+            "| {lib} | {channel} | {} | {} | {} | {at_once} of {tried} | {still_served} of {tried} |",
             percentile(&mut waits, 0.5),
             percentile(&mut waits, 0.99),
             percentile(&mut waits, 1.0),
@@ -876,6 +931,7 @@ fn main() -> Result<(), BoxError> {
             flag(&args, "--store").unwrap_or("memory"),
             flag(&args, "--seconds").unwrap_or("2").parse()?,
             flag(&args, "--cycles").unwrap_or("9").parse()?,
+            flag(&args, "--libs"),
         ),
         Some("serve") => serve(
             lib()?,
@@ -918,7 +974,7 @@ fn main() -> Result<(), BoxError> {
             flag(&args, "--sessions").unwrap_or("100000").parse()?,
         ),
         _ => Err(
-            "usage: session-bench run [--store memory|redis|postgres|sqlite|tiered|cookie] [--seconds N] [--cycles N] \
+            "usage: session-bench run [--store memory|redis|postgres|sqlite|tiered|cookie] [--seconds N] [--cycles N] [--libs bare,L,…,PEER] \
              | serve --lib L --port P --cookies FILE [--url URL] \
              | memory --lib L [--sessions N] | in-process --lib L [--requests N] [--url URL] \
              | concurrency --lib L [--url URL] | commands --lib L --url URL \
