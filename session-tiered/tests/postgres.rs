@@ -117,9 +117,8 @@ async fn writes_on_one_server_reach_the_others_cache() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_reads_follow_every_acknowledged_write() {
     let central = central(single_connection().await).await;
-    let b_central = InstrumentedStore::new(central.clone());
     let channel = channel();
-    let strict = |central| {
+    strict::reads_follow_every_acknowledged_write(central, |central| {
         let channel = channel.clone();
         async move {
             TieredStore::builder(central)
@@ -128,10 +127,8 @@ async fn strict_reads_follow_every_acknowledged_write() {
                 .await
                 .expect("the channel connects")
         }
-    };
-    let a = strict(InstrumentedStore::new(central)).await;
-    let b = strict(b_central.clone()).await;
-    strict::reads_follow_every_acknowledged_write(&a, &b, &b_central).await;
+    })
+    .await;
 }
 
 /// The listening connection ended by the server (`pg_terminate_backend`): no stale

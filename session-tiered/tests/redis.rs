@@ -135,9 +135,8 @@ async fn writes_on_one_server_reach_the_others_cache() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_reads_follow_every_acknowledged_write() {
     let (central, _) = common::shared_store_with_prefix().await;
-    let b_central = InstrumentedStore::new(central.clone());
     let channel = channel();
-    let strict = |central| {
+    strict::reads_follow_every_acknowledged_write(central, |central| {
         let channel = channel.clone();
         async move {
             TieredStore::builder(central)
@@ -146,10 +145,8 @@ async fn strict_reads_follow_every_acknowledged_write() {
                 .await
                 .expect("the channel connects")
         }
-    };
-    let a = strict(InstrumentedStore::new(central)).await;
-    let b = strict(b_central.clone()).await;
-    strict::reads_follow_every_acknowledged_write(&a, &b, &b_central).await;
+    })
+    .await;
 }
 
 /// The channel lost, on a redis-server of the test's own that carries only the

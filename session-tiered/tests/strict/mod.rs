@@ -1,5 +1,6 @@
 //! Strict mode's promise, checked the same way over every channel.
 
+use std::future::Future;
 use std::time::Duration;
 
 use serde_json::json;
@@ -11,15 +12,24 @@ async fn value(store: &impl SessionStore, key: &SessionKey) -> Option<i64> {
     record.data.get("a").and_then(|value| value.as_i64())
 }
 
-/// Two strict servers, `a` and `b` (`b` over `b_central`): whatever `a` has
-/// acknowledged, `b`'s very next read reflects, with no pause in between: a change, a
-/// logout, and a log out everywhere, 100 times each. Warm reads on `b` still cost
-/// the central store nothing.
-pub(crate) async fn reads_follow_every_acknowledged_write<S: SessionStore>(
-    a: &impl SessionStore,
-    b: &impl SessionStore,
-    b_central: &InstrumentedStore<S>,
-) {
+/// Two strict servers over `central`, `a` and `b`, each made by `connect`: whatever
+/// `a` has acknowledged, `b`'s very next read reflects, with no pause in between: a
+/// change, a logout, and a log out everywhere, 100 times each. Warm reads on `b` still
+/// cost the central store nothing.
+pub(crate) async fn reads_follow_every_acknowledged_write<S, T, Fut>(
+    central: S,
+    connect: impl Fn(InstrumentedStore<S>) -> Fut,
+) where
+    S: SessionStore + Clone,
+    T: SessionStore,
+    Fut: Future<Output = T>,
+{
+    let b_central = InstrumentedStore::new(central.clone());
+    let (a, b) = (
+        connect(InstrumentedStore::new(central)).await,
+        connect(b_central.clone()).await,
+    );
+    let (a, b) = (&a, &b);
     for trial in 0..100 {
         let now = Timestamp::now();
         let user = random_user();
