@@ -7,6 +7,7 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use session_redis::RedisStore;
@@ -36,15 +37,22 @@ pub async fn shared_store_with_prefix() -> (RedisStore, String) {
 }
 
 /// A loopback port that nothing listens on, nor on the port 10,000 above it (the
-/// cluster bus).
+/// cluster bus). Both lie below the kernel's ephemeral range (32768 and up), so no
+/// outgoing connection of a test running beside this one can take the port between
+/// now and the server's bind, as one did when ports came from binding port 0; and a
+/// process never hands out the same port twice.
 pub fn free_port() -> u16 {
+    const FIRST: u16 = 12_000;
+    const COUNT: u16 = 10_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Test binaries run one after another: a start that differs per process keeps
+    // one from reusing ports a previous one may not have released yet.
+    let start = (std::process::id() % u32::from(COUNT)) as u16;
+    let _ = NEXT.compare_exchange(0, start + 1, Ordering::SeqCst, Ordering::SeqCst);
     loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+        let port = FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % COUNT;
+        let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free(port) && free(port + 10_000) {
             return port;
         }
     }
