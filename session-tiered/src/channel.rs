@@ -18,6 +18,10 @@ use crate::local::Local;
 /// waiting for it gives up sooner (see `TieredStore::load`).
 const MARKER_LIMIT: Duration = Duration::from_secs(1);
 
+/// The longest identifier PostgreSQL keeps whole, in bytes.
+#[cfg(feature = "postgres")]
+const POSTGRES_IDENTIFIER_MAX: usize = 63;
+
 /// What changed elsewhere: one session, or every session of a user.
 pub(crate) enum Message {
     Session(SessionKey),
@@ -133,13 +137,21 @@ impl Channel {
         name: &str,
         local: &Arc<Local>,
     ) -> Result<Self, StoreError> {
+        let names = Names::new(name, "_")?;
+        // PostgreSQL cuts longer identifiers short on `LISTEN` but refuses them in
+        // `pg_notify`: the two would never meet.
+        if names.own.len() > POSTGRES_IDENTIFIER_MAX {
+            return Err(StoreError::new(
+                session_core::StoreErrorKind::Other,
+                format!("the channel name {name:?} is longer than 46 bytes"),
+            ));
+        }
         let publisher = sqlx::postgres::PgPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(Duration::from_secs(2))
             .connect(url)
             .await
             .map_err(StoreError::unavailable)?;
-        let names = Names::new(name, "_")?;
         let url = url.to_owned();
         let subscription = {
             let names = names.clone();

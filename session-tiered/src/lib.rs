@@ -115,11 +115,12 @@ impl<S: SessionStore> TieredStore<S> {
     /// channel has delivered every invalidation sent before this read began.
     async fn cached(&self, key: &SessionKey) -> Option<Record> {
         let local = &self.inner.local;
-        let record = local.get(key)?;
         if !self.inner.strict {
-            return Some(record);
+            return local.get(key);
         }
-        if local.barrier.pass(STRICT_WAIT).await {
+        // Only a session cached now is worth a marker; what the marker lets through
+        // is taken after it.
+        if local.holds(key) && local.barrier.pass(STRICT_WAIT).await {
             local.get(key)
         } else {
             None

@@ -127,6 +127,11 @@ impl Local {
         self.cache.get(key).map(|cached| cached.record)
     }
 
+    /// Whether a copy of `key` would be served now, without taking it out.
+    pub(crate) fn holds(&self, key: &SessionKey) -> bool {
+        self.is_coherent() && self.cache.contains_key(key)
+    }
+
     /// The generation of `key`'s stripe, read before a load from the central store.
     pub(crate) fn generation(&self, key: &SessionKey) -> u64 {
         self.stripe(key).load(Ordering::Acquire)

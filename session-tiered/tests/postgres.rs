@@ -176,3 +176,21 @@ async fn a_lost_listener_never_serves_stale_sessions() {
     }
     assert_eq!(central.count("load"), 0, "the cache is not serving again");
 }
+
+/// A channel name PostgreSQL would cut short is refused up front, rather than
+/// leaving strict reads waiting for markers that can never be published.
+#[tokio::test]
+async fn a_channel_name_too_long_for_postgres_is_refused() {
+    let central = central(single_connection().await).await;
+    let name = "c".repeat(47);
+    let refused = TieredStore::builder(central.clone())
+        .connect_postgres(&postgres_url(), &name)
+        .await;
+    assert!(refused.is_err(), "a 47-byte channel name was taken");
+    let longest = "c".repeat(46);
+    let store = TieredStore::builder(central)
+        .connect_postgres(&postgres_url(), &longest)
+        .await
+        .expect("a 46-byte channel name is taken");
+    assert!(store.is_coherent());
+}
