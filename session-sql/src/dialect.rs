@@ -166,3 +166,26 @@ pub(crate) fn path_save_query<DB: sealed::Dialect>(
         .bind(text(save.key.to_string()))
         .bind(int(save.now))
 }
+
+/// The dialect steps that read the same for every database: sqlx provides each of them
+/// per database, not as a bound the generic store could name, so every dialect
+/// restates them; this writes them once. Arguments: the database's query result and
+/// connection types.
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+macro_rules! sqlx_executors {
+    ($result:ty, $connection:ty) => {
+        fn rows_affected(result: &$result) -> u64 {
+            result.rows_affected()
+        }
+
+        fn on_pool(pool: &sqlx::Pool<Self>) -> impl sqlx::Executor<'_, Database = Self> {
+            pool
+        }
+
+        fn on_connection(connection: &mut $connection) -> impl sqlx::Executor<'_, Database = Self> {
+            connection
+        }
+    };
+}
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+pub(crate) use sqlx_executors;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use sqlx::mysql::{MySql, MySqlPoolOptions, MySqlQueryResult};
 use sqlx::query::Query;
 use sqlx::query::QueryAs;
-use sqlx::{AssertSqlSafe, Executor, Pool};
+use sqlx::{AssertSqlSafe, Pool};
 
 use crate::dialect::{path_save_query, sealed, Save, Statements};
 
@@ -91,19 +91,7 @@ impl sealed::Dialect for MySql {
         path_save_query(&statements.table, "`key`", value, save)
     }
 
-    fn rows_affected(result: &MySqlQueryResult) -> u64 {
-        result.rows_affected()
-    }
-
-    fn on_pool(pool: &Pool<Self>) -> impl Executor<'_, Database = Self> {
-        pool
-    }
-
-    fn on_connection(
-        connection: &mut sqlx::mysql::MySqlConnection,
-    ) -> impl Executor<'_, Database = Self> {
-        connection
-    }
+    crate::dialect::sqlx_executors!(MySqlQueryResult, sqlx::mysql::MySqlConnection);
 
     async fn connect(url: &str) -> Result<Pool<Self>, sqlx::Error> {
         MySqlPoolOptions::new()

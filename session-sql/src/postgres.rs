@@ -6,7 +6,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgPoolOptions, PgQueryResult, Postgres};
 use sqlx::query::Query;
 use sqlx::query::QueryAs;
-use sqlx::{AssertSqlSafe, Executor, Pool};
+use sqlx::{AssertSqlSafe, Pool};
 
 use crate::dialect::{sealed, Save, Statements};
 
@@ -111,19 +111,7 @@ impl sealed::Dialect for Postgres {
             .bind(save.now)
     }
 
-    fn rows_affected(result: &PgQueryResult) -> u64 {
-        result.rows_affected()
-    }
-
-    fn on_pool(pool: &Pool<Self>) -> impl Executor<'_, Database = Self> {
-        pool
-    }
-
-    fn on_connection(
-        connection: &mut sqlx::postgres::PgConnection,
-    ) -> impl Executor<'_, Database = Self> {
-        connection
-    }
+    crate::dialect::sqlx_executors!(PgQueryResult, sqlx::postgres::PgConnection);
 
     async fn connect(url: &str) -> Result<Pool<Self>, sqlx::Error> {
         PgPoolOptions::new()

@@ -9,7 +9,7 @@ use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult,
     SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Executor, Pool};
+use sqlx::{AssertSqlSafe, Pool};
 
 use crate::dialect::{path_save_query, sealed, Save, Statements};
 
@@ -110,19 +110,7 @@ impl sealed::Dialect for Sqlite {
         path_save_query(&statements.table, "\"key\"", "json(?)", save)
     }
 
-    fn rows_affected(result: &SqliteQueryResult) -> u64 {
-        result.rows_affected()
-    }
-
-    fn on_pool(pool: &Pool<Self>) -> impl Executor<'_, Database = Self> {
-        pool
-    }
-
-    fn on_connection(
-        connection: &mut sqlx::sqlite::SqliteConnection,
-    ) -> impl Executor<'_, Database = Self> {
-        connection
-    }
+    crate::dialect::sqlx_executors!(SqliteQueryResult, sqlx::sqlite::SqliteConnection);
 
     async fn connect(url: &str) -> Result<Pool<Self>, sqlx::Error> {
         let options = SqliteConnectOptions::from_str(url)?
