@@ -29,11 +29,18 @@ local function reindex(index, member, score, create)
 end
 "#;
 
-/// Writes `ARGV[from..]` (field/value pairs) in as few `HSET` calls as Lua's stack
-/// allows: each `redis.call` costs, and a session rarely has more fields than fit one.
+/// Writes the expiry `e` (`ARGV[1]`), the metadata `m` (`ARGV[2]`), the user `u` when
+/// given, and the field/value pairs `ARGV[from..]`, in one `HSET` unless the pairs
+/// outgrow what Lua's stack takes at once (8,000 values): each `redis.call` costs.
 const HSET_FUNCTION: &str = r#"
-local function hset_pairs(key, from)
-  for i = from, #ARGV, 4000 do
+local function hset_record(key, from, user)
+  local last = math.min(from + 3993, #ARGV)
+  if user then
+    redis.call('HSET', key, 'e', ARGV[1], 'm', ARGV[2], 'u', user, unpack(ARGV, from, last))
+  else
+    redis.call('HSET', key, 'e', ARGV[1], 'm', ARGV[2], unpack(ARGV, from, last))
+  end
+  for i = last + 1, #ARGV, 4000 do
     redis.call('HSET', key, unpack(ARGV, i, math.min(i + 3999, #ARGV)))
   end
 end
@@ -45,12 +52,7 @@ const CREATE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
-if ARGV[3] ~= '' then
-  redis.call('HSET', KEYS[1], 'e', ARGV[1], 'm', ARGV[2], 'u', ARGV[3])
-else
-  redis.call('HSET', KEYS[1], 'e', ARGV[1], 'm', ARGV[2])
-end
-hset_pairs(KEYS[1], 4)
+hset_record(KEYS[1], 4, ARGV[3] ~= '' and ARGV[3] or nil)
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 if KEYS[2] and ARGV[3] ~= '' then
   reindex(KEYS[2], KEYS[1], ARGV[1], true)
@@ -79,8 +81,7 @@ local removed = tonumber(ARGV[4])
 for i = 5, 4 + removed, 4000 do
   redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 3999, 4 + removed)))
 end
-redis.call('HSET', KEYS[1], 'e', ARGV[1], 'm', ARGV[2])
-hset_pairs(KEYS[1], 5 + removed)
+hset_record(KEYS[1], 5 + removed)
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 if KEYS[2] then
   reindex(KEYS[2], KEYS[1], ARGV[1], false)

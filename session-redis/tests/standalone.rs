@@ -335,3 +335,41 @@ async fn a_write_past_its_expiry_leaves_no_key() {
     store.update(&key, "n", &set_one, &past).await.unwrap();
     assert_eq!(server.cli(&["dbsize"]).trim(), "0", "an update left a key");
 }
+
+/// A session with more keys than Lua's stack takes in one call (the scripts write
+/// them in chunks) is created, saved and read back whole, with its user.
+#[tokio::test]
+async fn a_session_with_thousands_of_keys_is_written_whole() {
+    let store = common::shared_store().await;
+    let now = Timestamp::now();
+    let key = random_key();
+    let value = |i: usize| serde_json::json!(format!("value-{i}"));
+    let mut meta = Meta::new(now, now.saturating_add(Duration::from_secs(60)));
+    meta.user_id = Some(random_user());
+    let created = Record {
+        data: (0..5_000).map(|i| (format!("k{i}"), value(i))).collect(),
+        meta: meta.clone(),
+    };
+    store.create(&key, &created).await.unwrap();
+    let changes = session_core::Changes {
+        removed: (0..10).map(|i| format!("k{i}")).collect(),
+        set: (2_500..7_500)
+            .map(|i| (format!("k{i}"), value(i + 1)))
+            .collect(),
+        ..Default::default()
+    };
+    store.save(&key, &changes, &meta).await.unwrap();
+
+    let loaded = store.load(&key).await.unwrap().expect("the session");
+    assert_eq!(loaded.meta.user_id, meta.user_id);
+    assert_eq!(loaded.data.len(), 7_490);
+    for i in 0..7_500 {
+        let expected = match i {
+            0..10 => None,
+            10..2_500 => Some(value(i)),
+            _ => Some(value(i + 1)),
+        };
+        assert_eq!(loaded.data.get(&format!("k{i}")), expected.as_ref(), "k{i}");
+    }
+    store.delete(&key).await.unwrap();
+}
