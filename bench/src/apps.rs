@@ -17,6 +17,10 @@ use crate::BoxError;
 pub(crate) enum Lib {
     /// The same routes with no session layer: the ceiling.
     Bare,
+    /// The same routes behind axum's `Extension` layer, whose handlers extract a shared
+    /// value and answer with a `String`: what any session layer costs before it does
+    /// any session work.
+    ExtensionOnly,
     SessionKit,
     TowerSessions,
     SessionKitRedis,
@@ -46,8 +50,9 @@ pub(crate) enum Backend {
 }
 
 impl Lib {
-    pub(crate) const ALL: [Lib; 14] = [
+    pub(crate) const ALL: [Lib; 15] = [
         Lib::Bare,
+        Lib::ExtensionOnly,
         Lib::SessionKit,
         Lib::TowerSessions,
         Lib::SessionKitRedis,
@@ -73,6 +78,7 @@ impl Lib {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Lib::Bare => "bare",
+            Lib::ExtensionOnly => "extension-only",
             Lib::SessionKit => "session-kit",
             Lib::TowerSessions => "tower-sessions",
             Lib::SessionKitRedis => "session-kit-redis",
@@ -91,7 +97,9 @@ impl Lib {
 
     pub(crate) fn backend(self) -> Backend {
         match self {
-            Lib::Bare | Lib::SessionKit | Lib::TowerSessions => Backend::Memory,
+            Lib::Bare | Lib::ExtensionOnly | Lib::SessionKit | Lib::TowerSessions => {
+                Backend::Memory
+            }
             Lib::SessionKitRedis
             | Lib::TowerSessionsRedis
             | Lib::SessionKitTiered
@@ -211,6 +219,7 @@ pub(crate) async fn router(lib: Lib, url: Option<&str>) -> Result<Router, BoxErr
     let url = || url.ok_or("this library needs --url for its store");
     Ok(match lib {
         Lib::Bare => bare(),
+        Lib::ExtensionOnly => extension_only(),
         Lib::SessionKit => session_kit(session_kit::MemoryStore::new()),
         Lib::SessionKitRedis => {
             let store = session_kit::RedisStore::connect(url()?).await?;
@@ -300,6 +309,23 @@ fn bare() -> Router {
             post(|State(c): State<Counter>| async move { next(&c).to_string() }),
         )
         .route("/login", post(|| async { "ok" }))
+        .with_state(Counter::default())
+}
+
+fn extension_only() -> Router {
+    use axum::Extension;
+
+    async fn read(Extension(user): Extension<Arc<str>>) -> String {
+        user.to_string()
+    }
+    async fn write(Extension(_): Extension<Arc<str>>, State(c): State<Counter>) -> String {
+        next(&c).to_string()
+    }
+    Router::new()
+        .route("/read", get(read))
+        .route("/write", post(write))
+        .route("/login", post(|| async { "ok" }))
+        .layer(Extension(Arc::<str>::from("user-0")))
         .with_state(Counter::default())
 }
 

@@ -348,8 +348,8 @@ struct Measured {
 }
 
 /// The load run: `libs[0]` is the bare router, the last the peer, and those in
-/// between session-kit's; with a Redis server of the run's own when the store is
-/// Redis.
+/// between session-kit's (and `extension-only`, what a layer costs before any session
+/// work); with a Redis server of the run's own when the store is Redis.
 fn run(store: &str, seconds: u64, cycles: usize, only: Option<&str>) -> Result<(), BoxError> {
     let mut libs = match store {
         "memory" => vec![Lib::Bare, Lib::SessionKit, Lib::TowerSessions],
@@ -362,6 +362,7 @@ fn run(store: &str, seconds: u64, cycles: usize, only: Option<&str>) -> Result<(
         "sqlite" => vec![Lib::Bare, Lib::SessionKitSqlite, Lib::TowerSessionsSqlite],
         "tiered" => vec![
             Lib::Bare,
+            Lib::ExtensionOnly,
             Lib::SessionKitTiered,
             Lib::SessionKitTieredStrict,
             Lib::SessionKitRedis,
@@ -518,15 +519,21 @@ fn run(store: &str, seconds: u64, cycles: usize, only: Option<&str>) -> Result<(
     if store == "cookie" {
         print!("{}", seal_and_open()?);
     }
+    // The rest asks each library about its sessions, which extension-only has none of.
+    let served: Vec<Lib> = served
+        .iter()
+        .copied()
+        .filter(|&lib| lib != Lib::ExtensionOnly)
+        .collect();
     if store == "memory" {
-        for &lib in served {
+        for &lib in &served {
             let output = Command::new(std::env::current_exe()?)
                 .args(["memory", "--lib", lib.name(), "--sessions", "100000"])
                 .output()?;
             print!("{}", String::from_utf8_lossy(&output.stdout));
         }
     }
-    for &lib in served {
+    for &lib in &served {
         match (&redis, &store_url) {
             (Some(redis), Some(url)) => println!("{}", commands_per_request(lib, url, redis.port)?),
             (None, Some(url)) if database.is_some() => {
@@ -535,7 +542,7 @@ fn run(store: &str, seconds: u64, cycles: usize, only: Option<&str>) -> Result<(
             _ => {}
         }
     }
-    for &lib in served {
+    for &lib in &served {
         println!("{}", concurrency(lib, lib_url(lib).as_deref())?);
     }
     if store == "tiered" {
