@@ -103,9 +103,11 @@ impl ConnectionLike for Connection {
     }
 }
 
-/// How long a connection attempt or a command may take inside the driver. The layer's
-/// own store timeout (one second by default) is what requests see; this only keeps the
-/// driver from piling up work behind a dead server.
+/// How long a connection attempt may take, and on a cluster a command too, inside the
+/// driver. The layer's own store timeout (one second by default) is what requests see.
+/// A standalone connection gives commands no timeout of its own: the layer's bounds
+/// every call already, and a second timer per command made the runtime wake its
+/// driver through a system call on most requests.
 const DRIVER_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn unavailable(error: RedisError) -> StoreError {
@@ -115,11 +117,17 @@ fn unavailable(error: RedisError) -> StoreError {
 impl RedisStore {
     /// Connects to a standalone Redis at `url` (`redis://host:port/db`). The connection
     /// is multiplexed and reconnects by itself when the server comes back.
+    ///
+    /// Commands carry no timeout of their own: behind a [`SessionLayer`] its store
+    /// timeout bounds every call. Code that calls the store directly, outside a
+    /// request, bounds it with `tokio::time::timeout`.
+    ///
+    /// [`SessionLayer`]: session_core::SessionLayer
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(DRIVER_TIMEOUT))
-            .set_response_timeout(Some(DRIVER_TIMEOUT))
+            .set_response_timeout(None)
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
         let manager = ConnectionManager::new_with_config(client, config)
