@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use session_core::{BoxError, SessionKey, StoreError};
 use tokio::sync::watch;
 
@@ -112,7 +112,11 @@ impl Channel {
         local: &Arc<Local>,
     ) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(StoreError::unavailable)?;
-        let publisher = ConnectionManager::new(client.clone())
+        // No response timeout: a publish after a write runs inside the layer's store
+        // timeout, a marker's wait has its own limit, and a timer per command made the
+        // runtime wake its driver through a system call on most of them.
+        let config = ConnectionManagerConfig::new().set_response_timeout(None);
+        let publisher = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(StoreError::unavailable)?;
         let names = Names::new(name, ":")?;
