@@ -35,6 +35,15 @@ async fn set_value(
     session.insert(&key, value).await
 }
 
+/// Reads the key before setting it, as a handler that checks first does.
+async fn read_then_set(
+    session: Session,
+    Path((key, value)): Path<(String, String)>,
+) -> Result<(), SessionError> {
+    session.get::<serde_json::Value>(&key).await?;
+    session.insert(&key, value).await
+}
+
 async fn login(session: Session, Path(user): Path<String>) -> Result<(), SessionError> {
     session.login(user).await
 }
@@ -61,6 +70,7 @@ fn routes() -> Router {
     Router::new()
         .route("/get/{key}", get(get_value))
         .route("/set/{key}/{value}", post(set_value))
+        .route("/read-set/{key}/{value}", post(read_then_set))
         .route("/login/{user}", post(login))
         .route("/logout", post(logout))
         .route("/set-and-unset", post(set_and_unset))
@@ -232,27 +242,93 @@ async fn read_only_requests_do_not_write() {
     }
     assert_eq!(store.writes(), 0);
     assert_eq!(store.count("load"), 100);
-    // Writing a value the session already has is no write either.
-    send(&app, "POST", "/set/a/1", Some(&pair)).await;
+    // Writing a value the request has read already is no write either.
+    send(&app, "POST", "/read-set/a/1", Some(&pair)).await;
     assert_eq!(store.writes(), 0);
     // A route that never touches the session does not even load it.
     send(&app, "GET", "/static", Some(&pair)).await;
     assert_eq!(store.count("load"), 101);
 }
 
-/// A write to an existing session is one load and one save, and sets no cookie.
+/// A write to an existing session that the request never read is one store call,
+/// the save; after a read it is the load and the save. Neither sets a cookie.
 #[tokio::test]
-async fn a_write_costs_two_store_calls() {
+async fn a_write_costs_one_store_call_and_two_after_a_read() {
     let store = store();
     let app = app(SessionLayer::new(store.clone()));
     let pair = send(&app, "POST", "/set/a/1", None).await.cookie_pair();
     store.reset_counts();
     let reply = send(&app, "POST", "/set/b/2", Some(&pair)).await;
     assert!(reply.set_cookies().is_empty());
+    assert_eq!((store.count("save_unloaded"), store.total()), (1, 1));
+    store.reset_counts();
+    let reply = send(&app, "POST", "/read-set/c/3", Some(&pair)).await;
+    assert!(reply.set_cookies().is_empty());
     assert_eq!(
         (store.count("load"), store.count("save"), store.total()),
         (1, 1, 2)
     );
+    for (key, value) in [("a", "\"1\""), ("b", "\"2\""), ("c", "\"3\"")] {
+        let path = format!("/get/{key}");
+        assert_eq!(send(&app, "GET", &path, Some(&pair)).await.body, value);
+    }
+}
+
+/// What a request writes before its first read shows in that read, on top of what
+/// the store holds, and is saved with it.
+#[tokio::test]
+async fn a_write_before_the_first_read_shows_in_it() {
+    async fn write_then_read(session: Session) -> Result<String, SessionError> {
+        session.insert("b", "new").await?;
+        let a: Option<String> = session.get("a").await?;
+        let b: Option<String> = session.get("b").await?;
+        session.insert("c", "after").await?;
+        Ok(format!("{a:?} {b:?}"))
+    }
+    let store = store();
+    let app = Router::new()
+        .route("/write-then-read", post(write_then_read))
+        .merge(routes())
+        .layer(SessionLayer::new(store.clone()));
+    let pair = send(&app, "POST", "/set/a/1", None).await.cookie_pair();
+    send(&app, "POST", "/set/b/old", Some(&pair)).await;
+    store.reset_counts();
+    let reply = send(&app, "POST", "/write-then-read", Some(&pair)).await;
+    assert_eq!(reply.body, "Some(\"1\") Some(\"new\")");
+    assert_eq!((store.count("load"), store.count("save")), (1, 1));
+    for (key, value) in [("a", "\"1\""), ("b", "\"new\""), ("c", "\"after\"")] {
+        let path = format!("/get/{key}");
+        assert_eq!(send(&app, "GET", &path, Some(&pair)).await.body, value);
+    }
+}
+
+/// A write that never read its session drops it with `destroy`, and a failed store
+/// fails it at the end of the request: nothing is written in either case.
+#[tokio::test]
+async fn an_unread_write_follows_destroy_and_store_failures() {
+    async fn write_then_destroy(session: Session) -> Result<(), SessionError> {
+        session.insert("b", 2).await?;
+        session.destroy().await;
+        Ok(())
+    }
+    let store = store();
+    let app = Router::new()
+        .route("/write-then-destroy", post(write_then_destroy))
+        .merge(routes())
+        .layer(SessionLayer::new(store.clone()));
+    let pair = send(&app, "POST", "/set/a/1", None).await.cookie_pair();
+    let id = SessionId::parse(pair.strip_prefix("id=").unwrap()).unwrap();
+    store.set_failing(true);
+    let failed = send(&app, "POST", "/set/a/2", Some(&pair)).await;
+    assert_eq!(failed.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(failed.set_cookies().is_empty());
+    store.set_failing(false);
+    assert_eq!(send(&app, "GET", "/get/a", Some(&pair)).await.body, "\"1\"");
+    store.reset_counts();
+    let ended = send(&app, "POST", "/write-then-destroy", Some(&pair)).await;
+    assert!(ended.set_cookies()[0].contains("Max-Age=0"));
+    assert_eq!((store.count("delete"), store.writes()), (1, 1));
+    assert!(store.load(&id.key()).await.unwrap().is_none());
 }
 
 /// SECURITY.md 9: ten thousand cookie-less requests make no store call, and a
@@ -535,6 +611,21 @@ async fn persistent_cookies_carry_max_age() {
         cookie.contains("Max-Age=3600") || cookie.contains("Max-Age=3599"),
         "{cookie}"
     );
+    // The same for a write that never reads: soon after, nothing; much later, the
+    // cookie again, with the session's own expiry.
+    clock.set_ahead(Duration::from_secs(21 * 60));
+    assert!(send(&app, "POST", "/set/b/2", Some(&pair))
+        .await
+        .set_cookies()
+        .is_empty());
+    clock.set_ahead(Duration::from_secs(45 * 60));
+    let written = send(&app, "POST", "/set/b/3", Some(&pair)).await;
+    let cookie = &written.set_cookies()[0];
+    assert!(
+        cookie.contains("Max-Age=3600") || cookie.contains("Max-Age=3599"),
+        "{cookie}"
+    );
+    assert_eq!(written.cookie_pair(), pair);
 }
 
 /// The extractor explains a missing layer; `Option<Session>` is `None` there.

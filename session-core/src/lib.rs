@@ -11,7 +11,9 @@
 //!    or badly signed id gives the request a fresh, empty session. Nothing is written
 //!    anywhere for a visitor whose session stays empty.
 //! 2. The handler gets a [`Session`]. The store is asked only when the handler first
-//!    reads it: a route that never touches the session costs no store round trip.
+//!    reads it: a route that never touches the session costs no store round trip, and
+//!    one that only writes costs one, the write
+//!    ([`SessionStore::save_unloaded`]).
 //! 3. After the handler the layer does the least that keeps the store right: changed →
 //!    save the changes (not a snapshot); destroyed → delete, and expire the cookie; id
 //!    cycled → store under the new id, delete the old; untouched → push the idle
@@ -91,7 +93,7 @@ pub use future::ResponseFuture;
 pub use id::{KeyHasher, SessionId, SessionKey};
 pub use layer::{SessionLayer, SessionLayerBuilder};
 pub use on_store_error::{DefaultOnStoreError, OnStoreError};
-pub use record::{Changes, Data, Expiry, Meta, Record, Timestamp};
+pub use record::{Changes, Data, Expiry, Meta, Record, Refresh, Timestamp};
 pub use service::SessionService;
 pub use session::Session;
 pub use store::{Created, Saved, SessionStore, UpdateFn, Updated, UserSession};

@@ -305,6 +305,56 @@ impl<'de> Deserialize<'de> for Data {
     }
 }
 
+/// The layer's expiry rule at the moment of one request, for a store that writes a
+/// session it has not handed to the layer first
+/// ([`SessionStore::save_unloaded`](crate::SessionStore::save_unloaded)).
+///
+/// A write restarts the session's idle timeout: it then expires its own idle timeout
+/// ([`Meta::expiry`], else the layer's) after `now`, but never past its absolute
+/// [`deadline`](Meta::deadline).
+///
+/// ```
+/// use std::time::Duration;
+/// use session_core::{Expiry, Meta, Refresh, Timestamp};
+///
+/// let now = Timestamp::from_unix_millis(1_000_000);
+/// let refresh = Refresh { now, idle_timeout: Duration::from_secs(60) };
+/// let mut meta = Meta::new(now, now.saturating_add(Duration::from_secs(5)));
+/// assert!(refresh.is_live(&meta));
+/// assert_eq!(refresh.expires_at(&meta), Timestamp::from_unix_millis(1_060_000));
+///
+/// meta.expiry = Some(Expiry::on_inactivity(Duration::from_secs(600)));
+/// meta.deadline = Some(Timestamp::from_unix_millis(1_300_000));
+/// assert_eq!(refresh.expires_at(&meta), Timestamp::from_unix_millis(1_300_000));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refresh {
+    /// The time of the request.
+    pub now: Timestamp,
+    /// The idle timeout of sessions whose metadata sets none.
+    pub idle_timeout: Duration,
+}
+
+impl Refresh {
+    /// The idle timeout that applies to a session with `meta`.
+    pub fn idle_timeout_of(&self, meta: &Meta) -> Duration {
+        meta.expiry.map_or(self.idle_timeout, |e| e.idle_timeout())
+    }
+
+    /// When a session with `meta` written now expires.
+    pub fn expires_at(&self, meta: &Meta) -> Timestamp {
+        let idle_end = self.now.saturating_add(self.idle_timeout_of(meta));
+        meta.deadline
+            .map_or(idle_end, |deadline| idle_end.min(deadline))
+    }
+
+    /// Whether a session with `meta` is still live now: neither expired nor past its
+    /// deadline.
+    pub fn is_live(&self, meta: &Meta) -> bool {
+        !meta.is_expired(self.now) && !meta.deadline.is_some_and(|deadline| deadline <= self.now)
+    }
+}
+
 /// A session as a store keeps it.
 #[derive(Clone, PartialEq)]
 pub struct Record {

@@ -18,7 +18,7 @@ use crate::client::{ClientStore, Kind};
 use crate::error::{SessionError, StoreError, StoreErrorKind};
 use crate::id::{SessionId, SessionKey};
 use crate::layer::Shared;
-use crate::record::{Changes, Data, Expiry, Meta, Record, Timestamp};
+use crate::record::{Changes, Data, Expiry, Meta, Record, Refresh, Timestamp};
 use crate::store::{Created, Saved, SessionStore, Updated, UserSession};
 use crate::transport::{IdUpdate, Incoming};
 
@@ -151,11 +151,14 @@ impl Session {
             .map_err(SessionError::Value)
     }
 
-    /// Sets `key` to `value`. Setting a key to the value it already has changes
-    /// nothing, and costs no write.
+    /// Sets `key` to `value`.
+    ///
+    /// It does not read the session: a request that only writes costs one store
+    /// round trip, the write at its end. Once the session was read, setting a key to
+    /// the value it already has changes nothing and costs no write.
     pub async fn insert(&self, key: &str, value: impl Serialize) -> Result<(), SessionError> {
         let value = serde_json::to_value(value).map_err(SessionError::Value)?;
-        let mut state = self.loaded().await?;
+        let mut state = self.writable().await?;
         if state.view(key) != Some(&value) {
             state.changes.insert(key.to_owned(), value);
         }
@@ -496,7 +499,11 @@ impl Session {
         };
         let mut refresh_cookie = false;
         match state.stored {
-            Stored::Unknown => {}
+            Stored::Unknown => {
+                if !state.changes.is_empty() {
+                    refresh_cookie = self.save_unloaded(store, state).await?;
+                }
+            }
             Stored::Present => {
                 if !state.changes.is_empty() || state.meta_changed {
                     refresh_cookie = self.save_changes(store, state, false).await?;
@@ -597,6 +604,44 @@ impl Session {
         }
     }
 
+    /// Saves the changes of a session nobody read, in one store call. If its record is
+    /// gone, the changes become a new session, as they would had the request read
+    /// first. Returns whether a persistent cookie should be re-sent.
+    async fn save_unloaded(
+        &self,
+        store: &dyn SessionStore,
+        state: &mut State,
+    ) -> Result<bool, SessionError> {
+        let shared = &self.inner.shared;
+        let id = match &state.incoming {
+            Some(Incoming::Id(id)) => Some(id.clone()),
+            _ => None,
+        };
+        let previous = match &id {
+            Some(id) => {
+                let (key, refresh) = (id.key(), state.refresh(shared));
+                let future = store.save_unloaded(&key, &state.changes, &refresh);
+                call(shared, "save_unloaded", future)
+                    .await
+                    .map_err(|e| state.fail(e))?
+            }
+            None => None,
+        };
+        let (Some(id), Some(previous)) = (id, previous) else {
+            state.stored = Stored::Absent;
+            self.create(state).await?;
+            return Ok(false);
+        };
+        state.meta = previous;
+        let meta = state.meta_for_write(shared);
+        let extended = state.extends_enough(shared, meta.expires_at);
+        state.meta = meta;
+        state.changes = Changes::default();
+        // The data stays unread: a later read loads what the store holds now.
+        state.id = Some(id);
+        Ok(extended)
+    }
+
     /// Stores the local view as a new record under a fresh id.
     async fn create(&self, state: &mut State) -> Result<(), SessionError> {
         let shared = &self.inner.shared;
@@ -651,6 +696,20 @@ impl Session {
         Ok(())
     }
 
+    /// Locks the state for a change that needs no current data: a server-side session
+    /// nobody has read stays unread, and its changes are saved blind
+    /// ([`SessionStore::save_unloaded`]) when the request ends.
+    async fn writable(&self) -> Result<MutexGuard<'_, State>, SessionError> {
+        if let Kind::Server(_) = self.inner.shared.backend {
+            self.inner.used.store(true, Ordering::Relaxed);
+            let state = self.inner.state.lock().await;
+            if state.stored == Stored::Unknown && state.failed.is_none() {
+                return Ok(state);
+            }
+        }
+        self.loaded().await
+    }
+
     /// Locks the state, loading the record first if nobody has.
     async fn loaded(&self) -> Result<MutexGuard<'_, State>, SessionError> {
         self.inner.used.store(true, Ordering::Relaxed);
@@ -663,7 +722,6 @@ impl Session {
         }
         if state.stored == Stored::Unknown {
             let shared = &self.inner.shared;
-            let now = state.now;
             let found = match (&shared.backend, &state.incoming) {
                 (Kind::Server(store), Some(Incoming::Id(id))) => {
                     let id = id.clone();
@@ -680,9 +738,8 @@ impl Session {
             // The store enforces expiry too; this check makes the stored times
             // authoritative even where a store's clock or TTL lags, and it is all the
             // expiry a client-side session has.
-            let mut found = found.filter(|(_, record, _)| {
-                !record.meta.is_expired(now) && !past_deadline(&record.meta, now)
-            });
+            let refresh = state.refresh(shared);
+            let mut found = found.filter(|(_, record, _)| refresh.is_live(&record.meta));
             if let (Some((_, record, _)), Kind::Client(client)) = (&found, &shared.backend) {
                 if let Some(user) = record.meta.user_id.as_deref() {
                     if client.store.revokes_users() {
@@ -697,7 +754,12 @@ impl Session {
                 }
             }
             match found {
-                Some((id, record, stale)) => state.adopt(id, record, stale),
+                Some((id, record, stale)) => {
+                    // Changes made before this first read stay on top of the record.
+                    let pending = std::mem::take(&mut state.changes);
+                    state.adopt(id, record, stale);
+                    state.changes = pending;
+                }
                 None => state.stored = Stored::Absent,
             }
         }
@@ -784,7 +846,7 @@ impl State {
         }
         !self.retired.is_empty()
             || match self.stored {
-                Stored::Unknown => false,
+                Stored::Unknown => !self.changes.is_empty(),
                 Stored::Present => {
                     !self.changes.is_empty()
                         || self.meta_changed
@@ -800,7 +862,8 @@ impl State {
         let expiry = self.meta.expiry.unwrap_or(shared.expiry);
 
         match (&self.id, self.stored) {
-            (Some(id), Stored::Present)
+            // `Unknown` with an id: saved unread (`Session::save_unloaded`).
+            (Some(id), Stored::Present | Stored::Unknown)
                 if self.issued || (refresh_cookie && expiry.is_persistent()) =>
             {
                 let max_age = expiry
@@ -921,39 +984,13 @@ impl State {
         new_expires_at.saturating_since(self.meta.expires_at) >= idle / 4
     }
 
-    /// The new expiry if pushing it back is due (see `Refresh::due`).
+    /// The new expiry if pushing it back is due: only when it would gain at least a
+    /// quarter of the idle timeout, so that most reads write nothing.
     fn touch_due(&self, shared: &Shared) -> Option<Timestamp> {
-        self.refresh(shared).due(&self.meta)
-    }
-}
-
-/// The layer's expiry rule at one moment.
-#[derive(Clone, Copy)]
-struct Refresh {
-    now: Timestamp,
-    /// The idle timeout of sessions whose metadata sets none.
-    idle_timeout: Duration,
-}
-
-impl Refresh {
-    fn idle_timeout_of(&self, meta: &Meta) -> Duration {
-        meta.expiry.map_or(self.idle_timeout, |e| e.idle_timeout())
-    }
-
-    /// When a session written now expires: after its idle timeout, but never past its
-    /// absolute deadline.
-    fn expires_at(&self, meta: &Meta) -> Timestamp {
-        let idle_end = self.now.saturating_add(self.idle_timeout_of(meta));
-        meta.deadline
-            .map_or(idle_end, |deadline| idle_end.min(deadline))
-    }
-
-    /// The expiry to push `meta` to, if pushing is due: only when it would gain at
-    /// least a quarter of the idle timeout, so that most reads write nothing.
-    fn due(&self, meta: &Meta) -> Option<Timestamp> {
-        let target = self.expires_at(meta);
-        let gain = target.saturating_since(meta.expires_at);
-        (gain >= self.idle_timeout_of(meta) / 4).then_some(target)
+        let refresh = self.refresh(shared);
+        let target = refresh.expires_at(&self.meta);
+        let gain = target.saturating_since(self.meta.expires_at);
+        (gain >= refresh.idle_timeout_of(&self.meta) / 4).then_some(target)
     }
 }
 
@@ -961,10 +998,6 @@ fn fresh_meta(shared: &Shared, now: Timestamp) -> Meta {
     let mut meta = Meta::new(now, now);
     meta.deadline = shared.absolute_timeout.map(|t| now.saturating_add(t));
     meta
-}
-
-fn past_deadline(meta: &Meta, now: Timestamp) -> bool {
-    meta.deadline.is_some_and(|deadline| deadline <= now)
 }
 
 impl fmt::Debug for Session {

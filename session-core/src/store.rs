@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::error::StoreError;
 use crate::id::SessionKey;
-use crate::record::{Changes, Meta, Record};
+use crate::record::{Changes, Meta, Record, Refresh};
 
 /// How [`SessionStore::update`] computes a field's new value from its current one:
 /// `None` in means the field is absent; `None` out leaves it as it is. It may be called
@@ -91,6 +91,39 @@ pub trait SessionStore: Send + Sync + 'static {
         meta: &Meta,
     ) -> Result<Saved, StoreError>;
 
+    /// Applies `changes` to the live record under `key` that the caller has not
+    /// loaded, restarting its idle timeout by `refresh` ([`Refresh::expires_at`] of the
+    /// stored metadata), atomically; the rest of the metadata stays. Returns the
+    /// metadata as it was before, or `None` if no record is live at `refresh.now`
+    /// ([`Refresh::is_live`]): then nothing is written.
+    ///
+    /// The layer calls it for a request that changed its session without reading it,
+    /// so that the write is the request's only store call. The default loads and
+    /// saves (two calls, not atomic between them, as a layer that loads first would
+    /// be); a store overrides it to do it in one round trip.
+    async fn save_unloaded(
+        &self,
+        key: &SessionKey,
+        changes: &Changes,
+        refresh: &Refresh,
+    ) -> Result<Option<Meta>, StoreError> {
+        let Some(record) = self.load(key).await? else {
+            return Ok(None);
+        };
+        if !refresh.is_live(&record.meta) {
+            return Ok(None);
+        }
+        let previous = record.meta;
+        let meta = Meta {
+            expires_at: refresh.expires_at(&previous),
+            ..previous.clone()
+        };
+        Ok(match self.save(key, changes, &meta).await? {
+            Saved::Saved => Some(previous),
+            Saved::Missing => None,
+        })
+    }
+
     /// Atomically replaces `field` of the live record under `key` with what `f`
     /// computes from its current value, and sets the record's metadata to `meta` if
     /// it does; concurrent updates of one field are never lost.
@@ -165,6 +198,22 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
         Self: 'async_trait,
     {
         (**self).save(key, changes, meta)
+    }
+
+    fn save_unloaded<'life0, 'life1, 'life2, 'life3, 'async_trait>(
+        &'life0 self,
+        key: &'life1 SessionKey,
+        changes: &'life2 Changes,
+        refresh: &'life3 Refresh,
+    ) -> StoreFuture<'async_trait, Option<Meta>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        'life3: 'async_trait,
+        Self: 'async_trait,
+    {
+        (**self).save_unloaded(key, changes, refresh)
     }
 
     fn update<'life0, 'life1, 'life2, 'life3, 'life4, 'life5, 'async_trait>(

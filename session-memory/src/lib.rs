@@ -22,8 +22,8 @@ use std::time::Duration;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use session_core::{
-    async_trait, Changes, Created, KeyHasher, Meta, Record, Saved, SessionKey, SessionStore,
-    StoreError, Timestamp, UpdateFn, Updated, UserSession,
+    async_trait, Changes, Created, KeyHasher, Meta, Record, Refresh, Saved, SessionKey,
+    SessionStore, StoreError, Timestamp, UpdateFn, Updated, UserSession,
 };
 
 /// An in-process session store.
@@ -226,6 +226,25 @@ impl SessionStore for MemoryStore {
         adopt_meta(&mut record.meta, meta);
         changes.apply_to(&mut record.data);
         Ok(Saved::Saved)
+    }
+
+    async fn save_unloaded(
+        &self,
+        key: &SessionKey,
+        changes: &Changes,
+        refresh: &Refresh,
+    ) -> Result<Option<Meta>, StoreError> {
+        let now = Timestamp::now();
+        let Some(mut record) = self.inner.sessions.get_mut(key) else {
+            return Ok(None);
+        };
+        if record.meta.is_expired(now) || !refresh.is_live(&record.meta) {
+            return Ok(None);
+        }
+        let previous = record.meta.clone();
+        record.meta.expires_at = refresh.expires_at(&previous);
+        changes.apply_to(&mut record.data);
+        Ok(Some(previous))
     }
 
     async fn update(

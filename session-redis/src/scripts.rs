@@ -29,20 +29,43 @@ local function reindex(index, member, score, create)
 end
 "#;
 
-/// Writes the expiry `e` (`ARGV[1]`), the metadata `m` (`ARGV[2]`), the user `u` when
-/// given, and the field/value pairs `ARGV[from..]`, in one `HSET` unless the pairs
-/// outgrow what Lua's stack takes at once (8,000 values): each `redis.call` costs.
-const HSET_FUNCTION: &str = r#"
-local function hset_record(key, from, user)
+/// The writing shared by the scripts.
+///
+/// `hset_record` writes the expiry `e`, the metadata `m` and the user `u` when given,
+/// and the field/value pairs `ARGV[from..]`, in one `HSET` unless the pairs outgrow
+/// what Lua's stack takes at once (8,000 values): each `redis.call` costs.
+///
+/// `remove_fields` applies the removals of a save: `ARGV[at]` is '1' to remove every
+/// data field, `ARGV[at + 1]` the number of removed fields, which follow. It returns
+/// where the field/value pairs start.
+const WRITE_FUNCTIONS: &str = r#"
+local function hset_record(key, from, expires, meta, user)
   local last = math.min(from + 3993, #ARGV)
-  if user then
-    redis.call('HSET', key, 'e', ARGV[1], 'm', ARGV[2], 'u', user, unpack(ARGV, from, last))
+  if meta and user then
+    redis.call('HSET', key, 'e', expires, 'm', meta, 'u', user, unpack(ARGV, from, last))
+  elseif meta then
+    redis.call('HSET', key, 'e', expires, 'm', meta, unpack(ARGV, from, last))
   else
-    redis.call('HSET', key, 'e', ARGV[1], 'm', ARGV[2], unpack(ARGV, from, last))
+    redis.call('HSET', key, 'e', expires, unpack(ARGV, from, last))
   end
   for i = last + 1, #ARGV, 4000 do
     redis.call('HSET', key, unpack(ARGV, i, math.min(i + 3999, #ARGV)))
   end
+end
+
+local function remove_fields(key, at)
+  if ARGV[at] == '1' then
+    for _, field in ipairs(redis.call('HKEYS', key)) do
+      if string.sub(field, 1, 2) == 'd:' then
+        redis.call('HDEL', key, field)
+      end
+    end
+  end
+  local removed = tonumber(ARGV[at + 1])
+  for i = at + 2, at + 1 + removed, 4000 do
+    redis.call('HDEL', key, unpack(ARGV, i, math.min(i + 3999, at + 1 + removed)))
+  end
+  return at + 2 + removed
 end
 "#;
 
@@ -52,7 +75,7 @@ const CREATE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
-hset_record(KEYS[1], 4, ARGV[3] ~= '' and ARGV[3] or nil)
+hset_record(KEYS[1], 4, ARGV[1], ARGV[2], ARGV[3] ~= '' and ARGV[3] or nil)
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 if KEYS[2] and ARGV[3] ~= '' then
   reindex(KEYS[2], KEYS[1], ARGV[1], true)
@@ -70,23 +93,53 @@ const SAVE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
-if ARGV[3] == '1' then
-  for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
-    if string.sub(field, 1, 2) == 'd:' then
-      redis.call('HDEL', KEYS[1], field)
-    end
-  end
-end
-local removed = tonumber(ARGV[4])
-for i = 5, 4 + removed, 4000 do
-  redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 3999, 4 + removed)))
-end
-hset_record(KEYS[1], 5 + removed)
+hset_record(KEYS[1], remove_fields(KEYS[1], 3), ARGV[1], ARGV[2])
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 if KEYS[2] then
   reindex(KEYS[2], KEYS[1], ARGV[1], false)
 end
 return 1
+"#;
+
+/// A save of a session the caller has not read: the script restarts the idle timeout
+/// itself, by `Refresh::expires_at`'s rule on the stored metadata, and leaves the
+/// metadata as it is. `ARGV`: the layer's time, its idle timeout in ms, the prefix of
+/// user index keys ('' on a cluster, where the index is in another slot), then as
+/// `SAVE` from its third argument on. Returns `{0}` if no live record is there,
+/// `{1, e, m, u}` with the fields as they were if saved.
+///
+/// On a standalone server the index key is built here from the stored user, the one
+/// key a script cannot be handed in advance.
+const SAVE_UNLOADED: &str = r#"
+local stored = redis.call('HMGET', KEYS[1], 'e', 'm', 'u')
+local now = tonumber(ARGV[1])
+local expires_at = tonumber(stored[1])
+if not expires_at or not stored[2] or expires_at <= now then
+  return {0}
+end
+local decoded, meta = pcall(cjson.decode, stored[2])
+if not decoded or type(meta) ~= 'table' then
+  return {0}
+end
+local deadline = meta['d']
+if deadline ~= nil and (type(deadline) ~= 'number' or deadline <= now) then
+  return {0}
+end
+local idle = tonumber(ARGV[2])
+if type(meta['x']) == 'table' and type(meta['x']['i']) == 'number' then
+  idle = meta['x']['i'] * 1000
+end
+local new_expiry = now + idle
+if deadline and deadline < new_expiry then
+  new_expiry = deadline
+end
+new_expiry = string.format('%.0f', new_expiry)
+hset_record(KEYS[1], remove_fields(KEYS[1], 4), new_expiry)
+redis.call('PEXPIREAT', KEYS[1], new_expiry)
+if stored[3] and ARGV[3] ~= '' then
+  reindex(ARGV[3] .. '{' .. stored[3] .. '}', KEYS[1], new_expiry, false)
+end
+return {1, stored[1], stored[2], stored[3]}
 "#;
 
 /// `ARGV`: expiry. Returns 1 if touched, 0 if missing.
@@ -140,6 +193,7 @@ return 1
 pub(crate) struct Scripts {
     pub(crate) create: Script,
     pub(crate) save: Script,
+    pub(crate) save_unloaded: Script,
     pub(crate) touch: Script,
     pub(crate) compare_and_set: Script,
     pub(crate) delete: Script,
@@ -149,10 +203,11 @@ pub(crate) struct Scripts {
 impl Scripts {
     pub(crate) fn new() -> Self {
         let with_index =
-            |body: &str| Script::new(&format!("{INDEX_FUNCTION}{HSET_FUNCTION}{body}"));
+            |body: &str| Script::new(&format!("{INDEX_FUNCTION}{WRITE_FUNCTIONS}{body}"));
         Self {
             create: with_index(CREATE),
             save: with_index(SAVE),
+            save_unloaded: with_index(SAVE_UNLOADED),
             touch: with_index(TOUCH),
             compare_and_set: with_index(COMPARE_AND_SET),
             delete: Script::new(DELETE),

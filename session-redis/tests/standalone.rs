@@ -159,15 +159,18 @@ fn round_trips(server: &OwnRedis) -> u64 {
 }
 
 /// Round trips per request, counted by the server: none without a cookie, one for a
-/// read, two for a write, and one more only when the idle timeout is pushed back.
+/// read, one for a write that does not read, two for one that does, and one more only
+/// when the idle timeout is pushed back.
 #[tokio::test]
 async fn requests_cost_the_fewest_round_trips() {
     let server = OwnRedis::start();
     let store = RedisStore::connect(&server.url()).await.unwrap();
     let app = app(SessionLayer::new(store), None);
     let mut client = Client::new(&app);
-    client.post("/set/a/1").await; // loads the scripts once
+    // Each script's first run loads it.
+    client.post("/set/a/1").await;
     client.post("/set/b/2").await;
+    client.post("/paused-set/b/3").await;
 
     let before = round_trips(&server);
     let mut anonymous = Client::new(&app);
@@ -196,9 +199,20 @@ async fn requests_cost_the_fewest_round_trips() {
     }
     assert_eq!(
         round_trips(&server) - before,
-        200,
-        "a write is not two round trips"
+        100,
+        "a write without a read is not one round trip"
     );
+
+    let before = round_trips(&server);
+    for i in 0..100 {
+        client.post(&format!("/paused-set/c/{i}")).await;
+    }
+    assert_eq!(
+        round_trips(&server) - before,
+        200,
+        "a read and a write are not two round trips"
+    );
+    assert_eq!(client.get("/get/c").await.body, "\"99\"");
 
     let before = round_trips(&server);
     for _ in 0..100 {
@@ -208,6 +222,53 @@ async fn requests_cost_the_fewest_round_trips() {
         round_trips(&server) - before,
         0,
         "an untouched session reached Redis"
+    );
+}
+
+/// A write that never read its session restarts the idle timeout in Redis, by the
+/// layer's clock and the session's own idle timeout: the field, the key's TTL and the
+/// user index's score all move together, in the write's one round trip.
+#[tokio::test]
+async fn an_unread_write_restarts_the_expiry_and_the_index() {
+    let server = OwnRedis::start();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let clock = MockClock::new();
+    let layer = SessionLayer::builder(store.clone())
+        .with_expiry(session_core::Expiry::on_inactivity(Duration::from_secs(
+            50 * 60,
+        )))
+        .with_clock(clock.now_fn())
+        .build()
+        .unwrap();
+    let app = app(layer, None);
+    let mut client = Client::new(&app);
+    let user = random_user();
+    client.post(&format!("/login/{user}")).await;
+    client.post("/set/a/1").await; // loads the script
+    let key = client.key().unwrap();
+
+    clock.set_ahead(Duration::from_secs(20 * 60));
+    let before = round_trips(&server);
+    assert_eq!(client.post("/set/b/2").await.status, 200);
+    assert_eq!(round_trips(&server) - before, 1);
+    let record = store.load(&key).await.unwrap().unwrap();
+    let expected = Timestamp::now().unix_millis() + 70 * 60_000;
+    assert!(
+        (record.meta.expires_at.unix_millis() - expected).abs() < 5_000,
+        "{record:?}"
+    );
+    assert_eq!(record.meta.user_id.as_deref(), Some(user.as_str()));
+    let pttl: i64 = server
+        .cli(&["pttl", &format!("session:{{{key}}}")])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((pttl - 70 * 60_000).abs() < 5_000, "PTTL {pttl}");
+    let index = format!("session:user:{{{user}}}");
+    let score = server.cli(&["zscore", &index, &format!("session:{{{key}}}")]);
+    assert_eq!(
+        score.trim().parse::<i64>().unwrap(),
+        record.meta.expires_at.unix_millis()
     );
 }
 

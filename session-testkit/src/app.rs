@@ -13,7 +13,7 @@ use tower::{service_fn, Layer, ServiceExt};
 /// The app the contract drives: a tower service over `String` bodies.
 pub type App = BoxCloneService<Request<String>, Response<String>, Infallible>;
 
-/// Holds a request in the middle of its handler: `/paused-set` waits at `arrived`
+/// Holds a request in the middle of its handler: `/paused-set` (and `/paused-put`) waits at `arrived`
 /// after changing the session, then at `proceed` before returning.
 #[derive(Debug)]
 pub struct Pause {
@@ -37,7 +37,7 @@ impl Default for Pause {
 /// | route | does |
 /// | --- | --- |
 /// | `GET /get/{key}` | the value as JSON, `null` if absent |
-/// | `POST /set/{key}/{value}` | sets a string value |
+/// | `POST /set/{key}/{value}` | sets a string value, without reading the session |
 /// | `POST /remove/{key}` | removes a key |
 /// | `POST /incr/{key}` | `update`s a number by one; the body is the result |
 /// | `POST /login/{user}` | logs the user in |
@@ -46,7 +46,8 @@ impl Default for Pause {
 /// | `POST /logout` | destroys the session |
 /// | `POST /logout-everywhere` | ends all the user's sessions |
 /// | `POST /cycle` | cycles the id |
-/// | `POST /paused-set/{key}/{value}` | sets a value, then waits on `pause` |
+/// | `POST /paused-set/{key}/{value}` | reads and sets a value, then waits on `pause` |
+/// | `POST /paused-put/{key}/{value}` | sets a value unread, then waits on `pause` |
 /// | `GET /noop` | does not touch the session |
 pub fn app(layer: SessionLayer, pause: Option<Arc<Pause>>) -> App {
     let handler = service_fn(move |request: Request<String>| {
@@ -122,6 +123,14 @@ async fn route(
         }
         ("POST", ["paused-set", key, value]) => {
             session.get::<serde_json::Value>(key).await?;
+            session.insert(key, *value).await?;
+            if let Some(pause) = pause {
+                pause.arrived.wait().await;
+                pause.proceed.wait().await;
+            }
+            String::new()
+        }
+        ("POST", ["paused-put", key, value]) => {
             session.insert(key, *value).await?;
             if let Some(pause) = pause {
                 pause.arrived.wait().await;

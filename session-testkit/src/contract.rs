@@ -7,8 +7,8 @@ use std::time::Duration;
 use http::StatusCode;
 use serde_json::{json, Value};
 use session_core::{
-    Changes, Created, Data, Meta, Record, Saved, SessionKey, SessionLayer, SessionStore, Timestamp,
-    Updated,
+    Changes, Created, Data, Meta, Record, Refresh, Saved, SessionKey, SessionLayer, SessionStore,
+    Timestamp, Updated,
 };
 
 use crate::app::{app, Client, Pause};
@@ -168,6 +168,112 @@ pub async fn writes_never_create<S: SessionStore>(store: S) {
         None,
         "a write re-created a record"
     );
+}
+
+/// `save_unloaded` applies changes to a record nobody loaded, restarts its idle
+/// timeout by the layer's rule on the stored metadata (the session's own idle timeout,
+/// capped by its deadline), leaves the rest of the metadata, keeps the user index,
+/// and returns the metadata as it was.
+pub async fn save_unloaded_restarts_the_idle_timeout<S: SessionStore>(store: S) {
+    let now = Timestamp::now();
+    let refresh = Refresh {
+        now,
+        idle_timeout: 2 * HOUR,
+    };
+    let user = random_user();
+    let own_idle = session_core::Expiry::on_inactivity(3 * HOUR).persistent();
+    let cases = [
+        (None, None, now.saturating_add(2 * HOUR)),
+        (Some(own_idle), None, now.saturating_add(3 * HOUR)),
+        (
+            Some(own_idle),
+            Some(now.saturating_add(Duration::from_secs(90 * 60))),
+            now.saturating_add(Duration::from_secs(90 * 60)),
+        ),
+    ];
+    for (expiry, deadline, expected) in cases {
+        let key = random_key();
+        let mut written = record(json!({"a": 1, "b": 2}), HOUR);
+        written.meta.user_id = Some(user.clone());
+        written.meta.expiry = expiry;
+        written.meta.deadline = deadline;
+        store.create(&key, &written).await.expect("create");
+        let set = changes(json!({"c": {"deep": [3]}}), &["b"], false);
+        let previous = store
+            .save_unloaded(&key, &set, &refresh)
+            .await
+            .expect("save_unloaded");
+        assert_eq!(
+            previous.as_ref(),
+            Some(&written.meta),
+            "not the metadata before"
+        );
+        let loaded = store.load(&key).await.expect("load").expect("present");
+        assert_eq!(data_of(&loaded), json!({"a": 1, "c": {"deep": [3]}}));
+        let mut meta = written.meta.clone();
+        meta.expires_at = expected;
+        assert_eq!(loaded.meta, meta, "expiry not restarted by the rule");
+        let listed = store.user_sessions(&user).await.expect("list");
+        let indexed = listed.iter().find(|s| s.key == key).expect("still indexed");
+        assert_eq!(indexed.meta.expires_at, expected);
+    }
+    store.delete_user_sessions(&user).await.expect("clean up");
+}
+
+/// SECURITY.md 6 and 13, at the store: `save_unloaded` writes nothing to a record that
+/// is not there, was deleted, or is expired or past its deadline at the layer's time.
+pub async fn save_unloaded_never_creates_or_revives<S: SessionStore>(store: S) {
+    let set = changes(json!({"k": "v"}), &[], false);
+    let at = |ahead: Duration| Refresh {
+        now: Timestamp::now().saturating_add(ahead),
+        idle_timeout: HOUR,
+    };
+    let unknown = random_key();
+    assert_eq!(
+        store
+            .save_unloaded(&unknown, &set, &at(Duration::ZERO))
+            .await
+            .expect("save"),
+        None
+    );
+    assert_eq!(store.load(&unknown).await.expect("load"), None, "created");
+
+    let deleted = random_key();
+    store
+        .create(&deleted, &record(json!({"a": 1}), HOUR))
+        .await
+        .expect("create");
+    store.delete(&deleted).await.expect("delete");
+    assert_eq!(
+        store
+            .save_unloaded(&deleted, &set, &at(Duration::ZERO))
+            .await
+            .expect("save"),
+        None
+    );
+    assert_eq!(store.load(&deleted).await.expect("load"), None, "revived");
+
+    // Live by the store's clock, but expired (or past its deadline) at the layer's.
+    let mut deadlined = record(json!({"a": 1}), HOUR);
+    deadlined.meta.deadline = Some(Timestamp::now().saturating_add(Duration::from_secs(60)));
+    for (written, ahead) in [
+        (record(json!({"a": 1}), HOUR), 2 * HOUR),
+        (deadlined, Duration::from_secs(120)),
+    ] {
+        let key = random_key();
+        store.create(&key, &written).await.expect("create");
+        assert_eq!(
+            store
+                .save_unloaded(&key, &set, &at(ahead))
+                .await
+                .expect("save"),
+            None,
+            "a write to a session over at the layer's time"
+        );
+        let loaded = store.load(&key).await.expect("load").expect("present");
+        assert_eq!(loaded, written, "written although over");
+        store.delete(&key).await.expect("delete");
+    }
 }
 
 /// SECURITY.md 14, at the store: a deleted record is gone and stays gone.
@@ -509,6 +615,66 @@ pub async fn stale_save_after_logout_does_not_resurrect<S: SessionStore>(store: 
     let mut replay = client.clone();
     assert_eq!(replay.get("/get/a").await.body, "null");
     assert_eq!(replay.get("/get/cart").await.body, "null");
+}
+
+/// SECURITY.md 6, for a request that never read its session: it changes it, the
+/// session is logged out, the request ends; the old record stays gone, and the
+/// request's write starts a new anonymous session, as it would have had it read the
+/// session after the logout.
+pub async fn stale_unread_save_after_logout_does_not_resurrect<S: SessionStore>(store: S) {
+    let store = Arc::new(store);
+    let pause = Arc::new(Pause::default());
+    let app = app(layer(store.clone()), Some(pause.clone()));
+    let mut client = Client::new(&app);
+    client.post(&format!("/login/{}", random_user())).await;
+    client.post("/set/a/1").await;
+    let old_key = client.key().expect("key");
+    let mut slow = client.clone();
+    let slow_request = tokio::spawn(async move {
+        let reply = slow.post("/paused-put/cart/full").await;
+        (reply.status, slow)
+    });
+    pause.arrived.wait().await;
+    let mut logout = client.clone();
+    assert_eq!(logout.post("/logout").await.status, StatusCode::OK);
+    pause.proceed.wait().await;
+    let (status, mut slow) = slow_request.await.expect("task");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        store.load(&old_key).await.expect("load"),
+        None,
+        "the session was resurrected"
+    );
+    let new_key = slow.key().expect("a new session");
+    assert_ne!(new_key, old_key);
+    assert_eq!(
+        slow.get("/user").await.body,
+        "",
+        "the new session has a user"
+    );
+    assert_eq!(slow.get("/get/a").await.body, "null");
+    assert_eq!(slow.get("/get/cart").await.body, "\"full\"");
+    let mut replay = client.clone();
+    assert_eq!(replay.get("/get/a").await.body, "null");
+    store.delete(&new_key).await.expect("delete");
+}
+
+/// A request that only writes its session costs one store call, and what it wrote
+/// is there for the next request.
+pub async fn an_unread_write_is_one_store_call<S: SessionStore>(store: S) {
+    let store = InstrumentedStore::new(Arc::new(store));
+    let app = app(layer(store.clone()), None);
+    let mut client = Client::new(&app);
+    client.post("/set/a/1").await;
+    store.reset_counts();
+    assert_eq!(client.post("/set/b/2").await.status, StatusCode::OK);
+    assert_eq!((store.count("save_unloaded"), store.total()), (1, 1));
+    assert_eq!(client.get("/get/a").await.body, "\"1\"");
+    assert_eq!(client.get("/get/b").await.body, "\"2\"");
+    store
+        .delete(&client.key().expect("key"))
+        .await
+        .expect("delete");
 }
 
 /// SECURITY.md 7: 50 parallel requests of one session each set a distinct key; all

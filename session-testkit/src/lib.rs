@@ -106,6 +106,8 @@ macro_rules! conformance_tests {
             save_applies_changes_not_snapshots
 
             save_stores_metadata
+            save_unloaded_restarts_the_idle_timeout
+            save_unloaded_never_creates_or_revives
             writes_never_create
             delete_removes_the_record
             expired_records_are_never_returned
@@ -119,6 +121,8 @@ macro_rules! conformance_tests {
             cycle_id_keeps_data_and_ends_the_old_id
             forced_collision_never_overwrites
             stale_save_after_logout_does_not_resurrect
+            stale_unread_save_after_logout_does_not_resurrect
+            an_unread_write_is_one_store_call
             parallel_requests_keep_disjoint_keys
             concurrent_increments_are_not_lost
             timeouts_follow_stored_times

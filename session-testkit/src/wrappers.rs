@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use session_core::{
-    Changes, Created, Meta, Record, Saved, SessionKey, SessionStore, StoreError, UpdateFn, Updated,
-    UserSession,
+    Changes, Created, Meta, Record, Refresh, Saved, SessionKey, SessionStore, StoreError, UpdateFn,
+    Updated, UserSession,
 };
 
 /// Wraps a store: counts the calls made to it by operation name (`load`, `create`,
@@ -128,6 +128,16 @@ impl<S: SessionStore> SessionStore for InstrumentedStore<S> {
     ) -> Result<Saved, StoreError> {
         self.enter("save").await?;
         self.inner.save(key, changes, meta).await
+    }
+
+    async fn save_unloaded(
+        &self,
+        key: &SessionKey,
+        changes: &Changes,
+        refresh: &Refresh,
+    ) -> Result<Option<Meta>, StoreError> {
+        self.enter("save_unloaded").await?;
+        self.inner.save_unloaded(key, changes, refresh).await
     }
 
     async fn update(

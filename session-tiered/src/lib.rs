@@ -46,8 +46,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use session_core::{
-    async_trait, Changes, Created, Meta, Record, Saved, SessionKey, SessionStore, StoreError,
-    Timestamp, UpdateFn, Updated, UserSession,
+    async_trait, Changes, Created, Meta, Record, Refresh, Saved, SessionKey, SessionStore,
+    StoreError, Timestamp, UpdateFn, Updated, UserSession,
 };
 
 use channel::{Channel, Message};
@@ -250,6 +250,21 @@ impl<S: SessionStore> SessionStore for TieredStore<S> {
         meta: &Meta,
     ) -> Result<Saved, StoreError> {
         let saved = self.inner.central.save(key, changes, meta).await?;
+        self.written(key).await;
+        Ok(saved)
+    }
+
+    async fn save_unloaded(
+        &self,
+        key: &SessionKey,
+        changes: &Changes,
+        refresh: &Refresh,
+    ) -> Result<Option<Meta>, StoreError> {
+        let saved = self
+            .inner
+            .central
+            .save_unloaded(key, changes, refresh)
+            .await?;
         self.written(key).await;
         Ok(saved)
     }
