@@ -96,7 +96,9 @@ pub use on_store_error::{DefaultOnStoreError, OnStoreError};
 pub use record::{Changes, Data, Expiry, Meta, Record, Refresh, Timestamp};
 pub use service::SessionService;
 pub use session::Session;
-pub use store::{Created, Saved, SessionStore, UpdateFn, Updated, UserSession};
+pub use store::{
+    save_unloaded_by_loading, Created, Saved, SessionStore, UpdateFn, Updated, UserSession,
+};
 
 /// The `async_trait` macro that [`SessionStore`] implementations need.
 pub use async_trait::async_trait;

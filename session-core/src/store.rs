@@ -107,21 +107,7 @@ pub trait SessionStore: Send + Sync + 'static {
         changes: &Changes,
         refresh: &Refresh,
     ) -> Result<Option<Meta>, StoreError> {
-        let Some(record) = self.load(key).await? else {
-            return Ok(None);
-        };
-        if !refresh.is_live(&record.meta) {
-            return Ok(None);
-        }
-        let previous = record.meta;
-        let meta = Meta {
-            expires_at: refresh.expires_at(&previous),
-            ..previous.clone()
-        };
-        Ok(match self.save(key, changes, &meta).await? {
-            Saved::Saved => Some(previous),
-            Saved::Missing => None,
-        })
+        save_unloaded_by_loading(self, key, changes, refresh).await
     }
 
     /// Atomically replaces `field` of the live record under `key` with what `f`
@@ -148,6 +134,32 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Deletes every session bound to `user_id`, returning how many there were.
     async fn delete_user_sessions(&self, user_id: &str) -> Result<usize, StoreError>;
+}
+
+/// What [`SessionStore::save_unloaded`] does by default: [`load`](SessionStore::load),
+/// then [`save`](SessionStore::save) with the expiry restarted. For a store that does
+/// it in one round trip only in some configurations, to fall back on.
+pub async fn save_unloaded_by_loading<S: SessionStore + ?Sized>(
+    store: &S,
+    key: &SessionKey,
+    changes: &Changes,
+    refresh: &Refresh,
+) -> Result<Option<Meta>, StoreError> {
+    let Some(record) = store.load(key).await? else {
+        return Ok(None);
+    };
+    if !refresh.is_live(&record.meta) {
+        return Ok(None);
+    }
+    let previous = record.meta;
+    let meta = Meta {
+        expires_at: refresh.expires_at(&previous),
+        ..previous.clone()
+    };
+    Ok(match store.save(key, changes, &meta).await? {
+        Saved::Saved => Some(previous),
+        Saved::Missing => None,
+    })
 }
 
 /// The future every store method returns (what `#[async_trait]` makes of an

@@ -66,6 +66,18 @@ pub(crate) mod sealed {
             save: Save<'_>,
         ) -> Query<'q, Self, Self::Arguments>;
 
+        /// The one statement of a save the caller has not loaded
+        /// ([`SessionStore::save_unloaded`](session_core::SessionStore::save_unloaded)),
+        /// where the database can return the row as it was; `None` where it cannot,
+        /// and the store loads first.
+        fn save_unloaded_query<'q>(
+            statements: &'q Statements,
+            save: SaveUnloaded<'q>,
+        ) -> Option<QueryAs<'q, Self, Self::SessionRow, Self::Arguments>> {
+            let _ = (statements, save);
+            None
+        }
+
         /// How many rows a statement changed.
         fn rows_affected(result: &Self::QueryResult) -> u64;
 
@@ -86,6 +98,18 @@ pub(crate) mod sealed {
         pub meta: String,
         pub expires_at: i64,
         pub now: i64,
+    }
+
+    /// A save of a session the caller has not loaded: the statement restarts the idle
+    /// timeout (`idle_timeout`, or the session's own) from `now`, the layer's time,
+    /// capped by the session's deadline; `store_now` is the store's time, by which a
+    /// row must be live too. Times are Unix milliseconds.
+    pub struct SaveUnloaded<'a> {
+        pub key: &'a SessionKey,
+        pub changes: &'a Changes,
+        pub now: i64,
+        pub idle_timeout: i64,
+        pub store_now: i64,
     }
 
     /// The SQL text for one table. Parameters, in this order:
@@ -117,10 +141,12 @@ pub(crate) mod sealed {
         pub delete_expired: String,
         /// The dialect's fixed save, where it has one.
         pub save: String,
+        /// The dialect's fixed save of a session not loaded first, where it has one.
+        pub save_unloaded: String,
     }
 }
 
-pub(crate) use sealed::{Save, Statements};
+pub(crate) use sealed::{Save, SaveUnloaded, Statements};
 
 /// For dialects that merge with JSON paths (MySQL, SQLite): an `UPDATE` written for
 /// these changes (cleared, then removed keys, then set keys), and its parameters.

@@ -18,7 +18,8 @@
 //! | --- | --- |
 //! | no cookie, or a handler that never touches the session | 0 |
 //! | reads the session | 1, shared with the loads in flight beside it (below); 2 when the idle timeout is due to be pushed back (at most once per quarter of it) |
-//! | writes the session | 2: the load, then one `UPDATE` that merges the changed keys in the server |
+//! | writes the session without reading it | PostgreSQL 1: one `UPDATE` that merges the changed keys and restarts the idle timeout from the stored metadata, returning the row as it was; MySQL and SQLite 2, as below |
+//! | reads, then writes the session | 2: the load, then one `UPDATE` that merges the changed keys in the server |
 //! | `Session::update` | the load, then a transaction that holds the row |
 //!
 //! Loads that arrive while others are in flight share one query: a few batches run at

@@ -66,6 +66,7 @@ impl sealed::Dialect for MySql {
             ),
             delete_expired: format!("DELETE FROM {table} WHERE expires_at <= ? LIMIT ?"),
             save: String::new(),
+            save_unloaded: String::new(),
         }
     }
 

@@ -8,7 +8,7 @@ use sqlx::query::Query;
 use sqlx::query::QueryAs;
 use sqlx::{AssertSqlSafe, Pool};
 
-use crate::dialect::{sealed, Save, Statements};
+use crate::dialect::{sealed, Save, SaveUnloaded, Statements};
 
 impl sealed::Dialect for Postgres {
     type Args = sqlx::postgres::PgArguments;
@@ -83,6 +83,23 @@ impl sealed::Dialect for Postgres {
                      meta = $5::jsonb, expires_at = $6
                  WHERE key = $1 AND expires_at > $7"
             ),
+            // The same merge; the expiry restarts by `Refresh::expires_at`'s rule on
+            // the stored metadata (its own idle timeout `x.i` in seconds, its deadline
+            // `d`), in numeric so that no sum overflows. The locked sub-select gives
+            // RETURNING the row as it was.
+            save_unloaded: format!(
+                "UPDATE {table} AS s SET
+                     data = (CASE WHEN $2 THEN '{{}}'::jsonb ELSE s.data END - $3::text[]) || $4::jsonb,
+                     expires_at = LEAST(
+                         $5::numeric + COALESCE((s.meta -> 'x' ->> 'i')::numeric * 1000, $6::numeric),
+                         COALESCE((s.meta ->> 'd')::numeric, 9223372036854775807)
+                     )::bigint
+                 FROM (SELECT key, meta, user_id, expires_at FROM {table}
+                       WHERE key = $1 FOR UPDATE) AS old
+                 WHERE s.key = old.key AND s.expires_at > $5 AND s.expires_at > $7
+                     AND COALESCE((s.meta ->> 'd')::bigint > $5, true)
+                 RETURNING old.key, old.meta::text, old.user_id, old.expires_at"
+            ),
         }
     }
 
@@ -109,6 +126,21 @@ impl sealed::Dialect for Postgres {
             .bind(save.meta)
             .bind(save.expires_at)
             .bind(save.now)
+    }
+
+    fn save_unloaded_query<'q>(
+        statements: &'q Statements,
+        save: SaveUnloaded<'q>,
+    ) -> Option<QueryAs<'q, Self, Self::SessionRow, Self::Arguments>> {
+        let query = sqlx::query_as(AssertSqlSafe(statements.save_unloaded.as_str()))
+            .bind(save.key.to_string())
+            .bind(save.changes.cleared)
+            .bind(&save.changes.removed)
+            .bind(sqlx::types::Json(&save.changes.set))
+            .bind(save.now)
+            .bind(save.idle_timeout)
+            .bind(save.store_now);
+        Some(query)
     }
 
     crate::dialect::sqlx_executors!(PgQueryResult, sqlx::postgres::PgConnection);

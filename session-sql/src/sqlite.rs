@@ -87,6 +87,7 @@ impl sealed::Dialect for Sqlite {
                      (SELECT \"key\" FROM {table} WHERE expires_at <= ? LIMIT ?)"
             ),
             save: String::new(),
+            save_unloaded: String::new(),
         }
     }
 

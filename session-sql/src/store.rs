@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use session_core::{
-    async_trait, Changes, Created, Meta, Record, Saved, SessionKey, SessionStore, StoreError,
-    StoreErrorKind, Timestamp, UpdateFn, Updated, UserSession,
+    async_trait, save_unloaded_by_loading, Changes, Created, Meta, Record, Refresh, Saved,
+    SessionKey, SessionStore, StoreError, StoreErrorKind, Timestamp, UpdateFn, Updated,
+    UserSession,
 };
 use sqlx::{AssertSqlSafe, Pool};
 
 use crate::batch::Loads;
-use crate::dialect::{sealed, Dialect, Save, Statements};
+use crate::dialect::{sealed, Dialect, Save, SaveUnloaded, Statements};
 use crate::{corrupt_as_absent, delete_in_batches, unavailable, validate_table, Cleanup};
 use crate::{stored_document, ConfigError, Row};
 
@@ -226,6 +227,36 @@ impl<DB: Dialect> SessionStore for SqlStore<DB> {
         };
         let query = <DB as sealed::Dialect>::save_query(&self.statements, save);
         Ok(saved_if(self.execute(query).await?))
+    }
+
+    async fn save_unloaded(
+        &self,
+        key: &SessionKey,
+        changes: &Changes,
+        refresh: &Refresh,
+    ) -> Result<Option<Meta>, StoreError> {
+        let save = SaveUnloaded {
+            key,
+            changes,
+            now: refresh.now.unix_millis(),
+            idle_timeout: i64::try_from(refresh.idle_timeout.as_millis()).unwrap_or(i64::MAX),
+            store_now: Timestamp::now().unix_millis(),
+        };
+        let Some(query) = <DB as sealed::Dialect>::save_unloaded_query(&self.statements, save)
+        else {
+            return save_unloaded_by_loading(self, key, changes, refresh).await;
+        };
+        let row = query
+            .fetch_optional(DB::on_pool(&self.pool))
+            .await
+            .map_err(unavailable)?;
+        let Some((_, meta, user_id, expires_at)) = row.map(Into::into) else {
+            return Ok(None);
+        };
+        // A row whose metadata does not decode was written (as `save` would have) and
+        // is treated as absent, as `load` treats it.
+        let row = Row::from_text("{}", &meta, user_id, expires_at, false);
+        Ok(corrupt_as_absent(row.and_then(Row::decode)).map(|record| record.meta))
     }
 
     async fn update(

@@ -81,7 +81,10 @@ async fn fixture() -> Fixture {
 }
 
 session_testkit::conformance_tests!(fixture().await.store);
-sql_store_tests!("UPDATE {table} SET {column} = ? WHERE `key` = ?");
+sql_store_tests!(
+    "UPDATE {table} SET {column} = ? WHERE `key` = ?",
+    unread_write_queries = 2.0
+);
 
 /// `migrate` makes a real table (dropped again when the test ends, however it ends),
 /// and is idempotent.

@@ -62,7 +62,10 @@ async fn fixture() -> Fixture {
 }
 
 session_testkit::conformance_tests!(fixture().await.store);
-sql_store_tests!("UPDATE {table} SET {column} = $1::jsonb WHERE key = $2");
+sql_store_tests!(
+    "UPDATE {table} SET {column} = $1::jsonb WHERE key = $2",
+    unread_write_queries = 1.0
+);
 
 #[tokio::test]
 async fn migrate_is_idempotent_and_matches_the_shipped_sql() {

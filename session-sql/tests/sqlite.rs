@@ -64,7 +64,10 @@ mod file {
     }
 
     session_testkit::conformance_tests!(fixture().await.store);
-    sql_store_tests!("UPDATE {table} SET {column} = ? WHERE \"key\" = ?");
+    sql_store_tests!(
+        "UPDATE {table} SET {column} = ? WHERE \"key\" = ?",
+        unread_write_queries = 2.0
+    );
 }
 
 mod in_memory {
@@ -75,7 +78,10 @@ mod in_memory {
     }
 
     session_testkit::conformance_tests!(fixture().await.store);
-    sql_store_tests!("UPDATE {table} SET {column} = ? WHERE \"key\" = ?");
+    sql_store_tests!(
+        "UPDATE {table} SET {column} = ? WHERE \"key\" = ?",
+        unread_write_queries = 2.0
+    );
 }
 
 /// Sessions outlive the process that wrote them: a store opened again on the same
