@@ -154,8 +154,11 @@ impl Session {
     /// Sets `key` to `value`.
     ///
     /// It does not read the session: a request that only writes costs one store
-    /// round trip, the write at its end. Once the session was read, setting a key to
-    /// the value it already has changes nothing and costs no write.
+    /// round trip, the write at its end, and a store failure there gives the request
+    /// the error policy's response, as any failed save does. If the session turns out
+    /// to be gone (expired, or ended by another request), the value starts a new one.
+    /// Once the session was read, setting a key to the value it already has changes
+    /// nothing and costs no write.
     pub async fn insert(&self, key: &str, value: impl Serialize) -> Result<(), SessionError> {
         let value = serde_json::to_value(value).map_err(SessionError::Value)?;
         let mut state = self.writable().await?;
