@@ -251,6 +251,18 @@ fn value_json(value: &serde_json::Value) -> String {
     value.to_string()
 }
 
+/// A save's changes as its scripts take them: '1' if cleared, the number of removed
+/// fields, the removed fields, then field/value pairs to set.
+fn push_changes(args: &mut Vec<String>, changes: &Changes) {
+    args.push(if changes.cleared { "1" } else { "0" }.to_owned());
+    args.push(changes.removed.len().to_string());
+    args.extend(changes.removed.iter().map(|name| data_field(name)));
+    for (name, value) in changes.set.iter() {
+        args.push(data_field(name));
+        args.push(value_json(value));
+    }
+}
+
 fn data_field(name: &str) -> String {
     format!("d:{name}")
 }
@@ -356,17 +368,8 @@ impl SessionStore for RedisStore {
         meta: &Meta,
     ) -> Result<Saved, StoreError> {
         let expires_at = meta.expires_at.unix_millis().to_string();
-        let mut args: Vec<String> = vec![
-            expires_at.clone(),
-            meta_json(meta)?,
-            if changes.cleared { "1" } else { "0" }.to_owned(),
-            changes.removed.len().to_string(),
-        ];
-        args.extend(changes.removed.iter().map(|name| data_field(name)));
-        for (name, value) in changes.set.iter() {
-            args.push(data_field(name));
-            args.push(value_json(value));
-        }
+        let mut args: Vec<String> = vec![expires_at.clone(), meta_json(meta)?];
+        push_changes(&mut args, changes);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let session = self.session_key(key);
         let user = meta.user_id.as_deref();
@@ -403,14 +406,8 @@ impl SessionStore for RedisStore {
             refresh.now.unix_millis().to_string(),
             refresh.idle_timeout.as_millis().to_string(),
             index_prefix,
-            if changes.cleared { "1" } else { "0" }.to_owned(),
-            changes.removed.len().to_string(),
         ];
-        args.extend(changes.removed.iter().map(|name| data_field(name)));
-        for (name, value) in changes.set.iter() {
-            args.push(data_field(name));
-            args.push(value_json(value));
-        }
+        push_changes(&mut args, changes);
         let session = self.session_key(key);
         let mut invocation = self.scripts.save_unloaded.key(&session);
         for arg in &args {
