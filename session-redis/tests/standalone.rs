@@ -78,7 +78,8 @@ async fn keys_are_hashed_and_expire() {
 }
 
 /// SECURITY.md 28 in Redis: a record that does not decode is no session — never a
-/// panic, never a 500 — and the client gets a fresh one.
+/// panic, never a 500 — and the client gets a fresh one, on a read and on a write
+/// that does not read.
 #[tokio::test]
 async fn corrupt_records_are_treated_as_absent() {
     let (store, prefix) = common::shared_store_with_prefix().await;
@@ -116,6 +117,15 @@ async fn corrupt_records_are_treated_as_absent() {
             (reply.status, reply.body.as_str()),
             (StatusCode::OK, "null")
         );
+        // A write that does not read: never an error; a record whose expiry or
+        // metadata does not decode is no session, so the write starts a new one.
+        let mut writer = client.clone();
+        let reply = writer.post("/set/b/2").await;
+        assert_eq!(reply.status, StatusCode::OK, "{field}={garbage}");
+        if ["m", "e"].contains(&field) {
+            assert_ne!(writer.key(), Some(key), "{field}={garbage}");
+            store.delete(&writer.key().unwrap()).await.unwrap();
+        }
         // Put the record back as it was for the next kind of corruption.
         redis::cmd("DEL")
             .arg(&redis_key)

@@ -86,7 +86,9 @@ impl sealed::Dialect for Postgres {
             // The same merge; the expiry restarts by `Refresh::expires_at`'s rule on
             // the stored metadata (its own idle timeout `x.i` in seconds, its deadline
             // `d`), in numeric so that no sum overflows. The locked sub-select gives
-            // RETURNING the row as it was.
+            // RETURNING the row as it was. A row whose documents are not objects, or
+            // whose times are not numbers, is not written (`load` treats it as no
+            // session, and so does the caller when nothing comes back).
             save_unloaded: format!(
                 "UPDATE {table} AS s SET
                      data = (CASE WHEN $2 THEN '{{}}'::jsonb ELSE s.data END - $3::text[]) || $4::jsonb,
@@ -97,7 +99,10 @@ impl sealed::Dialect for Postgres {
                  FROM (SELECT key, meta, user_id, expires_at FROM {table}
                        WHERE key = $1 FOR UPDATE) AS old
                  WHERE s.key = old.key AND s.expires_at > $5 AND s.expires_at > $7
-                     AND COALESCE((s.meta ->> 'd')::bigint > $5, true)
+                     AND jsonb_typeof(s.data) = 'object' AND jsonb_typeof(s.meta) = 'object'
+                     AND jsonb_typeof(COALESCE(s.meta -> 'd', '0')) = 'number'
+                     AND jsonb_typeof(COALESCE(s.meta -> 'x' -> 'i', '0')) = 'number'
+                     AND COALESCE((s.meta ->> 'd')::numeric > $5, true)
                  RETURNING old.key, old.meta::text, old.user_id, old.expires_at"
             ),
         }

@@ -227,6 +227,9 @@ macro_rules! sql_store_tests {
                 ("data", "\"text\""),
                 ("meta", "{}"),
                 ("meta", "null"),
+                ("meta", r#"{"e": 1, "c": 1, "d": "soon"}"#),
+                ("meta", r#"{"e": 1, "c": 1, "x": {"i": "long"}}"#),
+                ("meta", r#"{"e": 1, "c": 1, "x": []}"#),
             ] {
                 let key = session_testkit::random_key();
                 let record = Record {
@@ -237,6 +240,25 @@ macro_rules! sql_store_tests {
                 set_column(&fixture, column, garbage, &key).await;
                 assert_eq!(
                     fixture.store.load(&key).await.unwrap(),
+                    None,
+                    "{column} = {garbage}"
+                );
+                // A write that did not read it finds no session either: no error,
+                // so the layer starts a new one.
+                let refresh = session_core::Refresh {
+                    now,
+                    idle_timeout: std::time::Duration::from_secs(60),
+                };
+                let changes = session_core::Changes {
+                    set: [("k".to_owned(), json!("w"))].into_iter().collect(),
+                    ..Default::default()
+                };
+                assert_eq!(
+                    fixture
+                        .store
+                        .save_unloaded(&key, &changes, &refresh)
+                        .await
+                        .unwrap(),
                     None,
                     "{column} = {garbage}"
                 );
