@@ -703,20 +703,27 @@ impl Session {
     /// nobody has read stays unread, and its changes are saved blind
     /// ([`SessionStore::save_unloaded`]) when the request ends.
     async fn writable(&self) -> Result<MutexGuard<'_, State>, SessionError> {
-        if let Kind::Server(_) = self.inner.shared.backend {
-            self.inner.used.store(true, Ordering::Relaxed);
-            let state = self.inner.state.lock().await;
-            if state.stored == Stored::Unknown && state.failed.is_none() {
-                return Ok(state);
-            }
+        self.inner.used.store(true, Ordering::Relaxed);
+        let state = self.inner.state.lock().await;
+        let server = matches!(self.inner.shared.backend, Kind::Server(_));
+        if server && state.stored == Stored::Unknown && state.failed.is_none() {
+            return Ok(state);
         }
-        self.loaded().await
+        self.load_into(state).await
     }
 
     /// Locks the state, loading the record first if nobody has.
     async fn loaded(&self) -> Result<MutexGuard<'_, State>, SessionError> {
         self.inner.used.store(true, Ordering::Relaxed);
-        let mut state = self.inner.state.lock().await;
+        let state = self.inner.state.lock().await;
+        self.load_into(state).await
+    }
+
+    /// Loads the record into the locked state if nobody has.
+    async fn load_into<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+    ) -> Result<MutexGuard<'a, State>, SessionError> {
         if let Some(kind) = state.failed {
             return Err(SessionError::Store(StoreError::new(
                 kind,
