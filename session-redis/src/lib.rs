@@ -229,17 +229,32 @@ impl RedisStore {
             .await
             .map_err(unavailable)?;
         if let (Some(index), true) = (&index, self.is_cluster()) {
-            self.scripts
-                .index
-                .key(index)
-                .arg(session)
-                .arg(expires_at)
-                .arg(if create { "1" } else { "0" })
-                .invoke_async::<i64>(&mut connection)
-                .await
-                .map_err(unavailable)?;
+            self.index_on_cluster(&mut connection, index, session, expires_at, create)
+                .await?;
         }
         Ok(result)
+    }
+
+    /// A cluster's second call after a write: the user index `index` is in another
+    /// slot than the session, so it is kept by a script of its own.
+    async fn index_on_cluster(
+        &self,
+        connection: &mut Connection,
+        index: &str,
+        session: &str,
+        expires_at: &str,
+        create: bool,
+    ) -> Result<(), StoreError> {
+        self.scripts
+            .index
+            .key(index)
+            .arg(session)
+            .arg(expires_at)
+            .arg(if create { "1" } else { "0" })
+            .invoke_async::<i64>(connection)
+            .await
+            .map(drop)
+            .map_err(unavailable)
     }
 }
 
@@ -277,8 +292,8 @@ fn decode(fields: Vec<(String, String)>) -> Result<Option<Record>, String> {
     let (mut meta, mut expires_at, mut user) = (None, None, None);
     for (field, value) in fields {
         match field.as_str() {
-            "m" => meta = Some(serde_json::from_str::<Meta>(&value).map_err(|e| e.to_string())?),
-            "e" => expires_at = Some(value.parse::<i64>().map_err(|e| e.to_string())?),
+            "m" => meta = Some(value),
+            "e" => expires_at = Some(value),
             "u" => user = Some(value),
             _ => {
                 let name = field.strip_prefix("d:").ok_or("unknown field")?;
@@ -287,26 +302,34 @@ fn decode(fields: Vec<(String, String)>) -> Result<Option<Record>, String> {
             }
         }
     }
-    let mut meta = meta.ok_or("no metadata")?;
-    meta.expires_at = Timestamp::from_unix_millis(expires_at.ok_or("no expiry")?);
-    meta.user_id = user;
+    let meta = stored_meta(expires_at.as_deref(), meta.as_deref(), user)?;
     Ok(Some(Record { data, meta }))
 }
 
-/// The metadata a save script found (`{1, e, m, u}`, the fields as they were), read as
-/// `decode` reads them.
+/// A session's metadata from its fields `e`, `m` and `u`: the expiry and the user are
+/// kept apart from the metadata's JSON (scripts move the expiry alone, and index the
+/// user), and override what it says.
+fn stored_meta(
+    expires_at: Option<&str>,
+    meta: Option<&str>,
+    user: Option<String>,
+) -> Result<Meta, String> {
+    let expires_at = expires_at.ok_or("no expiry")?;
+    let mut meta =
+        serde_json::from_str::<Meta>(meta.ok_or("no metadata")?).map_err(|e| e.to_string())?;
+    meta.expires_at =
+        Timestamp::from_unix_millis(expires_at.parse::<i64>().map_err(|e| e.to_string())?);
+    meta.user_id = user;
+    Ok(meta)
+}
+
+/// The metadata a save script found (`{1, e, m, u}`, the fields as they were).
 fn decode_previous(reply: &[Value]) -> Result<Meta, String> {
-    let text = |value: Option<&Value>| match value {
+    let text = |i: usize| match reply.get(i) {
         Some(Value::BulkString(bytes)) => String::from_utf8(bytes.clone()).ok(),
         _ => None,
     };
-    let expires_at = text(reply.get(1)).ok_or("no expiry")?;
-    let meta = text(reply.get(2)).ok_or("no metadata")?;
-    let mut meta = serde_json::from_str::<Meta>(&meta).map_err(|e| e.to_string())?;
-    meta.expires_at =
-        Timestamp::from_unix_millis(expires_at.parse::<i64>().map_err(|e| e.to_string())?);
-    meta.user_id = text(reply.get(3));
-    Ok(meta)
+    stored_meta(text(1).as_deref(), text(2).as_deref(), text(3))
 }
 
 impl fmt::Debug for RedisStore {
@@ -431,16 +454,10 @@ impl SessionStore for RedisStore {
             }
         };
         if let (Some(user), true) = (&previous.user_id, self.is_cluster()) {
-            let expires_at = refresh.expires_at(&previous).unix_millis();
-            self.scripts
-                .index
-                .key(self.index_key(user))
-                .arg(&session)
-                .arg(expires_at)
-                .arg("0")
-                .invoke_async::<i64>(&mut connection)
-                .await
-                .map_err(unavailable)?;
+            let expires_at = refresh.expires_at(&previous).unix_millis().to_string();
+            let index = self.index_key(user);
+            self.index_on_cluster(&mut connection, &index, &session, &expires_at, false)
+                .await?;
         }
         Ok(Some(previous))
     }
