@@ -201,14 +201,25 @@ impl Channel {
     /// Tells the other servers. A failure is logged, not returned: the write it
     /// follows is in the central store already, and a server that cannot hear this
     /// has lost its own subscription to the same server, so it is not serving copies.
-    pub(crate) async fn publish(&self, message: Message) {
-        let published = self
-            .publisher
-            .publish(&self.names.shared, message.encode())
-            .await;
-        if let Err(error) = published {
-            tracing::warn!(%error, "session invalidation not published");
-        }
+    pub(crate) async fn publish(&self, message: &Message) {
+        publish_logged(&self.publisher, &self.names.shared, message).await;
+    }
+
+    /// [`publish`](Self::publish) from a task of its own, for a caller that cannot
+    /// wait (one being dropped); nothing, outside a tokio runtime.
+    pub(crate) fn publish_detached(&self, message: Message) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!("session invalidation not published: no runtime");
+            return;
+        };
+        let (publisher, channel) = (self.publisher.clone(), self.names.shared.clone());
+        runtime.spawn(async move { publish_logged(&publisher, &channel, &message).await });
+    }
+}
+
+async fn publish_logged(publisher: &Publisher, channel: &str, message: &Message) {
+    if let Err(error) = publisher.publish(channel, message.encode()).await {
+        tracing::warn!(%error, "session invalidation not published");
     }
 }
 

@@ -8,7 +8,8 @@
 //! - **Writes** go to the central store first; only once it has them does this
 //!   server drop its copy and publish the session's key, so that every other server
 //!   drops its copy too. A write is never acknowledged before the central store has
-//!   it.
+//!   it. A write that fails, times out or is cancelled is announced all the same,
+//!   from a task of its own: it may have reached the central store anyway.
 //! - **Coherence:** between a write's publication and its delivery (loopback: well
 //!   under a millisecond), another server may still serve its copy. In
 //!   [strict mode](Builder::strict) there is no such window: a read first waits for a
@@ -127,11 +128,61 @@ impl<S: SessionStore> TieredStore<S> {
         }
     }
 
-    /// After a write to `key` reached the central store: drop the local copy, then
-    /// tell the other servers.
-    async fn written(&self, key: &SessionKey) {
-        self.inner.local.invalidate(key);
-        self.inner.channel.publish(Message::Session(*key)).await;
+    /// The invalidation a write to the central store owes, taken before the write: see
+    /// [`Owed`].
+    fn owe(&self, message: Message) -> Owed<'_> {
+        Owed {
+            local: &self.inner.local,
+            channel: &self.inner.channel,
+            message: Some(message),
+        }
+    }
+}
+
+/// The invalidation owed for a write to the central store, which must go out whatever
+/// becomes of the write. Once the write returns, [`send`](Self::send) drops the local
+/// copy and tells the other servers before the request is answered. A write that
+/// failed, timed out or was cancelled (the layer's store timeout, a client that went
+/// away) may still have reached the central store, so an invalidation dropped unsent
+/// is sent anyway, from a task of its own: one invalidation too many costs a reload,
+/// one too few lets other servers serve a session that was changed or ended.
+struct Owed<'a> {
+    local: &'a Local,
+    channel: &'a Channel,
+    message: Option<Message>,
+}
+
+impl Owed<'_> {
+    /// The write is done: invalidate here and publish, then the request may go on.
+    async fn send(mut self) {
+        if let Some(message) = &self.message {
+            invalidate_locally(self.local, message);
+            // Taken only once published: a publish cancelled halfway is sent again by
+            // `drop`.
+            self.channel.publish(message).await;
+        }
+        self.message = None;
+    }
+
+    /// The write changed nothing: nothing to announce.
+    fn forgive(mut self) {
+        self.message = None;
+    }
+}
+
+impl Drop for Owed<'_> {
+    fn drop(&mut self) {
+        if let Some(message) = self.message.take() {
+            invalidate_locally(self.local, &message);
+            self.channel.publish_detached(message);
+        }
+    }
+}
+
+fn invalidate_locally(local: &Local, message: &Message) {
+    match message {
+        Message::Session(key) => local.invalidate(key),
+        Message::User(user_id) => local.invalidate_user(user_id),
     }
 }
 
@@ -249,8 +300,9 @@ impl<S: SessionStore> SessionStore for TieredStore<S> {
         changes: &Changes,
         meta: &Meta,
     ) -> Result<Saved, StoreError> {
+        let owed = self.owe(Message::Session(*key));
         let saved = self.inner.central.save(key, changes, meta).await?;
-        self.written(key).await;
+        owed.send().await;
         Ok(saved)
     }
 
@@ -260,12 +312,13 @@ impl<S: SessionStore> SessionStore for TieredStore<S> {
         changes: &Changes,
         refresh: &Refresh,
     ) -> Result<Option<Meta>, StoreError> {
+        let owed = self.owe(Message::Session(*key));
         let saved = self
             .inner
             .central
             .save_unloaded(key, changes, refresh)
             .await?;
-        self.written(key).await;
+        owed.send().await;
         Ok(saved)
     }
 
@@ -276,22 +329,27 @@ impl<S: SessionStore> SessionStore for TieredStore<S> {
         f: &UpdateFn<'_>,
         meta: &Meta,
     ) -> Result<Updated, StoreError> {
+        let owed = self.owe(Message::Session(*key));
         let updated = self.inner.central.update(key, field, f, meta).await?;
         if matches!(updated, Updated::Stored(_)) {
-            self.written(key).await;
+            owed.send().await;
+        } else {
+            owed.forgive();
         }
         Ok(updated)
     }
 
     async fn touch(&self, key: &SessionKey, meta: &Meta) -> Result<Saved, StoreError> {
+        let owed = self.owe(Message::Session(*key));
         let touched = self.inner.central.touch(key, meta).await?;
-        self.written(key).await;
+        owed.send().await;
         Ok(touched)
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<(), StoreError> {
+        let owed = self.owe(Message::Session(*key));
         self.inner.central.delete(key).await?;
-        self.written(key).await;
+        owed.send().await;
         Ok(())
     }
 
@@ -300,12 +358,9 @@ impl<S: SessionStore> SessionStore for TieredStore<S> {
     }
 
     async fn delete_user_sessions(&self, user_id: &str) -> Result<usize, StoreError> {
+        let owed = self.owe(Message::User(user_id.to_owned()));
         let deleted = self.inner.central.delete_user_sessions(user_id).await?;
-        self.inner.local.invalidate_user(user_id);
-        self.inner
-            .channel
-            .publish(Message::User(user_id.to_owned()))
-            .await;
+        owed.send().await;
         Ok(deleted)
     }
 }

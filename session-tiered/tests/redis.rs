@@ -130,6 +130,68 @@ async fn writes_on_one_server_reach_the_others_cache() {
     }
 }
 
+/// Runs `write` with `central` hanging, and gives up on it after 50 ms.
+async fn cut_short<S, T>(
+    central: &InstrumentedStore<S>,
+    write: impl std::future::Future<Output = T>,
+) {
+    central.set_hanging(true);
+    let outcome = tokio::time::timeout(Duration::from_millis(50), write).await;
+    central.set_hanging(false);
+    assert!(outcome.is_err(), "the hanging write returned");
+}
+
+/// A write whose answer never came back (the central store slower than the layer's
+/// timeout, a request cancelled) or came back as an error may still have reached the
+/// central store: the other servers drop their copies all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_cut_short_still_reaches_the_others_cache() {
+    let (central, _) = common::shared_store_with_prefix().await;
+    let channel = channel();
+    let unreliable = InstrumentedStore::new(central.clone());
+    let a = tiered(unreliable.clone(), &common::redis_url(), &channel).await;
+    let b = tiered(central.clone(), &common::redis_url(), &channel).await;
+    let mut first = record(json!({"a": 1}));
+    first.meta.user_id = Some(session_testkit::random_user());
+    let cached_on_b = |key| {
+        let (a, b, first) = (a.clone(), b.clone(), first.clone());
+        async move {
+            assert_eq!(a.create(&key, &first).await.unwrap(), Created::Created);
+            until_loaded(&b, &key, Some(json!(1))).await;
+        }
+    };
+
+    // A delete that landed, but timed out on the way back.
+    let key = random_key();
+    cached_on_b(key).await;
+    central.delete(&key).await.unwrap();
+    cut_short(&unreliable, a.delete(&key)).await;
+    until_loaded(&b, &key, None).await;
+
+    // A save that landed, but whose answer was an error.
+    let key = random_key();
+    cached_on_b(key).await;
+    central
+        .save(&key, &set("a", json!(2)), &first.meta)
+        .await
+        .unwrap();
+    unreliable.set_failing(true);
+    assert!(a
+        .save(&key, &set("a", json!(2)), &first.meta)
+        .await
+        .is_err());
+    unreliable.set_failing(false);
+    until_loaded(&b, &key, Some(json!(2))).await;
+
+    // Log out everywhere, timed out on the way back.
+    let user = first.meta.user_id.clone().unwrap();
+    let key = random_key();
+    cached_on_b(key).await;
+    central.delete_user_sessions(&user).await.unwrap();
+    cut_short(&unreliable, a.delete_user_sessions(&user)).await;
+    until_loaded(&b, &key, None).await;
+}
+
 /// Strict mode: no coherence window. What one server acknowledged, another's next read
 /// reflects at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
