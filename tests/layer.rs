@@ -377,6 +377,47 @@ async fn a_hanging_store_fails_closed_after_the_timeout() {
     assert_eq!(send(&app, "GET", "/get/a", Some(&pair)).await.body, "\"1\"");
 }
 
+/// A client that goes away while its session is being written (its response future
+/// dropped: hyper does that when the connection closes) does not cancel the writes:
+/// the value is saved, and a logout ends the session, all the same.
+#[tokio::test]
+async fn a_request_dropped_while_its_session_is_written_still_writes_it() {
+    let store = store();
+    let app = app(SessionLayer::new(store.clone()));
+    let pair = send(&app, "POST", "/set/a/1", None).await.cookie_pair();
+    let dropped_while_writing = |path: &'static str| {
+        let (app, store, pair) = (app.clone(), store.clone(), pair.clone());
+        async move {
+            store.set_hanging(true);
+            let request = send(&app, "POST", path, Some(&pair));
+            let gone = tokio::time::timeout(Duration::from_millis(50), request).await;
+            assert!(gone.is_err(), "{path} was answered while the store hung");
+            store.set_hanging(false);
+        }
+    };
+    let eventually = |expected: &'static str| {
+        let (app, pair) = (app.clone(), pair.clone());
+        async move {
+            for _ in 0..100 {
+                if send(&app, "GET", "/get/a", Some(&pair)).await.body == expected {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("the session never read {expected}");
+        }
+    };
+
+    dropped_while_writing("/set/a/2").await;
+    eventually("\"2\"").await;
+    dropped_while_writing("/logout").await;
+    eventually("null").await;
+    assert!(
+        store.inner().is_empty(),
+        "the logged-out session is still stored"
+    );
+}
+
 /// SECURITY.md 17: a store that fails never leads to a new session or a cleared
 /// cookie, even for a handler that ignores the error.
 #[tokio::test]

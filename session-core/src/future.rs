@@ -7,10 +7,13 @@ use std::task::{ready, Context, Poll};
 
 use http::Response;
 use pin_project_lite::pin_project;
+use tokio::task::JoinHandle;
 
+use crate::error::StoreErrorKind;
 use crate::session::Session;
+use crate::transport::IdUpdate;
 
-type Finishing<B> = Pin<Box<dyn Future<Output = Response<B>> + Send>>;
+type Outcome = Result<Option<IdUpdate>, StoreErrorKind>;
 
 pin_project! {
     /// Response future of [`SessionService`](crate::SessionService).
@@ -25,9 +28,11 @@ pin_project! {
     enum State<F, B> {
         /// The handler is running.
         Handler { #[pin] future: F, session: Option<Session> },
-        /// The session is being saved. Boxed: only requests that need a store call
-        /// get here, and that call dwarfs the allocation.
-        Finishing { future: Finishing<B> },
+        /// The session is being saved, by a task of its own: a response future
+        /// dropped now (the client went away) must not cancel the writes halfway,
+        /// least of all a logout's delete. Only requests whose store calls did not
+        /// complete at once get here, and a call that waits dwarfs the task.
+        Finishing { task: JoinHandle<Outcome>, session: Session, response: Option<Response<B>> },
     }
 }
 
@@ -62,13 +67,40 @@ where
                             &session, response, outcome,
                         )));
                     }
-                    let finishing = Box::pin(crate::service::finish(session, response));
-                    self.as_mut()
-                        .project()
-                        .state
-                        .set(State::Finishing { future: finishing });
+                    // Most store calls complete at once (an in-process store): polled
+                    // here first, they cost no task.
+                    let mut finishing: Pin<Box<dyn Future<Output = Outcome> + Send>> = {
+                        let session = session.clone();
+                        Box::pin(async move { session.finish().await })
+                    };
+                    if let Poll::Ready(outcome) = finishing.as_mut().poll(cx) {
+                        return Poll::Ready(Ok(crate::service::respond(
+                            &session, response, outcome,
+                        )));
+                    }
+                    let task = tokio::spawn(finishing);
+                    self.as_mut().project().state.set(State::Finishing {
+                        task,
+                        session,
+                        response: Some(response),
+                    });
                 }
-                StateProj::Finishing { future } => return future.as_mut().poll(cx).map(Ok),
+                StateProj::Finishing {
+                    task,
+                    session,
+                    response,
+                } => {
+                    let outcome = match ready!(Pin::new(task).poll(cx)) {
+                        Ok(outcome) => outcome,
+                        Err(error) if error.is_panic() => {
+                            std::panic::resume_unwind(error.into_panic())
+                        }
+                        // The runtime is shutting down.
+                        Err(_) => Err(StoreErrorKind::Other),
+                    };
+                    let response = response.take().expect("polled after completion");
+                    return Poll::Ready(Ok(crate::service::respond(session, response, outcome)));
+                }
             }
         }
     }

@@ -17,7 +17,10 @@
 //! 3. After the handler the layer does the least that keeps the store right: changed →
 //!    save the changes (not a snapshot); destroyed → delete, and expire the cookie; id
 //!    cycled → store under the new id, delete the old; untouched → push the idle
-//!    timeout back, but only once a quarter of it has passed.
+//!    timeout back, but only once a quarter of it has passed. These writes run to
+//!    the end even if the response is dropped first (a client that closed its
+//!    connection): what cannot finish at once finishes in a task of its own, so a
+//!    logout is never cancelled halfway.
 //! 4. `Set-Cookie` is sent only when the cookie must change, with
 //!    `Cache-Control: no-store`.
 //!

@@ -58,13 +58,6 @@ impl<S: fmt::Debug> fmt::Debug for SessionService<S> {
     }
 }
 
-/// Runs after the handler, when the session needs the store: saves it, then
-/// [`respond`]s.
-pub(crate) async fn finish<B: Default>(session: Session, response: Response<B>) -> Response<B> {
-    let outcome = session.finish().await;
-    respond(&session, response, outcome)
-}
-
 /// Sets the id on the response, or replaces the response with the error policy's if
 /// the store failed.
 pub(crate) fn respond<B: Default>(

@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use session_core::{
     Changes, Created, Meta, Record, Refresh, Saved, SessionKey, SessionStore, StoreError, UpdateFn,
     Updated, UserSession,
 };
+use tokio::sync::Notify;
 
 /// Wraps a store: counts the calls made to it by operation name (`load`, `create`,
 /// `save`, `update`, `touch`, `delete`, `user_sessions`, `delete_user_sessions`), and
@@ -27,6 +27,7 @@ struct Instruments {
     counts: Mutex<HashMap<&'static str, usize>>,
     failing: AtomicBool,
     hanging: AtomicBool,
+    released: Notify,
     forced_key: Mutex<Option<SessionKey>>,
 }
 
@@ -76,9 +77,13 @@ impl<S> InstrumentedStore<S> {
         self.shared.failing.store(on, Ordering::SeqCst);
     }
 
-    /// While `on`, every call waits an hour first (the layer's timeout ends it).
+    /// While `on`, every call waits before it reaches the store (the layer's timeout
+    /// ends it); turned off, the calls still waiting go on.
     pub fn set_hanging(&self, on: bool) {
         self.shared.hanging.store(on, Ordering::SeqCst);
+        if !on {
+            self.shared.released.notify_waiters();
+        }
     }
 
     /// Makes the next `create` write under `key`, whatever key it was given: an id
@@ -94,8 +99,13 @@ impl<S> InstrumentedStore<S> {
 
     async fn enter(&self, operation: &'static str) -> Result<(), StoreError> {
         *lock(&self.shared.counts).entry(operation).or_default() += 1;
-        if self.shared.hanging.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
+        loop {
+            // Made before the check, so that a release in between is not missed.
+            let released = self.shared.released.notified();
+            if !self.shared.hanging.load(Ordering::SeqCst) {
+                break;
+            }
+            released.await;
         }
         if self.shared.failing.load(Ordering::SeqCst) {
             return Err(StoreError::unavailable(std::io::Error::new(
