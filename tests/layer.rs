@@ -418,6 +418,63 @@ async fn a_request_dropped_while_its_session_is_written_still_writes_it() {
     );
 }
 
+/// The same over a real connection: hyper drops a request's future when its client
+/// closes the connection, and the logout's delete still happens.
+#[tokio::test]
+async fn a_logout_whose_client_hung_up_still_ends_the_session() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let store = store();
+    let app = app(SessionLayer::builder(store.clone())
+        .with_secure(false)
+        .build()
+        .unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let request = |path: &str, cookie: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: test\r\nCookie: {cookie}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+
+    let mut connection = tokio::net::TcpStream::connect(address).await.unwrap();
+    connection
+        .write_all(request("/set/a/1", "").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = vec![0; 4096];
+    let read = connection.read(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]).into_owned();
+    let pair = answer
+        .lines()
+        .find_map(|line| line.strip_prefix("set-cookie: "))
+        .and_then(|cookie| cookie.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    assert!(!store.inner().is_empty());
+
+    store.set_hanging(true);
+    connection
+        .write_all(request("/logout", &pair).as_bytes())
+        .await
+        .unwrap();
+    while store.count("delete") == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    drop(connection);
+    // Time for hyper to see the connection closed and drop the request.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    store.set_hanging(false);
+    for _ in 0..100 {
+        if store.inner().is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the session outlived its logout");
+}
+
 /// SECURITY.md 17: a store that fails never leads to a new session or a cleared
 /// cookie, even for a handler that ignores the error.
 #[tokio::test]
