@@ -46,7 +46,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, ScriptInvocation, Value};
 use session_core::{
     async_trait, Changes, Created, Data, Meta, Record, Refresh, Saved, SessionKey, SessionStore,
     StoreError, StoreErrorKind, Timestamp, UpdateFn, Updated, UserSession,
@@ -158,7 +158,7 @@ impl RedisStore {
         Self {
             connection,
             prefix: Arc::from("session:"),
-            scripts: Arc::new(Scripts::new()),
+            scripts: Arc::new(Scripts::new(None)),
         }
     }
 
@@ -167,6 +167,37 @@ impl RedisStore {
     #[must_use]
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = Arc::from(prefix.into());
+        self
+    }
+
+    /// Publishes, on the pub/sub `channel`, an invalidation of every session this
+    /// store changes or ends (a save, an update, a touch, a delete), from inside the
+    /// write itself: what a `TieredStore` in front of this store listens for, when it
+    /// subscribes to `channel` on the same Redis and is built with
+    /// `published_by_central()`. The tiered store then publishes nothing itself: a
+    /// write costs one round trip instead of two, and a server that dies between a
+    /// write and its announcement cannot leave other servers serving a stale copy.
+    ///
+    /// On a Redis Cluster this does nothing (a warning is logged): a message published
+    /// on one master reaches the others over the cluster bus, in no order with those
+    /// published elsewhere, which strict mode relies on. A tiered store in front of a
+    /// cluster publishes its own invalidations.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), session_core::StoreError> {
+    /// let store = session_redis::RedisStore::connect("redis://127.0.0.1:6379")
+    ///     .await?
+    ///     .with_invalidation_channel("myapp:invalidate");
+    /// # let _ = store;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn with_invalidation_channel(mut self, channel: impl Into<String>) -> Self {
+        if self.is_cluster() {
+            tracing::warn!("RedisStore: no invalidation channel on a Redis Cluster");
+        } else {
+            self.scripts = Arc::new(Scripts::new(Some(channel.into())));
+        }
         self
     }
 
@@ -203,12 +234,12 @@ impl RedisStore {
         matches!(self.connection, Connection::Cluster(_))
     }
 
-    /// Runs `script` on a session with `args`, keeping the user index of `user` with
+    /// Runs a script `invocation` on a session with `args`, keeping the user index of `user` with
     /// it (the member's score is `expires_at`): in the same script on a standalone
     /// server, in a second call on a cluster, where the index is in another slot.
     async fn run_with_index<T: redis::FromRedisValue>(
         &self,
-        script: &redis::Script,
+        mut invocation: ScriptInvocation<'_>,
         session: &str,
         user: Option<&str>,
         expires_at: &str,
@@ -216,7 +247,6 @@ impl RedisStore {
         args: &[&str],
     ) -> Result<T, StoreError> {
         let index = user.map(|user| self.index_key(user));
-        let mut invocation = script.key(session);
         if let (Some(index), false) = (&index, self.is_cluster()) {
             invocation.key(index);
         }
@@ -369,7 +399,7 @@ impl SessionStore for RedisStore {
         let user = record.meta.user_id.as_deref();
         let created: i64 = self
             .run_with_index(
-                &self.scripts.create,
+                self.scripts.create.key(&session),
                 &session,
                 user,
                 &expires_at,
@@ -398,7 +428,7 @@ impl SessionStore for RedisStore {
         let user = meta.user_id.as_deref();
         let saved: i64 = self
             .run_with_index(
-                &self.scripts.save,
+                self.scripts.announcing(&self.scripts.save, &session, key),
                 &session,
                 user,
                 &expires_at,
@@ -432,7 +462,9 @@ impl SessionStore for RedisStore {
         ];
         push_changes(&mut args, changes);
         let session = self.session_key(key);
-        let mut invocation = self.scripts.save_unloaded.key(&session);
+        let mut invocation = self
+            .scripts
+            .announcing(&self.scripts.save_unloaded, &session, key);
         for arg in &args {
             invocation.arg(arg);
         }
@@ -500,7 +532,8 @@ impl SessionStore for RedisStore {
             ];
             let outcome: Vec<Value> = self
                 .run_with_index(
-                    &self.scripts.compare_and_set,
+                    self.scripts
+                        .announcing(&self.scripts.compare_and_set, &session, key),
                     &session,
                     meta.user_id.as_deref(),
                     &expires_at,
@@ -533,7 +566,7 @@ impl SessionStore for RedisStore {
         let user = meta.user_id.as_deref();
         let touched: i64 = self
             .run_with_index(
-                &self.scripts.touch,
+                self.scripts.announcing(&self.scripts.touch, &session, key),
                 &session,
                 user,
                 &expires_at,
@@ -553,8 +586,7 @@ impl SessionStore for RedisStore {
         let session = self.session_key(key);
         let user: String = self
             .scripts
-            .delete
-            .key(&session)
+            .announcing(&self.scripts.delete, &session, key)
             .invoke_async(&mut connection)
             .await
             .map_err(unavailable)?;
@@ -628,9 +660,10 @@ impl SessionStore for RedisStore {
             };
             if let Some(record) = self.load(&key).await? {
                 if record.meta.user_id.as_deref() == Some(user_id) {
-                    redis::cmd("DEL")
-                        .arg(member)
-                        .query_async::<i64>(&mut connection)
+                    // The script, not a `DEL`: it announces the end of each session.
+                    self.scripts
+                        .announcing(&self.scripts.delete, member, &key)
+                        .invoke_async::<String>(&mut connection)
                         .await
                         .map_err(unavailable)?;
                     ended += 1;

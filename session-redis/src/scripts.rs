@@ -7,8 +7,26 @@
 //! Every script takes the session hash as `KEYS[1]`. Where `KEYS[2]` is given (a
 //! standalone server) the script also keeps the user index in the same atomic step;
 //! on a cluster the index lives in another slot and `INDEX` keeps it in a second call.
+//!
+//! The scripts that change or end a session call `announce()` once they have. With
+//! an invalidation channel it publishes the session's invalidation, in the same atomic
+//! step as the write; its channel and message are the first two `ARGV`, taken off
+//! before the script reads its own.
 
-use redis::Script;
+use redis::{Script, ScriptInvocation};
+use session_core::SessionKey;
+
+/// `announce()` without an invalidation channel.
+const SILENT: &str = "local function announce() end\n";
+
+/// `announce()` with one.
+const ANNOUNCING: &str = r#"
+local channel = table.remove(ARGV, 1)
+local message = table.remove(ARGV, 1)
+local function announce()
+  redis.call('PUBLISH', channel, message)
+end
+"#;
 
 /// Index maintenance shared by the scripts: add or raise the member, drop expired
 /// members, and let the index key itself expire with its last member, so that an index
@@ -98,6 +116,7 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 if KEYS[2] then
   reindex(KEYS[2], KEYS[1], ARGV[1], false)
 end
+announce()
 return 1
 "#;
 
@@ -139,6 +158,7 @@ redis.call('PEXPIREAT', KEYS[1], new_expiry)
 if stored[3] and ARGV[3] ~= '' then
   reindex(ARGV[3] .. '{' .. stored[3] .. '}', KEYS[1], new_expiry, false)
 end
+announce()
 return {1, stored[1], stored[2], stored[3]}
 "#;
 
@@ -152,6 +172,7 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 if KEYS[2] then
   reindex(KEYS[2], KEYS[1], ARGV[1], false)
 end
+announce()
 return 1
 "#;
 
@@ -172,14 +193,17 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[5])
 if KEYS[2] then
   reindex(KEYS[2], KEYS[1], ARGV[5], false)
 end
+announce()
 return {1}
 "#;
 
 /// Deletes a session. Returns its user ('' for none), whose index the caller then
-/// cleans: the index may live in another slot.
+/// cleans: the index may live in another slot. Announces even a session that was not
+/// there: a tiered store checks the channel that way.
 const DELETE: &str = r#"
 local user = redis.call('HGET', KEYS[1], 'u')
 redis.call('DEL', KEYS[1])
+announce()
 return user or ''
 "#;
 
@@ -198,20 +222,49 @@ pub(crate) struct Scripts {
     pub(crate) compare_and_set: Script,
     pub(crate) delete: Script,
     pub(crate) index: Script,
+    /// Where the scripts that call `announce()` publish, if anywhere.
+    channel: Option<String>,
 }
 
 impl Scripts {
-    pub(crate) fn new() -> Self {
-        let with_index =
-            |body: &str| Script::new(&format!("{INDEX_FUNCTION}{WRITE_FUNCTIONS}{body}"));
+    pub(crate) fn new(channel: Option<String>) -> Self {
+        let announce = if channel.is_some() {
+            ANNOUNCING
+        } else {
+            SILENT
+        };
+        let announcing = |body: &str| {
+            Script::new(&format!(
+                "{announce}{INDEX_FUNCTION}{WRITE_FUNCTIONS}{body}"
+            ))
+        };
+        let silent =
+            |body: &str| Script::new(&format!("{SILENT}{INDEX_FUNCTION}{WRITE_FUNCTIONS}{body}"));
         Self {
-            create: with_index(CREATE),
-            save: with_index(SAVE),
-            save_unloaded: with_index(SAVE_UNLOADED),
-            touch: with_index(TOUCH),
-            compare_and_set: with_index(COMPARE_AND_SET),
-            delete: Script::new(DELETE),
-            index: with_index(INDEX),
+            create: silent(CREATE),
+            save: announcing(SAVE),
+            save_unloaded: announcing(SAVE_UNLOADED),
+            touch: announcing(TOUCH),
+            compare_and_set: announcing(COMPARE_AND_SET),
+            delete: Script::new(&format!("{announce}{DELETE}")),
+            index: silent(INDEX),
+            channel,
         }
+    }
+
+    /// An invocation on `session` of `script`, one that calls `announce()` (any but
+    /// `create` and `index`): with the invalidation of `key` as its first arguments
+    /// when there is a channel.
+    pub(crate) fn announcing<'a>(
+        &self,
+        script: &'a Script,
+        session: &str,
+        key: &SessionKey,
+    ) -> ScriptInvocation<'a> {
+        let mut invocation = script.key(session);
+        if let Some(channel) = &self.channel {
+            invocation.arg(channel).arg(format!("k{key}"));
+        }
+        invocation
     }
 }
