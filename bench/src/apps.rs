@@ -184,8 +184,9 @@ macro_rules! tower_sessions_app {
     };
 }
 
-/// session-kit's `TieredStore` in front of its `RedisStore`, or of its `PostgresStore`
-/// for a `postgres://` URL, invalidated over the same server.
+/// session-kit's `TieredStore` in front of its `RedisStore` (which publishes the
+/// invalidations itself), or of its `PostgresStore` for a `postgres://` URL,
+/// invalidated over the same server.
 async fn tiered(url: &str, strict: bool) -> Result<Router, BoxError> {
     if url.starts_with("postgres") {
         let central = session_kit::PostgresStore::connect(url).await?;
@@ -196,8 +197,12 @@ async fn tiered(url: &str, strict: bool) -> Result<Router, BoxError> {
             builder.connect_postgres(url, "bench_invalidate").await?,
         ));
     }
-    let central = session_kit::RedisStore::connect(url).await?;
-    let builder = session_kit::TieredStore::builder(central.with_prefix("bench:tiered:"));
+    // The central store publishes each write's invalidation inside the write.
+    let central = session_kit::RedisStore::connect(url)
+        .await?
+        .with_prefix("bench:tiered:")
+        .with_invalidation_channel("bench:invalidate");
+    let builder = session_kit::TieredStore::builder(central).published_by_central();
     let builder = if strict { builder.strict() } else { builder };
     Ok(session_kit(builder.connect(url, "bench:invalidate").await?))
 }

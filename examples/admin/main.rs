@@ -201,12 +201,15 @@ async fn tiered_store(central: &str, strict: bool) -> Result<Arc<dyn SessionStor
                 .await?,
         ));
     }
-    let builder =
-        session_kit::TieredStore::builder(session_kit::RedisStore::connect(central).await?);
+    // Over Redis, the central store publishes each write's invalidation inside the
+    // write: one round trip per write, and nothing left unannounced by a crash.
+    let channel = "session-kit:invalidate";
+    let store = session_kit::RedisStore::connect(central)
+        .await?
+        .with_invalidation_channel(channel);
+    let builder = session_kit::TieredStore::builder(store).published_by_central();
     let builder = if strict { builder.strict() } else { builder };
-    Ok(Arc::new(
-        builder.connect(central, "session-kit:invalidate").await?,
-    ))
+    Ok(Arc::new(builder.connect(central, channel).await?))
 }
 
 /// A SQL store on `url`, in `SESSION_TABLE` (default `sessions`), migrated, with

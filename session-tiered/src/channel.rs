@@ -205,6 +205,11 @@ impl Channel {
         publish_logged(&self.publisher, &self.names.shared, message).await;
     }
 
+    /// The shared channel's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.names.shared
+    }
+
     /// [`publish`](Self::publish) from a task of its own, for a caller that cannot
     /// wait (one being dropped); nothing, outside a tokio runtime.
     pub(crate) fn publish_detached(&self, message: Message) {
@@ -296,7 +301,10 @@ fn apply(local: &Weak<Local>, names: &Names, channel: &str, payload: &[u8]) -> b
         return true;
     }
     match Message::decode(payload) {
-        Some(Message::Session(key)) => tier.invalidate(&key),
+        Some(Message::Session(key)) => {
+            tier.invalidate(&key);
+            tier.heard(&key);
+        }
         Some(Message::User(user)) => tier.invalidate_user(&user),
         None => tracing::warn!("unreadable session invalidation ignored"),
     }

@@ -64,11 +64,17 @@ struct Inner<S> {
     local: Arc<Local>,
     channel: Channel,
     strict: bool,
+    /// The central store publishes every write's invalidation itself, inside the
+    /// write: checked at `connect`.
+    published_by_central: bool,
 }
 
 /// How long a strict read waits for its marker before it loads from the central
 /// store instead; markers take well under a millisecond on a healthy channel.
 const STRICT_WAIT: Duration = Duration::from_millis(500);
+
+/// How long `connect` waits for the invalidation the central store is to publish.
+const CHECK_WAIT: Duration = Duration::from_secs(1);
 
 impl<S> Clone for TieredStore<S> {
     fn clone(&self) -> Self {
@@ -84,6 +90,7 @@ impl<S> fmt::Debug for TieredStore<S> {
             .field("cached", &self.inner.local.len())
             .field("coherent", &self.inner.local.is_coherent())
             .field("strict", &self.inner.strict)
+            .field("published_by_central", &self.inner.published_by_central)
             .finish_non_exhaustive()
     }
 }
@@ -94,6 +101,7 @@ pub struct Builder<S> {
     central: S,
     bound: Bound,
     strict: bool,
+    published_by_central: bool,
 }
 
 impl<S: SessionStore> TieredStore<S> {
@@ -103,6 +111,7 @@ impl<S: SessionStore> TieredStore<S> {
             central,
             bound: Bound::Entries(100_000),
             strict: false,
+            published_by_central: false,
         }
     }
 
@@ -133,7 +142,7 @@ impl<S: SessionStore> TieredStore<S> {
     fn owe(&self, message: Message) -> Owed<'_> {
         Owed {
             local: &self.inner.local,
-            channel: &self.inner.channel,
+            channel: (!self.inner.published_by_central).then_some(&self.inner.channel),
             message: Some(message),
         }
     }
@@ -146,9 +155,14 @@ impl<S: SessionStore> TieredStore<S> {
 /// away) may still have reached the central store, so an invalidation dropped unsent
 /// is sent anyway, from a task of its own: one invalidation too many costs a reload,
 /// one too few lets other servers serve a session that was changed or ended.
+///
+/// When the central store publishes invalidations itself, inside its writes, only the
+/// local copy is dropped here: the write and its announcement happened together, or
+/// neither did.
 struct Owed<'a> {
     local: &'a Local,
-    channel: &'a Channel,
+    /// Where to publish; `None` when the central store does.
+    channel: Option<&'a Channel>,
     message: Option<Message>,
 }
 
@@ -159,7 +173,9 @@ impl Owed<'_> {
             invalidate_locally(self.local, message);
             // Taken only once published: a publish cancelled halfway is sent again by
             // `drop`.
-            self.channel.publish(message).await;
+            if let Some(channel) = self.channel {
+                channel.publish(message).await;
+            }
         }
         self.message = None;
     }
@@ -174,7 +190,9 @@ impl Drop for Owed<'_> {
     fn drop(&mut self) {
         if let Some(message) = self.message.take() {
             invalidate_locally(self.local, &message);
-            self.channel.publish_detached(message);
+            if let Some(channel) = self.channel {
+                channel.publish_detached(message);
+            }
         }
     }
 }
@@ -217,7 +235,7 @@ impl<S: SessionStore> Builder<S> {
     ) -> Result<TieredStore<S>, StoreError> {
         let local = Arc::new(Local::new(self.bound));
         let channel = Channel::redis(redis_url, channel, &local).await?;
-        Ok(self.finish(local, channel).await)
+        self.finish(local, channel).await
     }
 
     /// Connects the invalidation channel over PostgreSQL: `NOTIFY` on `channel` (a
@@ -233,7 +251,7 @@ impl<S: SessionStore> Builder<S> {
     ) -> Result<TieredStore<S>, StoreError> {
         let local = Arc::new(Local::new(self.bound));
         let channel = Channel::postgres(postgres_url, channel, &local).await?;
-        Ok(self.finish(local, channel).await)
+        self.finish(local, channel).await
     }
 
     /// Strict mode: no coherence window at all. Before it serves a cached session, a
@@ -250,16 +268,88 @@ impl<S: SessionStore> Builder<S> {
         self
     }
 
-    async fn finish(self, local: Arc<Local>, channel: Channel) -> TieredStore<S> {
+    /// The central store publishes every write's invalidation itself, on the same
+    /// channel and server, inside the write (`RedisStore::with_invalidation_channel`
+    /// on a standalone Redis): this store then publishes none. A write costs one round
+    /// trip instead of two, and a server that dies between a write and its
+    /// announcement can no longer leave others serving a stale copy.
+    ///
+    /// `connect` checks it: it deletes a random key, which holds no session, through
+    /// the central store and waits up to a second for that invalidation; if none
+    /// comes, it fails. If the channel is not subscribed yet, there is nothing to
+    /// check with: the store publishes its own invalidations, as without this option,
+    /// and logs a warning.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use session_redis::RedisStore;
+    /// use session_tiered::TieredStore;
+    ///
+    /// let url = "redis://127.0.0.1:6379";
+    /// let central = RedisStore::connect(url).await?.with_invalidation_channel("myapp:invalidate");
+    /// let store = TieredStore::builder(central)
+    ///     .published_by_central()
+    ///     .connect(url, "myapp:invalidate")
+    ///     .await?;
+    /// # let _ = store;
+    /// # Ok(()) }
+    /// ```
+    pub fn published_by_central(mut self) -> Self {
+        self.published_by_central = true;
+        self
+    }
+
+    async fn finish(
+        self,
+        local: Arc<Local>,
+        channel: Channel,
+    ) -> Result<TieredStore<S>, StoreError> {
         local.wait_coherent(Duration::from_secs(2)).await;
-        TieredStore {
+        let published_by_central = self.published_by_central
+            && central_publishes(&self.central, &local, channel.name()).await?;
+        Ok(TieredStore {
             inner: Arc::new(Inner {
                 central: self.central,
                 local,
                 channel,
                 strict: self.strict,
+                published_by_central,
             }),
-        }
+        })
+    }
+}
+
+/// Whether `central` publishes invalidations on the channel: an error if the channel
+/// is up and none came, `false` if the channel is not up to tell.
+async fn central_publishes<S: SessionStore>(
+    central: &S,
+    local: &Local,
+    channel: &str,
+) -> Result<bool, StoreError> {
+    if !local.is_coherent() {
+        tracing::warn!(
+            channel,
+            "the invalidation channel is not subscribed: whether the central store \
+             publishes on it is not known, so this store publishes its own"
+        );
+        return Ok(false);
+    }
+    let mut random = [0u8; 32];
+    getrandom::fill(&mut random).map_err(|error| StoreError::unavailable(error.to_string()))?;
+    let key = SessionKey::from_bytes(random);
+    let heard = local.await_invalidation(key);
+    central.delete(&key).await?;
+    match tokio::time::timeout(CHECK_WAIT, heard).await {
+        Ok(Ok(())) => Ok(true),
+        _ => Err(StoreError::new(
+            session_core::StoreErrorKind::Other,
+            format!(
+                "the central store published no invalidation on {channel:?} within a \
+                 second: give it that channel on the same Redis \
+                 (`RedisStore::with_invalidation_channel`), or build the tiered store \
+                 without `published_by_central`"
+            ),
+        )),
     }
 }
 

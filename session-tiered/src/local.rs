@@ -3,13 +3,14 @@
 
 use std::mem::size_of;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use quick_cache::sync::{Cache, DefaultLifecycle};
 use quick_cache::{OptionsBuilder, Weighter};
 use session_core::serde_json::Value;
 use session_core::{KeyHasher, Record, SessionKey};
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
 use crate::barrier::Barrier;
 
@@ -92,6 +93,8 @@ pub(crate) struct Local {
     became_coherent: Notify,
     /// Strict mode's sync point with the channel.
     pub(crate) barrier: Barrier,
+    /// A key whose invalidation is awaited from the channel, and who awaits it.
+    awaited: Mutex<Option<(SessionKey, oneshot::Sender<()>)>>,
 }
 
 impl Local {
@@ -116,6 +119,7 @@ impl Local {
             coherent: AtomicBool::new(false),
             became_coherent: Notify::new(),
             barrier: Barrier::new(),
+            awaited: Mutex::new(None),
         }
     }
 
@@ -161,6 +165,26 @@ impl Local {
         self.bump_all();
         self.cache
             .retain(|_, cached| cached.record.meta.user_id.as_deref() != Some(user_id));
+    }
+
+    /// Resolves once an invalidation of `key` arrives through the channel.
+    pub(crate) fn await_invalidation(&self, key: SessionKey) -> oneshot::Receiver<()> {
+        let (heard, hearing) = oneshot::channel();
+        *self.awaited.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, heard));
+        hearing
+    }
+
+    /// An invalidation of `key` arrived through the channel.
+    pub(crate) fn heard(&self, key: &SessionKey) {
+        let mut awaited = self.awaited.lock().unwrap_or_else(|e| e.into_inner());
+        if awaited
+            .as_ref()
+            .is_some_and(|(expected, _)| expected == key)
+        {
+            if let Some((_, heard)) = awaited.take() {
+                let _ = heard.send(());
+            }
+        }
     }
 
     /// The channel is down: stop serving and keeping copies, and drop them all.

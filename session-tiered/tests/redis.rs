@@ -270,3 +270,102 @@ async fn a_lost_channel_never_serves_stale_sessions() {
     }
     assert_eq!(central.count("load"), 0, "the cache is not serving again");
 }
+
+/// The whole contract on a tiered store whose central store publishes its writes'
+/// invalidations itself.
+mod published_by_central {
+    async fn store() -> session_tiered::TieredStore<session_redis::RedisStore> {
+        let channel = super::channel();
+        let central = crate::common::shared_store()
+            .await
+            .with_invalidation_channel(channel.clone());
+        session_tiered::TieredStore::builder(central)
+            .published_by_central()
+            .connect(&crate::common::redis_url(), &channel)
+            .await
+            .expect("the central store publishes on the channel")
+    }
+
+    session_testkit::conformance_tests!(store().await);
+}
+
+/// Calls of `command` the server has run, scripts' own included.
+fn command_calls(server: &common::OwnRedis, command: &str) -> u64 {
+    let info = server.cli(&["info", "commandstats"]);
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().unwrap())
+}
+
+/// With a central store that publishes inside its writes, the tiered store publishes
+/// nothing: every invalidation comes from a script (no client's last command is a
+/// `PUBLISH`), so a write is one round trip. And a write made through the central
+/// store alone, as by a server that died before it could have published, still
+/// reaches the other servers' cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_central_store_that_publishes_makes_a_write_one_round_trip() {
+    let server = common::OwnRedis::start();
+    let central = RedisStore::connect(&server.url())
+        .await
+        .unwrap()
+        .with_invalidation_channel("invalidate");
+    let url = server.url();
+    let connect = || {
+        TieredStore::builder(central.clone())
+            .published_by_central()
+            .connect(&url, "invalidate")
+    };
+    let (a, b) = (connect().await.unwrap(), connect().await.unwrap());
+    assert!(format!("{a:?}").contains("published_by_central: true"));
+    let key = random_key();
+    let first = record(json!({"a": 1}));
+    assert_eq!(a.create(&key, &first).await.unwrap(), Created::Created);
+    until_loaded(&b, &key, Some(json!(1))).await;
+
+    let published = command_calls(&server, "publish");
+    for value in 2..12 {
+        a.save(&key, &set("a", json!(value)), &first.meta)
+            .await
+            .unwrap();
+        until_loaded(&b, &key, Some(json!(value))).await;
+    }
+    assert_eq!(command_calls(&server, "publish") - published, 10);
+    let clients = server.cli(&["CLIENT", "LIST"]);
+    assert!(
+        !clients.contains("cmd=publish"),
+        "a client published:\n{clients}"
+    );
+
+    central
+        .save(&key, &set("a", json!(99)), &first.meta)
+        .await
+        .unwrap();
+    until_loaded(&b, &key, Some(json!(99))).await;
+    central.delete(&key).await.unwrap();
+    until_loaded(&b, &key, None).await;
+}
+
+/// `published_by_central` is checked when connecting: a central store that does not
+/// publish on the channel, or publishes on another, is an error, not a store that
+/// would leave other servers' copies stale.
+#[tokio::test]
+async fn a_central_store_that_does_not_publish_is_refused() {
+    let channel = channel();
+    let silent = common::shared_store().await;
+    let elsewhere = common::shared_store()
+        .await
+        .with_invalidation_channel(format!("{channel}:other"));
+    for central in [silent, elsewhere] {
+        let refused = TieredStore::builder(central)
+            .published_by_central()
+            .connect(&common::redis_url(), &channel)
+            .await
+            .unwrap_err();
+        let reason = std::error::Error::source(&refused).map(ToString::to_string);
+        assert!(
+            reason.is_some_and(|reason| reason.contains("published no invalidation")),
+            "{refused:?}"
+        );
+    }
+}
