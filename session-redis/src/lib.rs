@@ -20,6 +20,11 @@
 //! minutes per session is much the cheaper.
 //! | `Session::update` | load, then `HGET` and one compare-and-set script per attempt |
 //!
+//! With [`with_invalidation_channel`](RedisStore::with_invalidation_channel), each
+//! script that changes or ends a session also publishes its invalidation, for the
+//! tiered stores of other servers, in the same atomic step (one more command inside
+//! the script, no round trip).
+//!
 //! A user's sessions are a sorted set scored by expiry. On a standalone server it is
 //! kept in the same script as each write, atomically; on a cluster it lives in its own
 //! slot and is kept by a second call after each write (listing skips members whose

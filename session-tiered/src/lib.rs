@@ -9,7 +9,11 @@
 //!   server drop its copy and publish the session's key, so that every other server
 //!   drops its copy too. A write is never acknowledged before the central store has
 //!   it. A write that fails, times out or is cancelled is announced all the same,
-//!   from a task of its own: it may have reached the central store anyway.
+//!   from a task of its own: it may have reached the central store anyway. A central
+//!   store that publishes the invalidation inside the write itself
+//!   ([`published_by_central`](Builder::published_by_central), with `RedisStore`'s
+//!   invalidation channel) makes a write one round trip instead of two, and leaves no
+//!   moment at which a crash could separate a write from its announcement.
 //! - **Coherence:** between a write's publication and its delivery (loopback: well
 //!   under a millisecond), another server may still serve its copy. In
 //!   [strict mode](Builder::strict) there is no such window: a read first waits for a
