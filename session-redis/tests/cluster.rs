@@ -86,3 +86,47 @@ async fn sessions_spread_over_every_master() {
     assert_eq!(store.delete_user_sessions(&user).await.unwrap(), 60);
     assert!(store.user_sessions(&user).await.unwrap().is_empty());
 }
+
+/// An invalidation channel does nothing on a cluster (a message published on one
+/// master reaches the others in no order with those published elsewhere): the writes
+/// go through, and publish nothing, so a tiered store checking the channel sees none
+/// and publishes its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_store_publishes_no_invalidations() {
+    use futures_util::StreamExt;
+    use std::time::Duration;
+
+    let channel = format!("test:invalidate:{}", &session_testkit::random_token()[..16]);
+    let store = cluster_store()
+        .await
+        .with_invalidation_channel(channel.clone());
+    let mut subscriptions = Vec::new();
+    for url in tokio::task::block_in_place(|| CLUSTER.get().unwrap().urls()) {
+        let mut subscription = redis::Client::open(url)
+            .unwrap()
+            .get_async_pubsub()
+            .await
+            .unwrap();
+        subscription.subscribe(&channel).await.unwrap();
+        subscriptions.push(subscription);
+    }
+    let now = session_core::Timestamp::now();
+    let meta = session_core::Meta::new(now, now.saturating_add(Duration::from_secs(600)));
+    let record = session_core::Record {
+        data: Default::default(),
+        meta: meta.clone(),
+    };
+    let key = session_testkit::random_key();
+    store.create(&key, &record).await.unwrap();
+    assert_eq!(
+        store.touch(&key, &meta).await.unwrap(),
+        session_core::Saved::Saved
+    );
+    store.delete(&key).await.unwrap();
+    assert!(store.load(&key).await.unwrap().is_none());
+    for subscription in &mut subscriptions {
+        let mut messages = subscription.on_message();
+        let heard = tokio::time::timeout(Duration::from_millis(200), messages.next()).await;
+        assert!(heard.is_err(), "a cluster store published an invalidation");
+    }
+}
