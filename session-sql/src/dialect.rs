@@ -78,6 +78,15 @@ pub(crate) mod sealed {
             None
         }
 
+        /// `statements` rewritten so that each write that changes or ends a session
+        /// also announces it on `channel` (a validated identifier), in the same
+        /// statement; where the database has no such notification, unchanged (no
+        /// public method asks for it there).
+        fn announcing(statements: Statements, channel: &str) -> Statements {
+            let _ = channel;
+            statements
+        }
+
         /// How many rows a statement changed.
         fn rows_affected(result: &Self::QueryResult) -> u64;
 

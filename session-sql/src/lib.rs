@@ -141,12 +141,18 @@ pub enum ConfigError {
     /// A table name must be letters, digits and `_` (not starting with a digit),
     /// optionally after a schema name and a dot, at most 63 characters each.
     InvalidTableName(String),
+    /// An invalidation channel name must be letters, digits and `_`, at most 46 of
+    /// them (what a tiered store's `LISTEN` takes).
+    InvalidChannelName(String),
 }
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ConfigError::InvalidTableName(name) => write!(f, "invalid table name {name:?}"),
+            ConfigError::InvalidChannelName(name) => {
+                write!(f, "invalid invalidation channel name {name:?}")
+            }
         }
     }
 }

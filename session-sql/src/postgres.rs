@@ -108,6 +108,41 @@ impl sealed::Dialect for Postgres {
         }
     }
 
+    fn announcing(mut statements: Statements, channel: &str) -> Statements {
+        // `channel` is a plain identifier, safe in a literal; keys are hex.
+        let notify = |key: &str| format!("pg_notify('{channel}', 'k' || {key})");
+        let returning_keys = |statement: &str, alias: &str| {
+            format!(
+                "WITH {alias} AS ({statement} RETURNING key)
+                 SELECT {} FROM {alias}",
+                notify(&format!("{alias}.key"))
+            )
+        };
+        statements.save = returning_keys(&statements.save, "saved");
+        statements.set_field = returning_keys(&statements.set_field, "set");
+        statements.touch = returning_keys(&statements.touch, "touched");
+        statements.delete_user_sessions = returning_keys(&statements.delete_user_sessions, "ended");
+        // Announced whether or not there was a row: a tiered store checks the channel
+        // by deleting a key that holds no session.
+        statements.delete = format!(
+            "WITH ended AS ({}) SELECT {}",
+            statements.delete,
+            notify("$1")
+        );
+        // The row as it was, once announced.
+        statements.save_unloaded = format!(
+            "WITH saved AS ({})
+             SELECT saved.key, saved.meta, saved.user_id, saved.expires_at
+             FROM saved, LATERAL (SELECT {}) AS announced",
+            statements.save_unloaded.replace(
+                "RETURNING old.key, old.meta::text,",
+                "RETURNING old.key, old.meta::text AS meta,"
+            ),
+            notify("saved.key")
+        );
+        statements
+    }
+
     fn load_query<'q>(
         statements: &'q Statements,
         keys: &[&str],

@@ -34,6 +34,8 @@ pub struct SqlStore<DB: Dialect> {
     pool: Pool<DB>,
     statements: Arc<Statements>,
     loads: Arc<Loads<DB>>,
+    /// Where writes announce the sessions they change (PostgreSQL only).
+    channel: Option<Arc<str>>,
 }
 
 impl<DB: Dialect> Clone for SqlStore<DB> {
@@ -42,6 +44,7 @@ impl<DB: Dialect> Clone for SqlStore<DB> {
             pool: self.pool.clone(),
             statements: self.statements.clone(),
             loads: self.loads.clone(),
+            channel: self.channel.clone(),
         }
     }
 }
@@ -69,6 +72,7 @@ impl<DB: Dialect> SqlStore<DB> {
             loads: Arc::new(Loads::new(pool.clone(), statements.clone())),
             pool,
             statements,
+            channel: None,
         }
     }
 
@@ -82,9 +86,17 @@ impl<DB: Dialect> SqlStore<DB> {
     /// as in `auth.sessions`.
     pub fn with_table(mut self, table: &str) -> Result<Self, ConfigError> {
         validate_table(table)?;
-        self.statements = Arc::new(DB::statements(table));
-        self.loads = Arc::new(Loads::new(self.pool.clone(), self.statements.clone()));
+        self.set_statements(DB::statements(table));
         Ok(self)
+    }
+
+    fn set_statements(&mut self, statements: Statements) {
+        let statements = match &self.channel {
+            Some(channel) => DB::announcing(statements, channel),
+            None => statements,
+        };
+        self.statements = Arc::new(statements);
+        self.loads = Arc::new(Loads::new(self.pool.clone(), self.statements.clone()));
     }
 
     /// Creates the table and its indexes if they are not there; safe to run at every
@@ -184,6 +196,41 @@ fn saved_if(rows: u64) -> Saved {
         Saved::Saved
     } else {
         Saved::Missing
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl SqlStore<sqlx::Postgres> {
+    /// Announces, with `NOTIFY` on `channel`, every session this store changes or ends
+    /// (a save, an update, a touch, a delete), from inside the write's own statement,
+    /// so that the notification is sent when, and only if, the write commits: what a
+    /// `TieredStore` listening on `channel` in the same database takes, when built
+    /// with `published_by_central()`. The tiered store then sends no `NOTIFY` of its
+    /// own: a write is one statement instead of two, and a server that dies between a
+    /// write and its announcement cannot leave others serving a stale copy.
+    ///
+    /// `channel`: letters, digits and `_`, at most 46 of them.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = session_sql::PostgresStore::connect("postgres://localhost/app")
+    ///     .await?
+    ///     .with_invalidation_channel("app_invalidate")?;
+    /// # let _ = store;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_invalidation_channel(mut self, channel: &str) -> Result<Self, ConfigError> {
+        let valid = (1..=46).contains(&channel.len())
+            && channel
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            return Err(ConfigError::InvalidChannelName(channel.to_owned()));
+        }
+        self.channel = Some(Arc::from(channel));
+        let table = self.statements.table.clone();
+        self.set_statements(<sqlx::Postgres as sealed::Dialect>::statements(&table));
+        Ok(self)
     }
 }
 
