@@ -184,14 +184,16 @@ macro_rules! tower_sessions_app {
     };
 }
 
-/// session-kit's `TieredStore` in front of its `RedisStore` (which publishes the
-/// invalidations itself), or of its `PostgresStore` for a `postgres://` URL,
-/// invalidated over the same server.
+/// session-kit's `TieredStore` in front of its `RedisStore`, or of its `PostgresStore`
+/// for a `postgres://` URL, invalidated over the same server, by the central store
+/// inside its writes.
 async fn tiered(url: &str, strict: bool) -> Result<Router, BoxError> {
     if url.starts_with("postgres") {
-        let central = session_kit::PostgresStore::connect(url).await?;
+        let central = session_kit::PostgresStore::connect(url)
+            .await?
+            .with_invalidation_channel("bench_invalidate")?;
         central.migrate().await?;
-        let builder = session_kit::TieredStore::builder(central);
+        let builder = session_kit::TieredStore::builder(central).published_by_central();
         let builder = if strict { builder.strict() } else { builder };
         return Ok(session_kit(
             builder.connect_postgres(url, "bench_invalidate").await?,

@@ -192,17 +192,17 @@ async fn open_server_store(spec: &str) -> Result<Arc<dyn SessionStore>, BoxError
 async fn tiered_store(central: &str, strict: bool) -> Result<Arc<dyn SessionStore>, BoxError> {
     #[cfg(feature = "postgres")]
     if central.starts_with("postgres://") || central.starts_with("postgresql://") {
-        let store = sql_store::<session_kit::sqlx::Postgres>(central).await?;
-        let builder = session_kit::TieredStore::builder(store);
+        let channel = "session_kit_invalidate";
+        let store = sql_store::<session_kit::sqlx::Postgres>(central)
+            .await?
+            .with_invalidation_channel(channel)?;
+        let builder = session_kit::TieredStore::builder(store).published_by_central();
         let builder = if strict { builder.strict() } else { builder };
-        return Ok(Arc::new(
-            builder
-                .connect_postgres(central, "session_kit_invalidate")
-                .await?,
-        ));
+        return Ok(Arc::new(builder.connect_postgres(central, channel).await?));
     }
-    // Over Redis, the central store publishes each write's invalidation inside the
-    // write: one round trip per write, and nothing left unannounced by a crash.
+    // The central store publishes each write's invalidation inside the write, here
+    // and over PostgreSQL: one round trip per write, nothing left unannounced by a
+    // crash.
     let channel = "session-kit:invalidate";
     let store = session_kit::RedisStore::connect(central)
         .await?

@@ -194,3 +194,68 @@ async fn a_channel_name_too_long_for_postgres_is_refused() {
         .expect("a 46-byte channel name is taken");
     assert!(store.is_coherent());
 }
+
+/// A central `PostgresStore` that sends the `NOTIFY` from inside each write: the
+/// contract holds, a write made through the central store alone (as by a server that
+/// died before it could have notified) still reaches the other servers' cache, and
+/// strict mode keeps its guarantee (notifications arrive in commit order).
+mod published_by_central {
+    use super::*;
+
+    async fn central_notifying(channel: &str) -> PostgresStore {
+        central(single_connection().await)
+            .await
+            .with_invalidation_channel(channel)
+            .expect("a valid channel name")
+    }
+
+    async fn tiered_over<S: SessionStore>(
+        central: S,
+        channel: &str,
+        strict: bool,
+    ) -> TieredStore<S> {
+        let builder = TieredStore::builder(central).published_by_central();
+        let builder = if strict { builder.strict() } else { builder };
+        builder
+            .connect_postgres(&channel_url(channel), channel)
+            .await
+            .expect("the central store notifies on the channel")
+    }
+
+    async fn store() -> TieredStore<PostgresStore> {
+        let channel = channel();
+        tiered_over(central_notifying(&channel).await, &channel, false).await
+    }
+
+    session_testkit::conformance_tests!(store().await);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_through_the_central_store_alone_reach_the_others_cache() {
+        let channel = channel();
+        let central = central_notifying(&channel).await;
+        let a = tiered_over(central.clone(), &channel, false).await;
+        let b = tiered_over(central.clone(), &channel, false).await;
+        assert!(format!("{a:?}").contains("published_by_central: true"));
+        let key = random_key();
+        let first = record();
+        a.create(&key, &first).await.unwrap();
+        until_loaded(&b, &key, Some(1)).await;
+        a.save(&key, &set(2), &first.meta).await.unwrap();
+        until_loaded(&b, &key, Some(2)).await;
+        central.save(&key, &set(3), &first.meta).await.unwrap();
+        until_loaded(&b, &key, Some(3)).await;
+        central.delete(&key).await.unwrap();
+        until_loaded(&b, &key, None).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn strict_reads_follow_every_acknowledged_write() {
+        let channel = channel();
+        let central = central_notifying(&channel).await;
+        strict::reads_follow_every_acknowledged_write(central, |central| {
+            let channel = channel.clone();
+            async move { tiered_over(central, &channel, true).await }
+        })
+        .await;
+    }
+}
