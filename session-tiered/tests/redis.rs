@@ -287,6 +287,28 @@ mod published_by_central {
     }
 
     session_testkit::conformance_tests!(store().await);
+
+    /// Strict mode keeps its guarantee: the script's `PUBLISH` goes out before the
+    /// write's reply, so before any marker sent after it, on the same server.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn strict_reads_follow_every_acknowledged_write() {
+        let channel = super::channel();
+        let central = crate::common::shared_store()
+            .await
+            .with_invalidation_channel(channel.clone());
+        crate::strict::reads_follow_every_acknowledged_write(central, |central| {
+            let channel = channel.clone();
+            async move {
+                session_tiered::TieredStore::builder(central)
+                    .published_by_central()
+                    .strict()
+                    .connect(&crate::common::redis_url(), &channel)
+                    .await
+                    .expect("the central store publishes on the channel")
+            }
+        })
+        .await;
+    }
 }
 
 /// Calls of `command` the server has run, scripts' own included.
