@@ -550,7 +550,13 @@ fn run(store: &str, seconds: u64, cycles: usize, only: Option<&str>) -> Result<(
         println!("| | channel | p50 | p99 | max | refused at once | still served after 1 s |");
         println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
         let redis_url = store_url.as_deref().ok_or("no Redis")?;
-        for lib in [Lib::SessionKitTiered, Lib::SessionKitTieredStrict, peer_lib] {
+        // The peer only when it is the caching store (`--libs` may end with another,
+        // whose sessions two servers do not share).
+        let peer = (peer_lib == Lib::TowerSessionsRedisMoka).then_some(peer_lib);
+        for lib in [Lib::SessionKitTiered, Lib::SessionKitTieredStrict]
+            .into_iter()
+            .chain(peer)
+        {
             println!("{}", coherence(lib, redis_url)?);
         }
         let database = BenchDatabase::create()?;
