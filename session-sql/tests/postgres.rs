@@ -123,90 +123,31 @@ mod with_an_invalidation_channel {
 }
 
 /// With an invalidation channel, each write that changes or ends a session sends
-/// `NOTIFY` with `k<key>` from its own statement, a delete even of a missing session
-/// (a tiered store checks the channel that way); creating a session, which no server
-/// can have a copy of, sends nothing, nor does a write to a session that is gone.
-/// The channel outlives a change of table; a name `LISTEN` cannot take is refused.
+/// `NOTIFY` with `k<key>` from its own statement (the testkit's rule). The channel
+/// outlives a change of table; a name `LISTEN` cannot take is refused.
 #[tokio::test]
 async fn writes_announce_their_sessions_on_the_invalidation_channel() {
-    use session_core::{Changes, Refresh};
     use session_sql::sqlx::postgres::PgListener;
 
-    async fn next(listener: &mut PgListener) -> String {
-        let notification = tokio::time::timeout(Duration::from_secs(2), listener.recv());
-        let notification = notification.await.expect("no announcement").unwrap();
-        notification.payload().to_owned()
-    }
-
-    let channel = format!(
-        "test_{}",
-        &session_testkit::random_token()[..16]
-            .to_ascii_lowercase()
-            .replace('-', "_")
-    );
+    let channel = format!("test_{}", session_testkit::random_user().replace('-', "_"));
     let mut listener = PgListener::connect(&postgres_url()).await.unwrap();
     listener.listen(&channel).await.unwrap();
-    let table = temporary_table();
+    let (forward, mut announced) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(notification) = listener.recv().await {
+            if forward.send(notification.payload().to_owned()).is_err() {
+                break;
+            }
+        }
+    });
+
     let store = PostgresStore::new(single_connection().await)
         .with_invalidation_channel(&channel)
         .unwrap()
-        .with_table(&table)
+        .with_table(&temporary_table())
         .unwrap();
     store.migrate().await.unwrap();
-    let now = Timestamp::now();
-    let mut meta = Meta::new(now, now.saturating_add(Duration::from_secs(600)));
-    meta.user_id = Some(session_testkit::random_user());
-    let record = Record {
-        data: session_core::Data::new(),
-        meta: meta.clone(),
-    };
-    let changes = Changes {
-        set: [("a".to_owned(), json!(1))].into_iter().collect(),
-        ..Default::default()
-    };
-    let refresh = Refresh {
-        now,
-        idle_timeout: Duration::from_secs(600),
-    };
-    let key = random_key();
-    let expected = format!("k{key}");
-
-    store.create(&key, &record).await.unwrap();
-    store.save(&key, &changes, &meta).await.unwrap();
-    assert_eq!(
-        next(&mut listener).await,
-        expected,
-        "save (and nothing from create)"
-    );
-    store.save_unloaded(&key, &changes, &refresh).await.unwrap();
-    assert_eq!(next(&mut listener).await, expected, "save_unloaded");
-    let increment =
-        |n: Option<&serde_json::Value>| Some(json!(n.map_or(0, |n| n.as_i64().unwrap() + 1)));
-    store.update(&key, "a", &increment, &meta).await.unwrap();
-    assert_eq!(next(&mut listener).await, expected, "update");
-    store.touch(&key, &meta).await.unwrap();
-    assert_eq!(next(&mut listener).await, expected, "touch");
-    store.delete(&key).await.unwrap();
-    assert_eq!(next(&mut listener).await, expected, "delete");
-
-    store.save(&key, &changes, &meta).await.unwrap();
-    let missing = random_key();
-    store.delete(&missing).await.unwrap();
-    assert_eq!(
-        next(&mut listener).await,
-        format!("k{missing}"),
-        "delete of a missing session"
-    );
-
-    let user = meta.user_id.clone().unwrap();
-    let mine = random_key();
-    store.create(&mine, &record).await.unwrap();
-    assert_eq!(store.delete_user_sessions(&user).await.unwrap(), 1);
-    assert_eq!(
-        next(&mut listener).await,
-        format!("k{mine}"),
-        "delete_user_sessions"
-    );
+    session_testkit::announcements::writes_announce_their_sessions(store, &mut announced).await;
 
     for invalid in ["", "bad-name", "x'; DROP TABLE t; --", &"c".repeat(47)] {
         let refused = fixture().await.store.with_invalidation_channel(invalid);

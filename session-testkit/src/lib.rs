@@ -17,12 +17,14 @@
 //! The rules are also public functions in [`contract`], for a store that wants to
 //! run some of them its own way. Besides the contract the kit has what its tests use:
 //! [`InstrumentedStore`] (counts calls, injects faults and id collisions), and an
-//! in-process [`app`] with a cookie-keeping [`Client`], and the [`outage`] scenario
-//! for stores with a server.
+//! in-process [`app`] with a cookie-keeping [`Client`], the [`outage`] scenario
+//! for stores with a server, and the rule of stores that announce their writes
+//! ([`announcements`]).
 //!
 //! The caller needs `tokio` (with `macros` and `rt-multi-thread`) among its
 //! dev-dependencies.
 
+pub mod announcements;
 mod app;
 pub mod contract;
 pub mod outage;

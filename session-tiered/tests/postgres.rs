@@ -102,14 +102,23 @@ async fn writes_on_one_server_reach_the_others_cache() {
     let channel = channel();
     let a = tiered(central.clone(), &channel).await;
     let b = tiered(central.clone(), &channel).await;
+    let (key, _) = a_save_on_a_reaches_b(&a, &b).await;
+    a.delete(&key).await.unwrap();
+    until_loaded(&b, &key, None).await;
+}
+
+/// A session made on `a` and cached on `b`, then saved on `a`: `b` serves the change.
+async fn a_save_on_a_reaches_b<S: SessionStore>(
+    a: &TieredStore<S>,
+    b: &TieredStore<S>,
+) -> (SessionKey, Record) {
     let key = random_key();
     let first = record();
     a.create(&key, &first).await.unwrap();
-    until_loaded(&b, &key, Some(1)).await;
+    until_loaded(b, &key, Some(1)).await;
     a.save(&key, &set(2), &first.meta).await.unwrap();
-    until_loaded(&b, &key, Some(2)).await;
-    a.delete(&key).await.unwrap();
-    until_loaded(&b, &key, None).await;
+    until_loaded(b, &key, Some(2)).await;
+    (key, first)
 }
 
 /// Strict mode: no coherence window. What one server acknowledged, another's next read
@@ -236,12 +245,7 @@ mod published_by_central {
         let a = tiered_over(central.clone(), &channel, false).await;
         let b = tiered_over(central.clone(), &channel, false).await;
         assert!(format!("{a:?}").contains("published_by_central: true"));
-        let key = random_key();
-        let first = record();
-        a.create(&key, &first).await.unwrap();
-        until_loaded(&b, &key, Some(1)).await;
-        a.save(&key, &set(2), &first.meta).await.unwrap();
-        until_loaded(&b, &key, Some(2)).await;
+        let (key, first) = a_save_on_a_reaches_b(&a, &b).await;
         central.save(&key, &set(3), &first.meta).await.unwrap();
         until_loaded(&b, &key, Some(3)).await;
         central.delete(&key).await.unwrap();
