@@ -239,9 +239,10 @@ impl RedisStore {
         matches!(self.connection, Connection::Cluster(_))
     }
 
-    /// Runs a script `invocation` on a session with `args`, keeping the user index of `user` with
-    /// it (the member's score is `expires_at`): in the same script on a standalone
-    /// server, in a second call on a cluster, where the index is in another slot.
+    /// Runs a script `invocation` on a session with `args`, keeping the user index of
+    /// `user` with it (the member's score is `expires_at`): in the same script on a
+    /// standalone server, in a second call on a cluster, where the index is in
+    /// another slot.
     async fn run_with_index<T: redis::FromRedisValue>(
         &self,
         mut invocation: ScriptInvocation<'_>,

@@ -238,8 +238,9 @@ impl Scripts {
                 "{announce}{INDEX_FUNCTION}{WRITE_FUNCTIONS}{body}"
             ))
         };
-        let silent =
-            |body: &str| Script::new(&format!("{SILENT}{INDEX_FUNCTION}{WRITE_FUNCTIONS}{body}"));
+        // `create` and `index` announce nothing: no server can have a copy of a
+        // session being created, and the index is not a session.
+        let silent = |body: &str| Script::new(&format!("{INDEX_FUNCTION}{WRITE_FUNCTIONS}{body}"));
         Self {
             create: silent(CREATE),
             save: announcing(SAVE),

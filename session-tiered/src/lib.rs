@@ -11,10 +11,10 @@
 //!   it. A write that fails, times out or is cancelled is announced all the same,
 //!   from a task of its own: it may have reached the central store anyway. A central
 //!   store that publishes the invalidation inside the write itself
-//!   ([`published_by_central`](Builder::published_by_central), with the
-//!   invalidation channel of `RedisStore` or `PostgresStore`) makes a write one round
-//!   trip instead of two, and leaves no
-//!   moment at which a crash could separate a write from its announcement.
+//!   ([`published_by_central`](Builder::published_by_central), with the invalidation
+//!   channel of `RedisStore` or `PostgresStore`) makes a write one round trip
+//!   instead of two, and leaves no moment at which a crash could separate a write
+//!   from its announcement.
 //! - **Coherence:** between a write's publication and its delivery (loopback: well
 //!   under a millisecond), another server may still serve its copy. In
 //!   [strict mode](Builder::strict) there is no such window: a read first waits for a
@@ -276,9 +276,10 @@ impl<S: SessionStore> Builder<S> {
     /// The central store publishes every write's invalidation itself, on the same
     /// channel and server, inside the write (`RedisStore::with_invalidation_channel`
     /// on a standalone Redis, `PostgresStore::with_invalidation_channel` with
-    /// [`connect_postgres`](Self::connect_postgres)): this store then publishes none. A write costs one round
-    /// trip instead of two, and a server that dies between a write and its
-    /// announcement can no longer leave others serving a stale copy.
+    /// [`connect_postgres`](Self::connect_postgres)): this store then publishes
+    /// none. A write costs one round trip instead of two, and a server that dies
+    /// between a write and its announcement can no longer leave others serving a
+    /// stale copy.
     ///
     /// `connect` checks it: it deletes a random key, which holds no session, through
     /// the central store and waits up to a second for that invalidation; if none
