@@ -103,7 +103,7 @@ impl sealed::Dialect for Postgres {
                      AND jsonb_typeof(COALESCE(s.meta -> 'd', '0')) = 'number'
                      AND jsonb_typeof(COALESCE(s.meta -> 'x' -> 'i', '0')) = 'number'
                      AND COALESCE((s.meta ->> 'd')::numeric > $5, true)
-                 RETURNING old.key, old.meta::text, old.user_id, old.expires_at"
+                 RETURNING old.key, old.meta::text AS meta, old.user_id, old.expires_at"
             ),
         }
     }
@@ -134,10 +134,7 @@ impl sealed::Dialect for Postgres {
             "WITH saved AS ({})
              SELECT saved.key, saved.meta, saved.user_id, saved.expires_at
              FROM saved, LATERAL (SELECT {}) AS announced",
-            statements.save_unloaded.replace(
-                "RETURNING old.key, old.meta::text,",
-                "RETURNING old.key, old.meta::text AS meta,"
-            ),
+            statements.save_unloaded,
             notify("saved.key")
         );
         statements
