@@ -148,23 +148,13 @@ async fn corrupt_records_are_treated_as_absent() {
     store.delete(&key).await.unwrap();
 }
 
-/// Calls of `command` the server has run, from `INFO commandstats` (which also counts
-/// the commands scripts run inside themselves).
-fn command_calls(server: &OwnRedis, command: &str) -> u64 {
-    let info = server.cli(&["info", "commandstats"]);
-    info.lines()
-        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |calls| calls.parse().unwrap())
-}
-
 /// Round trips so far, for requests that load, write and push expiries back: each is
 /// an `HGETALL` (a load) or an `EVALSHA` (a script), or an `EVAL` or `SCRIPT LOAD` the
 /// first time a script runs. No script runs `HGETALL` itself.
 fn round_trips(server: &OwnRedis) -> u64 {
     ["hgetall", "evalsha", "eval", "script|load"]
         .iter()
-        .map(|command| command_calls(server, command))
+        .map(|command| server.command_calls(command))
         .sum()
 }
 
@@ -328,10 +318,10 @@ async fn a_due_expiry_push_costs_one_more_round_trip_once() {
 
     // A minute later nothing is due: the read is one round trip and writes nothing.
     clock.set_ahead(Duration::from_secs(41 * 60));
-    let (before, writes) = (round_trips(&server), command_calls(&server, "hset"));
+    let (before, writes) = (round_trips(&server), server.command_calls("hset"));
     client.get("/user").await;
     assert_eq!(round_trips(&server) - before, 1);
-    assert_eq!(command_calls(&server, "hset"), writes);
+    assert_eq!(server.command_calls("hset"), writes);
 }
 
 /// The user index never grows without bound: 10,000 sessions of 100 users expire,

@@ -311,15 +311,6 @@ mod published_by_central {
     }
 }
 
-/// Calls of `command` the server has run, scripts' own included.
-fn command_calls(server: &common::OwnRedis, command: &str) -> u64 {
-    let info = server.cli(&["info", "commandstats"]);
-    info.lines()
-        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |calls| calls.parse().unwrap())
-}
-
 /// With a central store that publishes inside its writes, the tiered store publishes
 /// nothing: every invalidation comes from a script (no client's last command is a
 /// `PUBLISH`), so a write is one round trip. And a write made through the central
@@ -345,14 +336,14 @@ async fn a_central_store_that_publishes_makes_a_write_one_round_trip() {
     assert_eq!(a.create(&key, &first).await.unwrap(), Created::Created);
     until_loaded(&b, &key, Some(json!(1))).await;
 
-    let published = command_calls(&server, "publish");
+    let published = server.command_calls("publish");
     for value in 2..12 {
         a.save(&key, &set("a", json!(value)), &first.meta)
             .await
             .unwrap();
         until_loaded(&b, &key, Some(json!(value))).await;
     }
-    assert_eq!(command_calls(&server, "publish") - published, 10);
+    assert_eq!(server.command_calls("publish") - published, 10);
     let clients = server.cli(&["CLIENT", "LIST"]);
     assert!(
         !clients.contains("cmd=publish"),

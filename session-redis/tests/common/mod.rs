@@ -162,6 +162,16 @@ impl OwnRedis {
             .expect("redis-cli is not installed");
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
+
+    /// Calls of `command` the server has run, from `INFO commandstats` (which also
+    /// counts the commands scripts run inside themselves).
+    pub fn command_calls(&self, command: &str) -> u64 {
+        let info = self.cli(&["info", "commandstats"]);
+        info.lines()
+            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |calls| calls.parse().unwrap())
+    }
 }
 
 impl Drop for OwnRedis {
