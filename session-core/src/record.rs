@@ -171,7 +171,105 @@ impl Meta {
 /// free when empty, and compact for the few keys a session usually has. `Debug` shows
 /// the keys, never the values.
 #[derive(Clone, Default)]
-pub struct Data(Option<Arc<Vec<(String, Value)>>>);
+pub struct Data(Option<Arc<[Entry]>>);
+
+/// One key and its value. The entries sit in the same allocation as the reference
+/// count, and short keys inside the entries: reading a value from a session held in
+/// memory follows one pointer, then the value's own (a cache miss each, when many
+/// sessions are live).
+#[derive(Clone, Default, PartialEq)]
+struct Entry {
+    key: Key,
+    value: Value,
+}
+
+/// The longest key kept inline; an `Entry` is then no larger than a `(String, Value)`.
+const INLINE_KEY: usize = 22;
+
+/// A session key, inline when short (the usual case), boxed otherwise.
+#[derive(Clone)]
+enum Key {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Boxed(Box<str>),
+}
+
+impl Key {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Key::Boxed(text) => text.as_bytes(),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Key::Inline { .. } => std::str::from_utf8(self.as_bytes())
+                .expect("inline bytes are a whole `str`'s, copied by `From<&str>`"),
+            Key::Boxed(text) => text,
+        }
+    }
+}
+
+impl Default for Key {
+    fn default() -> Self {
+        Key::from("")
+    }
+}
+
+impl From<&str> for Key {
+    fn from(text: &str) -> Self {
+        if text.len() > INLINE_KEY {
+            return Key::Boxed(text.into());
+        }
+        let mut bytes = [0; INLINE_KEY];
+        bytes[..text.len()].copy_from_slice(text.as_bytes());
+        Key::Inline {
+            len: text.len() as u8,
+            bytes,
+        }
+    }
+}
+
+impl From<String> for Key {
+    fn from(text: String) -> Self {
+        if text.len() <= INLINE_KEY {
+            Key::from(text.as_str())
+        } else {
+            Key::Boxed(text.into_boxed_str())
+        }
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            // A short key is copied inline from the parser's buffer, never allocated.
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Key, E> {
+                Ok(Key::from(text))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Key, E> {
+                Ok(Key::from(text))
+            }
+        }
+
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
 
 impl Data {
     /// An empty map.
@@ -179,30 +277,77 @@ impl Data {
         Self::default()
     }
 
-    fn entries(&self) -> &[(String, Value)] {
-        self.0.as_deref().map_or(&[], Vec::as_slice)
+    /// A map of `entries`, sorted here; a repeated key keeps its last value, as JSON
+    /// parsers conventionally do.
+    fn from_entries(mut entries: Vec<Entry>) -> Self {
+        entries.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
+        entries.reverse();
+        entries.dedup_by(|later, earlier| later.key == earlier.key);
+        entries.reverse();
+        Data((!entries.is_empty()).then(|| Arc::from(entries)))
     }
 
-    fn entries_mut(&mut self) -> &mut Vec<(String, Value)> {
-        Arc::make_mut(self.0.get_or_insert_with(Arc::default))
+    fn entries(&self) -> &[Entry] {
+        self.0.as_deref().unwrap_or_default()
+    }
+
+    /// The entries, to change values in place: copied first if shared.
+    fn entries_mut(&mut self) -> &mut [Entry] {
+        let Some(entries) = &mut self.0 else {
+            return &mut [];
+        };
+        if Arc::get_mut(entries).is_none() {
+            *entries = Arc::from(entries.to_vec());
+        }
+        Arc::get_mut(entries).expect("just made unique")
+    }
+
+    /// Adds or removes entries: the entries move to a new allocation (copied if
+    /// shared), as an `Arc<[_]>` cannot grow.
+    fn reshape(&mut self, reserve: usize, change: impl FnOnce(&mut Vec<Entry>)) {
+        let mut entries = match self.0.take() {
+            None => Vec::with_capacity(reserve),
+            Some(mut shared) => match Arc::get_mut(&mut shared) {
+                Some(own) => {
+                    let mut entries = Vec::with_capacity(own.len() + reserve);
+                    entries.extend(own.iter_mut().map(std::mem::take));
+                    entries
+                }
+                None => {
+                    let mut entries = Vec::with_capacity(shared.len() + reserve);
+                    entries.extend_from_slice(&shared);
+                    entries
+                }
+            },
+        };
+        change(&mut entries);
+        self.0 = (!entries.is_empty()).then(|| Arc::from(entries));
     }
 
     fn position(&self, key: &str) -> Result<usize, usize> {
         self.entries()
-            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .binary_search_by(|entry| entry.key.as_bytes().cmp(key.as_bytes()))
     }
 
     /// The value under `key`.
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.position(key).ok().map(|i| &self.entries()[i].1)
+        self.position(key).ok().map(|i| &self.entries()[i].value)
     }
 
     /// Sets `key` to `value`, returning the value it replaces.
     pub fn insert(&mut self, key: String, value: Value) -> Option<Value> {
         match self.position(&key) {
-            Ok(i) => Some(std::mem::replace(&mut self.entries_mut()[i].1, value)),
+            Ok(i) => Some(std::mem::replace(&mut self.entries_mut()[i].value, value)),
             Err(i) => {
-                self.entries_mut().insert(i, (key, value));
+                let entry = Entry {
+                    key: Key::from(key),
+                    value,
+                };
+                if self.0.is_none() {
+                    self.0 = Some(Arc::new([entry]));
+                } else {
+                    self.reshape(1, |entries| entries.insert(i, entry));
+                }
                 None
             }
         }
@@ -211,7 +356,9 @@ impl Data {
     /// Removes `key`, returning its value.
     pub fn remove(&mut self, key: &str) -> Option<Value> {
         let i = self.position(key).ok()?;
-        Some(self.entries_mut().remove(i).1)
+        let mut removed = None;
+        self.reshape(0, |entries| removed = Some(entries.remove(i).value));
+        removed
     }
 
     /// Removes every key.
@@ -231,16 +378,9 @@ impl Data {
 
     /// The entries in key order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Value)> {
-        self.entries().iter().map(|(k, v)| (k.as_str(), v))
-    }
-
-    /// Drops spare capacity, for stores that keep many sessions in memory.
-    pub fn shrink_to_fit(&mut self) {
-        if let Some(entries) = &self.0 {
-            if entries.capacity() > entries.len() {
-                self.entries_mut().shrink_to_fit();
-            }
-        }
+        self.entries()
+            .iter()
+            .map(|entry| (entry.key.as_str(), &entry.value))
     }
 }
 
@@ -258,11 +398,14 @@ impl fmt::Debug for Data {
 
 impl FromIterator<(String, Value)> for Data {
     fn from_iter<I: IntoIterator<Item = (String, Value)>>(iter: I) -> Self {
-        let mut data = Data::new();
-        for (key, value) in iter {
-            data.insert(key, value);
-        }
-        data
+        Data::from_entries(
+            iter.into_iter()
+                .map(|(key, value)| Entry {
+                    key: Key::from(key),
+                    value,
+                })
+                .collect(),
+        )
     }
 }
 
@@ -289,15 +432,10 @@ impl<'de> Deserialize<'de> for Data {
 
             fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Data, A::Error> {
                 let mut entries = Vec::with_capacity(access.size_hint().unwrap_or(0).min(64));
-                while let Some((key, value)) = access.next_entry::<String, Value>()? {
-                    entries.push((key, value));
+                while let Some((key, value)) = access.next_entry::<Key, Value>()? {
+                    entries.push(Entry { key, value });
                 }
-                entries.sort_by(|a, b| a.0.cmp(&b.0));
-                // A repeated key keeps its last value, as JSON parsers conventionally do.
-                entries.reverse();
-                entries.dedup_by(|later, earlier| later.0 == earlier.0);
-                entries.reverse();
-                Ok(Data((!entries.is_empty()).then(|| Arc::new(entries))))
+                Ok(Data::from_entries(entries))
             }
         }
 
@@ -464,6 +602,76 @@ mod tests {
         first.insert("k".into(), json!("w"));
         assert_eq!(second.get("k"), Some(&json!("v")));
         assert_eq!(first.get("k"), Some(&json!("w")));
+    }
+
+    #[test]
+    fn data_keys_of_every_length_sort_by_their_bytes() {
+        // Around the inline limit, and non-ASCII (byte order is code point order).
+        let keys = [
+            String::new(),
+            "a".repeat(INLINE_KEY - 1),
+            "a".repeat(INLINE_KEY),
+            "a".repeat(INLINE_KEY + 1),
+            "a".repeat(200),
+            "é".repeat(INLINE_KEY / 2),
+            "é".repeat(INLINE_KEY / 2 + 1),
+            "z".into(),
+        ];
+        let mut data = Data::new();
+        for (n, key) in keys.iter().rev().enumerate() {
+            data.insert(key.clone(), json!(n));
+        }
+        let mut sorted = keys.to_vec();
+        sorted.sort();
+        assert_eq!(data.iter().map(|(k, _)| k).collect::<Vec<_>>(), sorted);
+        for (n, key) in keys.iter().rev().enumerate() {
+            assert_eq!(data.get(key), Some(&json!(n)), "{key}");
+        }
+        assert_eq!(data.get(&"a".repeat(INLINE_KEY + 2)), None);
+        let text = serde_json::to_string(&data).unwrap();
+        assert_eq!(serde_json::from_str::<Data>(&text).unwrap(), data);
+        for key in &keys {
+            assert!(data.remove(key).is_some(), "{key}");
+        }
+        assert!(data.is_empty());
+        assert_eq!(data, Data::new());
+    }
+
+    #[test]
+    fn data_shared_copies_keep_their_entries_when_one_is_reshaped() {
+        let mut first: Data = [("a".to_owned(), json!(1)), ("c".to_owned(), json!(3))]
+            .into_iter()
+            .collect();
+        let second = first.clone();
+        first.insert("b".into(), json!(2));
+        first.remove("a");
+        assert_eq!(
+            serde_json::to_value(&first).unwrap(),
+            json!({"b": 2, "c": 3})
+        );
+        assert_eq!(
+            serde_json::to_value(&second).unwrap(),
+            json!({"a": 1, "c": 3})
+        );
+        // Unshared, the same changes move the entries instead of copying them.
+        let mut only = second;
+        only.insert("b".into(), json!(2));
+        assert_eq!(only.remove("a"), Some(json!(1)));
+        assert_eq!(only, first);
+        assert_eq!(only.remove("x"), None);
+    }
+
+    #[test]
+    fn data_from_an_iterator_keeps_the_last_of_a_repeated_key() {
+        let data: Data = [("k", 1), ("j", 2), ("k", 3)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), json!(v)))
+            .collect();
+        assert_eq!(
+            serde_json::to_value(&data).unwrap(),
+            json!({"j": 2, "k": 3})
+        );
+        assert!(Data::from_iter(std::iter::empty()).is_empty());
     }
 
     #[test]

@@ -190,8 +190,7 @@ impl SessionStore for MemoryStore {
         if let Some(user) = &record.meta.user_id {
             self.inner.index(user, *key);
         }
-        let mut stored = record.clone();
-        stored.data.shrink_to_fit();
+        let stored = record.clone();
         let replaced = match self.inner.sessions.entry(*key) {
             Entry::Occupied(existing) if !existing.get().meta.is_expired(now) => {
                 return Ok(Created::Collision);
