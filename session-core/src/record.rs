@@ -336,11 +336,21 @@ impl Data {
 
     /// Sets `key` to `value`, returning the value it replaces.
     pub fn insert(&mut self, key: String, value: Value) -> Option<Value> {
-        match self.position(&key) {
+        self.put(key, value)
+    }
+
+    /// [`insert`](Self::insert) of a borrowed key: a short key is copied inline,
+    /// never allocated.
+    pub(crate) fn insert_str(&mut self, key: &str, value: Value) -> Option<Value> {
+        self.put(key, value)
+    }
+
+    fn put<K: AsRef<str> + Into<Key>>(&mut self, key: K, value: Value) -> Option<Value> {
+        match self.position(key.as_ref()) {
             Ok(i) => Some(std::mem::replace(&mut self.entries_mut()[i].value, value)),
             Err(i) => {
                 let entry = Entry {
-                    key: Key::from(key),
+                    key: key.into(),
                     value,
                 };
                 if self.0.is_none() {
@@ -533,9 +543,9 @@ impl Changes {
     }
 
     /// Records that `key` was set.
-    pub(crate) fn insert(&mut self, key: String, value: Value) {
-        self.removed.retain(|k| *k != key);
-        self.set.insert(key, value);
+    pub(crate) fn insert(&mut self, key: &str, value: Value) {
+        self.removed.retain(|k| k != key);
+        self.set.insert_str(key, value);
     }
 
     /// Records that `key` was removed.
@@ -563,7 +573,7 @@ impl Changes {
             data.remove(key);
         }
         for (key, value) in self.set.iter() {
-            data.insert(key.to_owned(), value.clone());
+            data.insert_str(key, value.clone());
         }
     }
 }
@@ -703,9 +713,9 @@ mod tests {
             .into_iter()
             .collect();
         let mut changes = Changes::default();
-        changes.insert("a".into(), json!(10));
+        changes.insert("a", json!(10));
         changes.remove("a");
-        changes.insert("c".into(), json!(3));
+        changes.insert("c", json!(3));
         assert_eq!(changes.removed, ["a"]);
         changes.apply_to(&mut data);
         assert_eq!(
@@ -714,10 +724,10 @@ mod tests {
         );
 
         let mut cleared = Changes::default();
-        cleared.insert("x".into(), json!(0));
+        cleared.insert("x", json!(0));
         cleared.clear();
         cleared.remove("b");
-        cleared.insert("d".into(), json!(4));
+        cleared.insert("d", json!(4));
         assert!(cleared.removed.is_empty());
         cleared.apply_to(&mut data);
         assert_eq!(serde_json::to_value(&data).unwrap(), json!({"d": 4}));

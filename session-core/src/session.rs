@@ -163,7 +163,7 @@ impl Session {
         let value = serde_json::to_value(value).map_err(SessionError::Value)?;
         let mut state = self.writable().await?;
         if state.view(key) != Some(&value) {
-            state.changes.insert(key.to_owned(), value);
+            state.changes.insert(key, value);
         }
         Ok(())
     }
@@ -245,7 +245,7 @@ impl Session {
                 .map_err(|e| state.fail(e))?;
                 match outcome {
                     Updated::Stored(value) => {
-                        state.base.insert(key.to_owned(), value.clone());
+                        state.base.insert_str(key, value.clone());
                         state.meta = meta;
                         return T::deserialize(value).map_err(SessionError::Value);
                     }
@@ -259,7 +259,7 @@ impl Session {
         let Some(value) = compute(state.view(key)) else {
             return Err(take_failure());
         };
-        state.changes.insert(key.to_owned(), value.clone());
+        state.changes.insert(key, value.clone());
         if state.stored != Stored::Present {
             self.create(&mut state).await?;
         }
