@@ -625,6 +625,9 @@ mod tests {
             "a".repeat(200),
             "é".repeat(INLINE_KEY / 2),
             "é".repeat(INLINE_KEY / 2 + 1),
+            // Escaped in JSON: the parser hands these over from a scratch buffer.
+            "q\"\\".into(),
+            format!("{}\n", "n".repeat(INLINE_KEY)),
             "z".into(),
         ];
         let mut data = Data::new();
