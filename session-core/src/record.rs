@@ -305,21 +305,13 @@ impl Data {
     /// Adds or removes entries: the entries move to a new allocation (copied if
     /// shared), as an `Arc<[_]>` cannot grow.
     fn reshape(&mut self, reserve: usize, change: impl FnOnce(&mut Vec<Entry>)) {
-        let mut entries = match self.0.take() {
-            None => Vec::with_capacity(reserve),
-            Some(mut shared) => match Arc::get_mut(&mut shared) {
-                Some(own) => {
-                    let mut entries = Vec::with_capacity(own.len() + reserve);
-                    entries.extend(own.iter_mut().map(std::mem::take));
-                    entries
-                }
-                None => {
-                    let mut entries = Vec::with_capacity(shared.len() + reserve);
-                    entries.extend_from_slice(&shared);
-                    entries
-                }
-            },
-        };
+        let mut entries = Vec::with_capacity(self.len() + reserve);
+        if let Some(mut shared) = self.0.take() {
+            match Arc::get_mut(&mut shared) {
+                Some(own) => entries.extend(own.iter_mut().map(std::mem::take)),
+                None => entries.extend_from_slice(&shared),
+            }
+        }
         change(&mut entries);
         self.0 = (!entries.is_empty()).then(|| Arc::from(entries));
     }

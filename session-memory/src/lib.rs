@@ -190,14 +190,13 @@ impl SessionStore for MemoryStore {
         if let Some(user) = &record.meta.user_id {
             self.inner.index(user, *key);
         }
-        let stored = record.clone();
         let replaced = match self.inner.sessions.entry(*key) {
             Entry::Occupied(existing) if !existing.get().meta.is_expired(now) => {
                 return Ok(Created::Collision);
             }
-            Entry::Occupied(mut dead) => Some(std::mem::replace(dead.get_mut(), stored)),
+            Entry::Occupied(mut dead) => Some(std::mem::replace(dead.get_mut(), record.clone())),
             Entry::Vacant(vacant) => {
-                vacant.insert(stored);
+                vacant.insert(record.clone());
                 None
             }
         };
