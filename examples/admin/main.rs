@@ -9,7 +9,7 @@
 //! | --- | --- | --- |
 //! | `PORT` | `3000` | port to listen on (127.0.0.1) |
 //! | `SERVER_ID` | `server-1` | name shown on every page, to see which server answered |
-//! | `SESSION_STORE` | `memory` | where sessions live: `memory`; `redis://host:port` or `redis-cluster://host:port,…` (feature `redis`); `postgres://user@host/db` (feature `postgres`), `mysql://user@host/db` (feature `mysql`) or `sqlite://path` (feature `sqlite`; the file is created), table `sessions`, created at start; `cookie`: in the browser, encrypted (feature `cookie`); `tiered+redis://host:port` or `tiered+postgres://user@host/db`: cached in each server, in front of that Redis or PostgreSQL, coherent over its pub/sub or `NOTIFY` (feature `tiered`); `tiered-strict+…` the same in strict mode, with no coherence window |
+//! | `SESSION_STORE` | `memory` | where sessions live: `memory`; `redis://host:port`, `redis-cluster://host:port,…` or `redis-sentinel://host:port,…/master_name` (feature `redis`); `postgres://user@host/db` (feature `postgres`), `mysql://user@host/db` (feature `mysql`) or `sqlite://path` (feature `sqlite`; the file is created), table `sessions`, created at start; `cookie`: in the browser, encrypted (feature `cookie`); `tiered+redis://host:port` or `tiered+postgres://user@host/db`: cached in each server, in front of that Redis or PostgreSQL, coherent over its pub/sub or `NOTIFY` (feature `tiered`); `tiered-strict+…` the same in strict mode, with no coherence window |
 //! | `SESSION_KEY` | none | for `cookie`: keys of at least 32 random bytes in base64 (`head -c 32 /dev/urandom \| base64`), comma-separated; the first seals, all open |
 //! | `SESSION_EPOCHS` | none | for `cookie`: a server-side store (any `SESSION_STORE` value but `cookie`) for per-user epochs, so that "log out everywhere" and `MAX_SESSIONS_PER_USER=1` work |
 //! | `SECURE_COOKIE` | `0` | `1` marks the cookie `Secure` (use it behind HTTPS) |
@@ -152,9 +152,26 @@ async fn open_server_store(spec: &str) -> Result<Arc<dyn SessionStore>, BoxError
             session_kit::RedisStore::connect_cluster(urls).await?,
         ));
     }
+    #[cfg(feature = "redis")]
+    if let Some(sentinels) = spec.strip_prefix("redis-sentinel://") {
+        let (nodes, master) = sentinels.rsplit_once('/').ok_or(
+            "SESSION_STORE=redis-sentinel://host:port,…/master_name needs the master's name",
+        )?;
+        let urls: Vec<String> = nodes
+            .split(',')
+            .map(|node| format!("redis://{node}"))
+            .collect();
+        return Ok(Arc::new(
+            session_kit::RedisStore::connect_sentinel(urls, master).await?,
+        ));
+    }
     let mut supported = vec!["memory"];
     if cfg!(feature = "redis") {
-        supported.extend(["redis://…", "redis-cluster://…"]);
+        supported.extend([
+            "redis://…",
+            "redis-cluster://…",
+            "redis-sentinel://…/master",
+        ]);
     }
     if cfg!(feature = "postgres") {
         supported.push("postgres://…");
@@ -646,6 +663,20 @@ mod tests {
         std::fs::remove_dir_all(&directory).unwrap();
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body, r#"{"server":"test-server","user":"alice"}"#);
+    }
+
+    /// A Sentinel spec needs the master's name; one with no Sentinel behind it fails at
+    /// start up rather than at the first request.
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    async fn sentinel_specs_are_checked_at_start_up() {
+        let error = open_store("redis-sentinel://127.0.0.1:1")
+            .await
+            .expect_err("an error");
+        assert!(error.to_string().contains("master's name"), "{error}");
+        assert!(open_store("redis-sentinel://127.0.0.1:1/mymaster")
+            .await
+            .is_err());
     }
 
     #[tokio::test]

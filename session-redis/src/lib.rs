@@ -1,4 +1,5 @@
-//! [`RedisStore`]: sessions in Redis, standalone or Redis Cluster.
+//! [`RedisStore`]: sessions in Redis: a standalone server, a Redis Cluster, or the
+//! master that Redis Sentinel names, followed through failovers.
 //!
 //! Every server of an application shares one Redis, so a user stays logged in
 //! whichever server answers. Each session is one Redis hash under a hash-tagged key
@@ -43,6 +44,7 @@
 //! ```
 
 mod scripts;
+mod sentinel;
 
 use std::fmt;
 use std::sync::Arc;
@@ -51,13 +53,18 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, ScriptInvocation, Value};
+use redis::sentinel::{SentinelClient, SentinelServerType};
+use redis::{
+    AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, ScriptInvocation,
+    ServerErrorKind, Value,
+};
 use session_core::{
     async_trait, Changes, Created, Data, Meta, Record, Refresh, Saved, SessionKey, SessionStore,
     StoreError, StoreErrorKind, Timestamp, UpdateFn, Updated, UserSession,
 };
 
 use crate::scripts::Scripts;
+use crate::sentinel::SentinelConnection;
 
 /// The `redis` crate, whose errors are the sources of this store's errors.
 pub use redis;
@@ -74,11 +81,13 @@ pub struct RedisStore {
     scripts: Arc<Scripts>,
 }
 
-/// One multiplexed connection that reconnects by itself, to a server or a cluster.
+/// One multiplexed connection that reconnects by itself: to a server, to a cluster, or
+/// to whichever server Redis Sentinel names master.
 #[derive(Clone)]
 enum Connection {
     Standalone(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(SentinelConnection),
 }
 
 impl ConnectionLike for Connection {
@@ -86,6 +95,7 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Standalone(c) => c.req_packed_command(cmd),
             Connection::Cluster(c) => c.req_packed_command(cmd),
+            Connection::Sentinel(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -98,6 +108,7 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
             Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -105,6 +116,7 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Standalone(c) => c.get_db(),
             Connection::Cluster(c) => c.get_db(),
+            Connection::Sentinel(c) => c.get_db(),
         }
     }
 }
@@ -157,6 +169,84 @@ impl RedisStore {
             .map_err(unavailable)?;
         let connection = client.get_async_connection().await.map_err(unavailable)?;
         Ok(Self::new(Connection::Cluster(connection)))
+    }
+
+    /// Connects to the master that the Redis Sentinels at `sentinels`
+    /// (`redis://host:26379`) name for `master_name`, and follows it through
+    /// failovers: when the master is lost, or turns out to be a replica, the store asks
+    /// the sentinels again and connects to the master they name then.
+    ///
+    /// While a failover is under way requests fail closed, as they do while a
+    /// standalone server is down: with the layer's 503 and `Retry-After`, the cookie
+    /// kept. A write sent to a demoted master is refused by it (`READONLY`) and sent
+    /// once more, to the new master; a write whose connection broke is not sent again,
+    /// since it may have run.
+    ///
+    /// For a master that needs a password, a database other than 0, or TLS, build the
+    /// `SentinelClient` yourself and pass it to
+    /// [`connect_sentinel_client`](Self::connect_sentinel_client).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), session_core::StoreError> {
+    /// let store = session_redis::RedisStore::connect_sentinel(
+    ///     ["redis://127.0.0.1:26379", "redis://127.0.0.1:26380"],
+    ///     "mymaster",
+    /// )
+    /// .await?;
+    /// # let _ = store;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_sentinel<I, U>(sentinels: I, master_name: &str) -> Result<Self, StoreError>
+    where
+        I: IntoIterator<Item = U>,
+        U: AsRef<str>,
+    {
+        let sentinels: Vec<String> = sentinels
+            .into_iter()
+            .map(|url| url.as_ref().to_owned())
+            .collect();
+        let client = SentinelClient::build(
+            sentinels,
+            master_name.to_owned(),
+            None,
+            SentinelServerType::Master,
+        )
+        .map_err(unavailable)?;
+        Self::connect_sentinel_client(client).await
+    }
+
+    /// Like [`connect_sentinel`](Self::connect_sentinel), with a `SentinelClient` built
+    /// by the caller (`SentinelServerType::Master`), which can carry the master's
+    /// password, database and TLS settings.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), session_core::StoreError> {
+    /// use session_redis::redis::sentinel::{
+    ///     SentinelClient, SentinelNodeConnectionInfo, SentinelServerType,
+    /// };
+    /// use session_redis::redis::RedisConnectionInfo;
+    ///
+    /// let master = SentinelNodeConnectionInfo::default()
+    ///     .set_redis_connection_info(RedisConnectionInfo::default().set_db(2));
+    /// let client = SentinelClient::build(
+    ///     vec!["redis://127.0.0.1:26379"],
+    ///     "mymaster".to_owned(),
+    ///     Some(master),
+    ///     SentinelServerType::Master,
+    /// )
+    /// .expect("valid sentinel addresses");
+    /// let store = session_redis::RedisStore::connect_sentinel_client(client).await?;
+    /// # let _ = store;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_sentinel_client(client: SentinelClient) -> Result<Self, StoreError> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(DRIVER_TIMEOUT))
+            .set_response_timeout(None);
+        let connection = SentinelConnection::connect(client, config)
+            .await
+            .map_err(unavailable)?;
+        Ok(Self::new(Connection::Sentinel(connection)))
     }
 
     fn new(connection: Connection) -> Self {
@@ -260,10 +350,7 @@ impl RedisStore {
             invocation.arg(*arg);
         }
         let mut connection = self.connection.clone();
-        let result: T = invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
+        let result: T = invoke(&invocation, &mut connection).await?;
         if let (Some(index), true) = (&index, self.is_cluster()) {
             self.index_on_cluster(&mut connection, index, session, expires_at, create)
                 .await?;
@@ -281,17 +368,29 @@ impl RedisStore {
         expires_at: &str,
         create: bool,
     ) -> Result<(), StoreError> {
-        self.scripts
-            .index
-            .key(index)
+        let mut invocation = self.scripts.index.key(index);
+        invocation
             .arg(session)
             .arg(expires_at)
-            .arg(if create { "1" } else { "0" })
-            .invoke_async::<i64>(connection)
-            .await
-            .map(drop)
-            .map_err(unavailable)
+            .arg(if create { "1" } else { "0" });
+        invoke::<i64>(&invocation, connection).await.map(drop)
     }
+}
+
+/// Runs a script. `invoke_async` loads a script the server lacks, once; the script can
+/// be missing again at the call after the load, when a Sentinel connection moved to a
+/// new master in between, so a second `NOSCRIPT` gets one more round.
+async fn invoke<T: redis::FromRedisValue>(
+    invocation: &ScriptInvocation<'_>,
+    connection: &mut Connection,
+) -> Result<T, StoreError> {
+    match invocation.invoke_async(connection).await {
+        Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            invocation.invoke_async(connection).await
+        }
+        result => result,
+    }
+    .map_err(unavailable)
 }
 
 fn meta_json(meta: &Meta) -> Result<String, StoreError> {
@@ -372,7 +471,14 @@ impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
-            .field("cluster", &self.is_cluster())
+            .field(
+                "connection",
+                &match self.connection {
+                    Connection::Standalone(_) => "standalone",
+                    Connection::Cluster(_) => "cluster",
+                    Connection::Sentinel(_) => "sentinel",
+                },
+            )
             .finish()
     }
 }
@@ -475,10 +581,7 @@ impl SessionStore for RedisStore {
             invocation.arg(arg);
         }
         let mut connection = self.connection.clone();
-        let reply: Vec<Value> = invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
+        let reply: Vec<Value> = invoke(&invocation, &mut connection).await?;
         if !matches!(reply.first(), Some(Value::Int(1))) {
             return Ok(None);
         }
@@ -590,12 +693,8 @@ impl SessionStore for RedisStore {
     async fn delete(&self, key: &SessionKey) -> Result<(), StoreError> {
         let mut connection = self.connection.clone();
         let session = self.session_key(key);
-        let user: String = self
-            .scripts
-            .announcing(&self.scripts.delete, &session, key)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
+        let invocation = self.scripts.announcing(&self.scripts.delete, &session, key);
+        let user: String = invoke(&invocation, &mut connection).await?;
         if !user.is_empty() {
             redis::cmd("ZREM")
                 .arg(self.index_key(&user))
@@ -667,11 +766,8 @@ impl SessionStore for RedisStore {
             if let Some(record) = self.load(&key).await? {
                 if record.meta.user_id.as_deref() == Some(user_id) {
                     // The script, not a `DEL`: it announces the end of each session.
-                    self.scripts
-                        .announcing(&self.scripts.delete, member, &key)
-                        .invoke_async::<String>(&mut connection)
-                        .await
-                        .map_err(unavailable)?;
+                    let invocation = self.scripts.announcing(&self.scripts.delete, member, &key);
+                    invoke::<String>(&invocation, &mut connection).await?;
                     ended += 1;
                 }
             }

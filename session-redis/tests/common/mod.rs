@@ -275,3 +275,206 @@ impl Cluster {
             .collect()
     }
 }
+
+/// Runs `redis-cli -p port args…` and returns what it printed.
+pub fn cli(port: u16, args: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli is not installed");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Waits, for at most `limit`, until `ready` holds.
+fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(started.elapsed() < limit, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The name the Sentinel of a [`SentinelGroup`] knows its master by.
+pub const SENTINEL_MASTER: &str = "sessions";
+
+/// A Redis master, one replica of it, and one Sentinel watching them (quorum 1), on
+/// loopback ports in a temporary directory. A watchdog stops them when the test binary
+/// exits, if no drop did.
+pub struct SentinelGroup {
+    pub sentinel_port: u16,
+    dir: PathBuf,
+    /// The data servers (the first master, then its replica), by port.
+    servers: Vec<(u16, Option<Child>)>,
+    sentinel: Child,
+    watchdog: Child,
+}
+
+impl SentinelGroup {
+    /// Starts the group; the Sentinel deems the master down after `down_after`
+    /// unanswered.
+    pub fn start(down_after: Duration) -> Self {
+        let dir = temp_dir("sentinel");
+        let master = free_port();
+        let replica = free_port();
+        let sentinel_port = free_port();
+        let servers = vec![
+            (master, Some(Self::spawn_server(&dir, master, &[]))),
+            (
+                replica,
+                Some(Self::spawn_server(
+                    &dir,
+                    replica,
+                    &["--replicaof", "127.0.0.1", &master.to_string()],
+                )),
+            ),
+        ];
+        wait_until("the replica in sync", Duration::from_secs(20), || {
+            cli(replica, &["info", "replication"]).contains("master_link_status:up")
+        });
+        let config = dir.join("sentinel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "port {sentinel_port}\nbind 127.0.0.1\ndir {dir}\n\
+                 sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master} 1\n\
+                 sentinel down-after-milliseconds {SENTINEL_MASTER} {down_after}\n\
+                 sentinel failover-timeout {SENTINEL_MASTER} 5000\n",
+                dir = dir.display(),
+                down_after = down_after.as_millis(),
+            ),
+        )
+        .unwrap();
+        let sentinel = Command::new("redis-server")
+            .arg(&config)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is not installed");
+        wait_listening(sentinel_port);
+        wait_until(
+            "the Sentinel to find the replica",
+            Duration::from_secs(20),
+            || {
+                cli(sentinel_port, &["sentinel", "replicas", SENTINEL_MASTER])
+                    .contains(&replica.to_string())
+            },
+        );
+        let mut pids: Vec<String> = servers
+            .iter()
+            .filter_map(|(_, child)| child.as_ref().map(|c| c.id().to_string()))
+            .collect();
+        pids.push(sentinel.id().to_string());
+        let watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; kill -9 {pids}; rm -rf '{dir}'",
+                parent = std::process::id(),
+                pids = pids.join(" "),
+                dir = dir.display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sh");
+        Self {
+            sentinel_port,
+            dir,
+            servers,
+            sentinel,
+            watchdog,
+        }
+    }
+
+    fn spawn_server(dir: &std::path::Path, port: u16, extra: &[&str]) -> Child {
+        let node_dir = dir.join(port.to_string());
+        std::fs::create_dir_all(&node_dir).unwrap();
+        // A replica syncs at once, not after the default five seconds' wait for more.
+        let config = ["--appendonly", "no", "--repl-diskless-sync-delay", "0"];
+        spawn_redis(port, &node_dir, &[&config[..], extra].concat())
+    }
+
+    pub fn sentinel_urls(&self) -> Vec<String> {
+        vec![format!("redis://127.0.0.1:{}", self.sentinel_port)]
+    }
+
+    /// The port of the master the Sentinel names.
+    pub fn master_port(&self) -> u16 {
+        let reply = cli(
+            self.sentinel_port,
+            &["sentinel", "get-master-addr-by-name", SENTINEL_MASTER],
+        );
+        reply
+            .lines()
+            .nth(1)
+            .and_then(|port| port.trim().parse().ok())
+            .unwrap_or_else(|| panic!("the Sentinel names no master: {reply:?}"))
+    }
+
+    /// The other data server's port.
+    pub fn replica_port(&self) -> u16 {
+        let master = self.master_port();
+        self.servers
+            .iter()
+            .map(|(port, _)| *port)
+            .find(|port| *port != master)
+            .unwrap()
+    }
+
+    /// Waits until the replica has every write the master acknowledged, then kills
+    /// the master at once, as a crash would. Returns its port.
+    pub fn kill_master(&mut self) -> u16 {
+        let master = self.master_port();
+        assert_eq!(cli(master, &["wait", "1", "5000"]).trim(), "1");
+        let (_, child) = self
+            .servers
+            .iter_mut()
+            .find(|(port, _)| *port == master)
+            .unwrap();
+        let mut child = child.take().expect("the master runs");
+        let _ = child.kill();
+        let _ = child.wait();
+        master
+    }
+
+    /// Waits until the Sentinel has promoted another server than `old` and that server
+    /// takes writes.
+    pub fn wait_for_failover(&self, old: u16) -> u16 {
+        wait_until("a failover", Duration::from_secs(30), || {
+            let reply = cli(
+                self.sentinel_port,
+                &["sentinel", "get-master-addr-by-name", SENTINEL_MASTER],
+            );
+            let named = reply
+                .lines()
+                .nth(1)
+                .and_then(|p| p.trim().parse::<u16>().ok());
+            named.is_some_and(|port| {
+                port != old && cli(port, &["role"]).lines().next() == Some("master")
+            })
+        });
+        self.master_port()
+    }
+
+    /// Runs `redis-cli` against the Sentinel.
+    pub fn sentinel_cli(&self, args: &[&str]) -> String {
+        cli(self.sentinel_port, args)
+    }
+}
+
+impl Drop for SentinelGroup {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.servers {
+            if let Some(mut child) = child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let _ = self.sentinel.kill();
+        let _ = self.sentinel.wait();
+        let _ = self.watchdog.kill();
+        let _ = self.watchdog.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,179 @@
+//! A connection to whichever server Redis Sentinel names master: the `redis` crate's
+//! `SentinelClient` finds the master, but hands out plain connections that stay with
+//! that server when it dies or is demoted. This one asks the sentinels again then.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::sentinel::SentinelClient;
+use redis::{
+    AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind,
+    Value,
+};
+
+/// After asking the sentinels for a master failed, how long requests fail at once with
+/// that failure rather than ask again: a dead master does not make every request wait
+/// on the sentinels and on a connection attempt, one after another.
+const RESOLVE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A multiplexed connection to the master of one Redis Sentinel service. Clones share
+/// it.
+///
+/// A command that finds the connection lost gets its error (it may have run: a script
+/// is not sent twice), and the next command asks the sentinels for the master and
+/// connects to it. A command that a demoted master refuses as `READONLY` did not run,
+/// so it is sent once more, to the master the sentinels name now.
+#[derive(Clone)]
+pub(crate) struct SentinelConnection(Arc<Shared>);
+
+struct Shared {
+    /// Resolution one at a time: requests that find no connection wait for the one
+    /// resolution under way, not start their own.
+    sentinel: tokio::sync::Mutex<SentinelClient>,
+    config: AsyncConnectionConfig,
+    master: Mutex<Master>,
+}
+
+#[derive(Default)]
+struct Master {
+    /// Counts connections made, so that a request that saw one fail drops that one,
+    /// not a newer one another request has made meanwhile.
+    generation: u64,
+    connection: Option<MultiplexedConnection>,
+    /// The last failure to reach a master, and when.
+    failure: Option<(Instant, RedisError)>,
+}
+
+impl SentinelConnection {
+    /// Finds the master through `sentinel` and connects to it with `config`.
+    pub(crate) async fn connect(
+        sentinel: SentinelClient,
+        config: AsyncConnectionConfig,
+    ) -> RedisResult<Self> {
+        let connection = Self(Arc::new(Shared {
+            sentinel: tokio::sync::Mutex::new(sentinel),
+            config,
+            master: Mutex::default(),
+        }));
+        connection.current().await?;
+        Ok(connection)
+    }
+
+    fn master(&self) -> MutexGuard<'_, Master> {
+        // The lock guards plain assignments: a panic cannot leave it half-written.
+        self.0
+            .master
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The connection to the master, made first if there is none.
+    async fn current(&self) -> RedisResult<(u64, MultiplexedConnection)> {
+        {
+            let master = self.master();
+            if let Some(connection) = &master.connection {
+                return Ok((master.generation, connection.clone()));
+            }
+        }
+        let mut sentinel = self.0.sentinel.lock().await;
+        {
+            let master = self.master();
+            if let Some(connection) = &master.connection {
+                return Ok((master.generation, connection.clone()));
+            }
+            if let Some((failed_at, error)) = &master.failure {
+                if failed_at.elapsed() < RESOLVE_BACKOFF {
+                    return Err(error.clone());
+                }
+            }
+        }
+        let connected = sentinel
+            .get_async_connection_with_config(&self.0.config)
+            .await;
+        let mut master = self.master();
+        match connected {
+            Ok(connection) => {
+                master.generation += 1;
+                master.connection = Some(connection.clone());
+                master.failure = None;
+                Ok((master.generation, connection))
+            }
+            Err(error) => {
+                tracing::warn!(%error, "Redis Sentinel: no master reachable");
+                master.failure = Some((Instant::now(), error.clone()));
+                Err(error)
+            }
+        }
+    }
+
+    /// Drops connection `generation` if it is still the current one.
+    fn forget(&self, generation: u64) {
+        let mut master = self.master();
+        if master.generation == generation {
+            master.connection = None;
+        }
+    }
+
+    /// Sends with `send` over the current connection, and deals with its failure:
+    /// `refused` tells whether the reply is a demoted master's `READONLY` (a reply,
+    /// not an error, for the `redis` crate at this level).
+    async fn request<T, F, R>(&self, send: F, refused: fn(&T) -> bool) -> RedisResult<T>
+    where
+        F: Fn(MultiplexedConnection) -> R,
+        R: Future<Output = RedisResult<T>>,
+    {
+        let (generation, connection) = self.current().await?;
+        match send(connection).await {
+            Ok(reply) if refused(&reply) => {
+                self.forget(generation);
+                let (_, connection) = self.current().await?;
+                send(connection).await
+            }
+            Err(error) if error.is_unrecoverable_error() || error.is_io_error() => {
+                self.forget(generation);
+                Err(error)
+            }
+            result => result,
+        }
+    }
+}
+
+fn is_read_only(reply: &Value) -> bool {
+    matches!(reply, Value::ServerError(error) if error.kind() == Some(ServerErrorKind::ReadOnly))
+}
+
+impl ConnectionLike for SentinelConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(self.request(
+            move |mut connection| async move { connection.send_packed_command(cmd).await },
+            is_read_only,
+        ))
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(self.request(
+            move |mut connection| async move {
+                connection
+                    .send_packed_commands(pipeline, offset, count)
+                    .await
+            },
+            // Refused at the first command, the server was a replica from the start:
+            // none of the pipeline wrote.
+            |replies| replies.first().is_some_and(is_read_only),
+        ))
+    }
+
+    fn get_db(&self) -> i64 {
+        self.master()
+            .connection
+            .as_ref()
+            .map_or(0, ConnectionLike::get_db)
+    }
+}
