@@ -180,7 +180,10 @@ impl RedisStore {
     /// standalone server is down: with the layer's 503 and `Retry-After`, the cookie
     /// kept. A write sent to a demoted master is refused by it (`READONLY`) and sent
     /// once more, to the new master; a write whose connection broke is not sent again,
-    /// since it may have run.
+    /// since it may have run. A master that stops answering without closing its
+    /// connections (frozen, or cut off) is noticed too: when a request gives up waiting
+    /// on it, the store sends it a `PING`, and drops the connection if that goes
+    /// unanswered for a second.
     ///
     /// For a master that needs a password, a database other than 0, or TLS, build the
     /// `SentinelClient` yourself and pass it to

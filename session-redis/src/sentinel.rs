@@ -3,6 +3,7 @@
 //! that server when it dies or is demoted. This one asks the sentinels again then.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,9 @@ use redis::{
 /// that failure rather than ask again: a dead master does not make every request wait
 /// on the sentinels and on a connection attempt, one after another.
 const RESOLVE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How long a master may take to answer a `PING` when a request gave up waiting on it.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A multiplexed connection to the master of one Redis Sentinel service. Clones share
 /// it.
@@ -34,6 +38,8 @@ struct Shared {
     sentinel: tokio::sync::Mutex<SentinelClient>,
     config: AsyncConnectionConfig,
     master: Mutex<Master>,
+    /// A check of the current connection is under way.
+    probing: AtomicBool,
 }
 
 #[derive(Default)]
@@ -56,6 +62,7 @@ impl SentinelConnection {
             sentinel: tokio::sync::Mutex::new(sentinel),
             config,
             master: Mutex::default(),
+            probing: AtomicBool::new(false),
         }));
         connection.current().await?;
         Ok(connection)
@@ -108,6 +115,36 @@ impl SentinelConnection {
         }
     }
 
+    /// Checks, from a task of its own, that connection `generation` still answers
+    /// (`PING`, within [`PROBE_TIMEOUT`]), and drops it if not. One check at a time.
+    fn probe(&self, generation: u64) {
+        let connection = {
+            let master = self.master();
+            match &master.connection {
+                Some(connection) if master.generation == generation => connection.clone(),
+                _ => return,
+            }
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.0.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        runtime.spawn(async move {
+            let mut connection = connection;
+            let ping = redis::cmd("PING");
+            let answer =
+                tokio::time::timeout(PROBE_TIMEOUT, connection.send_packed_command(&ping)).await;
+            if !matches!(answer, Ok(Ok(_))) {
+                tracing::warn!("Redis Sentinel: the master stopped answering; asking again");
+                this.forget(generation);
+            }
+            this.0.probing.store(false, Ordering::Release);
+        });
+    }
+
     /// Drops connection `generation` if it is still the current one.
     fn forget(&self, generation: u64) {
         let mut master = self.master();
@@ -125,7 +162,13 @@ impl SentinelConnection {
         R: Future<Output = RedisResult<T>>,
     {
         let (generation, connection) = self.current().await?;
-        match send(connection).await {
+        let watch = Unanswered {
+            connection: self,
+            generation,
+        };
+        let result = send(connection).await;
+        std::mem::forget(watch);
+        match result {
             Ok(reply) if refused(&reply) => {
                 self.forget(generation);
                 let (_, connection) = self.current().await?;
@@ -137,6 +180,22 @@ impl SentinelConnection {
             }
             result => result,
         }
+    }
+}
+
+/// A command in flight on connection `generation`. Dropped before the command ends (the
+/// caller gave up: the layer's store timeout, or a client gone), it has the connection
+/// checked: a master that stopped answering without closing its connections (frozen,
+/// or cut off by a partition) returns no error for the connection to be replaced on,
+/// and would hold every request hostage after the Sentinel has promoted another.
+struct Unanswered<'a> {
+    connection: &'a SentinelConnection,
+    generation: u64,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        self.connection.probe(self.generation);
     }
 }
 

@@ -73,6 +73,31 @@ async fn a_failover_fails_closed_then_recovers_every_session() {
     assert_eq!(client.get("/user").await.body, "after-failover");
 }
 
+/// A master that stops answering without closing its connections (frozen, as behind a
+/// partition): requests time out and fail closed; the store does not wait for it to
+/// come back, but follows the Sentinel to the promoted replica, with every session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_master_is_left_for_the_promoted_replica() {
+    let mut group = own_group();
+    let app = app(SessionLayer::new(store_on(&group).await), None);
+    let mut clients = Vec::new();
+    for i in 0..5 {
+        let mut client = Client::new(&app);
+        client.post(&format!("/login/frozen-{i}")).await;
+        clients.push(client);
+    }
+    let frozen = tokio::task::block_in_place(|| group.freeze_master());
+    let started = Instant::now();
+    let reply = clients[0].get("/user").await;
+    outage::assert_failed_closed(&reply, started.elapsed());
+    tokio::task::block_in_place(|| group.wait_for_failover(frozen));
+    outage::until_ok(&mut clients[0], "/user", Duration::from_secs(15)).await;
+    for (i, client) in clients.iter_mut().enumerate() {
+        assert_eq!(client.get("/user").await.body, format!("frozen-{i}"));
+    }
+    group.thaw(frozen);
+}
+
 /// A master turned replica by hand (no Sentinel failover, so no client is
 /// disconnected) refuses the store's next write as `READONLY`: nothing ran, so the
 /// store asks the Sentinel again and sends the write to the master it names now. The
@@ -93,7 +118,7 @@ async fn a_write_refused_by_a_demoted_master_goes_to_the_new_one() {
     let old = group.master_port();
     let new = group.replica_port();
     tokio::task::block_in_place(|| {
-        assert_eq!(common::cli(old, &["wait", "1", "5000"]).trim(), "1");
+        common::wait_replicated(old);
         group.sentinel_cli(&["sentinel", "remove", SENTINEL_MASTER]);
         assert_eq!(common::cli(new, &["replicaof", "no", "one"]).trim(), "OK");
         let old_port = old.to_string();

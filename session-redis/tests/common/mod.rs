@@ -295,6 +295,33 @@ fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until the replica of the master on `port` has every write the master has
+/// made so far. (`WAIT` would not do from `redis-cli`: it waits for the writes of its
+/// own connection, which has made none.)
+pub fn wait_replicated(port: u16) {
+    let info = cli(port, &["info", "replication"]);
+    let written: u64 = info
+        .lines()
+        .find_map(|line| {
+            line.trim()
+                .strip_prefix("master_repl_offset:")?
+                .parse()
+                .ok()
+        })
+        .expect("a master's replication offset");
+    // Each replica is a line `slave0:ip=…,port=…,state=online,offset=N,lag=0`.
+    let replicated = |line: &str| {
+        line.starts_with("slave")
+            && line
+                .split(',')
+                .find_map(|part| part.strip_prefix("offset=")?.trim().parse::<u64>().ok())
+                .is_some_and(|offset| offset >= written)
+    };
+    wait_until("the replica to catch up", Duration::from_secs(10), || {
+        cli(port, &["info", "replication"]).lines().any(replicated)
+    });
+}
+
 /// The name the Sentinel of a [`SentinelGroup`] knows its master by.
 pub const SENTINEL_MASTER: &str = "sessions";
 
@@ -426,7 +453,7 @@ impl SentinelGroup {
     /// the master at once, as a crash would. Returns its port.
     pub fn kill_master(&mut self) -> u16 {
         let master = self.master_port();
-        assert_eq!(cli(master, &["wait", "1", "5000"]).trim(), "1");
+        wait_replicated(master);
         let (_, child) = self
             .servers
             .iter_mut()
@@ -436,6 +463,31 @@ impl SentinelGroup {
         let _ = child.kill();
         let _ = child.wait();
         master
+    }
+
+    /// Waits until the replica has every write the master acknowledged, then freezes
+    /// the master (`SIGSTOP`): its connections stay open and go unanswered, as behind
+    /// a network partition. Returns its port; [`thaw`](Self::thaw) ends it.
+    pub fn freeze_master(&mut self) -> u16 {
+        let master = self.master_port();
+        wait_replicated(master);
+        self.signal(master, "-STOP");
+        master
+    }
+
+    /// Lets a frozen server run again.
+    pub fn thaw(&mut self, port: u16) {
+        self.signal(port, "-CONT");
+    }
+
+    fn signal(&self, port: u16, signal: &str) {
+        let (_, child) = self.servers.iter().find(|(p, _)| *p == port).unwrap();
+        let pid = child.as_ref().expect("the server runs").id().to_string();
+        assert!(Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success());
     }
 
     /// Waits until the Sentinel has promoted another server than `old` and that server
