@@ -68,6 +68,24 @@ fn temp_dir(label: &str) -> PathBuf {
     dir
 }
 
+/// A process that, once this test binary has exited, kills `children` and removes
+/// `dir`: statics are never dropped.
+fn watchdog<'a>(children: impl Iterator<Item = &'a Child>, dir: &std::path::Path) -> Child {
+    let pids: Vec<String> = children.map(|child| child.id().to_string()).collect();
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; kill -9 {pids}; rm -rf '{dir}'",
+            parent = std::process::id(),
+            pids = pids.join(" "),
+            dir = dir.display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sh")
+}
+
 /// Waits until something accepts connections on `port`.
 fn wait_listening(port: u16) {
     let started = Instant::now();
@@ -218,20 +236,8 @@ impl Cluster {
             );
             processes.push(child);
         }
-        let pids: Vec<String> = processes.iter().map(|c| c.id().to_string()).collect();
         // Whatever way the test binary ends, the cluster goes with it.
-        let watchdog = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; kill -9 {pids}; rm -rf '{dir}'",
-                parent = std::process::id(),
-                pids = pids.join(" "),
-                dir = dir.display()
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sh");
+        let watchdog = watchdog(processes.iter(), &dir);
         processes.push(watchdog);
         let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let created = Command::new("redis-cli")
@@ -388,23 +394,8 @@ impl SentinelGroup {
                     .contains(&replica.to_string())
             },
         );
-        let mut pids: Vec<String> = servers
-            .iter()
-            .filter_map(|(_, child)| child.as_ref().map(|c| c.id().to_string()))
-            .collect();
-        pids.push(sentinel.id().to_string());
-        let watchdog = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; kill -9 {pids}; rm -rf '{dir}'",
-                parent = std::process::id(),
-                pids = pids.join(" "),
-                dir = dir.display()
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sh");
+        let children = servers.iter().filter_map(|(_, child)| child.as_ref());
+        let watchdog = watchdog(children.chain([&sentinel]), &dir);
         Self {
             sentinel_port,
             dir,
