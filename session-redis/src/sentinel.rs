@@ -28,7 +28,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// A command that finds the connection lost gets its error (it may have run: a script
 /// is not sent twice), and the next command asks the sentinels for the master and
 /// connects to it. A command that a demoted master refuses as `READONLY` did not run,
-/// so it is sent once more, to the master the sentinels name now.
+/// so it is sent once more, to the master the sentinels name now. A command its caller
+/// gives up on has the connection checked with a `PING`, since a master that stopped
+/// answering (frozen, or cut off) closes nothing and so reports no error.
 #[derive(Clone)]
 pub(crate) struct SentinelConnection(Arc<Shared>);
 
