@@ -17,9 +17,9 @@ mod harness;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{Cluster, OwnRedis};
+use common::{Cluster, OwnRedis, SentinelGroup, SENTINEL_MASTER};
 use harness::{AdminServer, Balance, Me, Nginx, Store, User};
 use reqwest::StatusCode;
 
@@ -340,6 +340,71 @@ async fn a_shared_store_survives_restarts_and_new_servers() {
         served.contains_key("server-2"),
         "the restarted server served nothing"
     );
+}
+
+/// Scenario 3, the shared Redis itself: while users are logged in through three
+/// servers, the Redis master crashes and the Sentinel promotes its replica. Requests
+/// in between get 503 (the cookie kept), none gets a 401: nobody is logged out, and
+/// every session is there once the servers have followed the failover, without a
+/// restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_failover_behind_sentinel_logs_nobody_out() {
+    let mut group =
+        tokio::task::block_in_place(|| SentinelGroup::start(Duration::from_millis(500)));
+    let store = Store::Shared(format!(
+        "redis-sentinel://127.0.0.1:{}/{SENTINEL_MASTER}",
+        group.sentinel_port
+    ));
+    let servers = servers(&store, 3, &[]);
+    let nginx = Nginx::start(Balance::RoundRobin, &refs(&servers));
+    let base = nginx.url();
+    let mut users: Vec<User> = (0..30).map(|_| User::new()).collect();
+    log_in_all(&base, &mut users).await;
+
+    tokio::task::block_in_place(|| group.kill_master());
+    let killed = Instant::now();
+    let tasks: Vec<_> = users
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut user)| {
+            let base = base.clone();
+            tokio::spawn(async move {
+                let expected = if i % 2 == 0 { ALICE.0 } else { BOB.0 };
+                let mut unavailable = 0;
+                loop {
+                    let response = user.get(&base, "/api/me").await;
+                    match response.status() {
+                        StatusCode::OK => {
+                            let body: serde_json::Value = response.json().await.unwrap();
+                            assert_eq!(body["user"], expected, "user {i} lost their session");
+                            return (user, unavailable, killed.elapsed());
+                        }
+                        StatusCode::SERVICE_UNAVAILABLE => unavailable += 1,
+                        other => panic!("user {i}: {other} during the failover"),
+                    }
+                    assert!(killed.elapsed() < Duration::from_secs(30), "no recovery");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        })
+        .collect();
+    let mut users = Vec::new();
+    let (mut unavailable, mut recovered) = (0, Duration::ZERO);
+    for task in tasks {
+        let (user, refused, back) = task.await.unwrap();
+        users.push(user);
+        unavailable += refused;
+        recovered = recovered.max(back);
+    }
+    println!(
+        "METRIC approach=redis-sentinel+round-robin event=master-killed answered_503={unavailable} \
+         every_user_back_after_ms={}",
+        recovered.as_millis()
+    );
+    assert!(unavailable > 0, "no request met the failover");
+    let (relogins, served) = traffic(&base, &mut users, 20).await;
+    assert_eq!(relogins, 0, "users were logged out after the failover");
+    assert_eq!(served.len(), 3, "not every server served: {served:?}");
 }
 
 /// Users each on their own address (127.0.N.1: `ip_hash` uses three octets), logged
