@@ -159,6 +159,52 @@ async fn a_write_refused_by_a_demoted_master_goes_to_the_new_one() {
     assert!(common::cli(new, &["role"]).starts_with("master"));
 }
 
+/// Through the Sentinel, requests cost what they cost on a standalone server: a read
+/// one `HGETALL` on the master, a write that does not read one script; and the
+/// Sentinel is not asked again while the master answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sentinel_costs_no_round_trip_per_request() {
+    let group = own_group();
+    let app = app(SessionLayer::new(store_on(&group).await), None);
+    let mut client = Client::new(&app);
+    // The first run of each script loads it.
+    client.post("/set/a/1").await;
+    client.post("/set/a/2").await;
+    let master = group.master_port();
+    let round_trips =
+        || common::command_calls(master, "hgetall") + common::command_calls(master, "evalsha");
+    // A Sentinel keeps no per-command counts; its total counts each INFO after
+    // answering it.
+    let asked = || {
+        group
+            .sentinel_cli(&["info", "stats"])
+            .lines()
+            .find_map(|line| {
+                line.trim()
+                    .strip_prefix("total_commands_processed:")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .expect("a command count")
+    };
+    let (trips_before, asked_before) = tokio::task::block_in_place(|| (round_trips(), asked()));
+    assert!(
+        asked_before > 0,
+        "the count misses the store's questions at connect"
+    );
+    for i in 0..10 {
+        assert_eq!(client.get("/get/a").await.body, "\"2\"");
+        client.post(&format!("/set/b/{i}")).await;
+    }
+    let (trips_after, asked_after) = tokio::task::block_in_place(|| (round_trips(), asked()));
+    assert_eq!(trips_after - trips_before, 20);
+    assert_eq!(
+        asked_after,
+        asked_before + 1,
+        "the Sentinel was asked during requests (the one is the first INFO)"
+    );
+}
+
 /// No Sentinel listening, or one that knows no such master: `connect_sentinel` fails
 /// with an error, soon.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

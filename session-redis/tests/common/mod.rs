@@ -173,22 +173,12 @@ impl OwnRedis {
 
     /// Runs `redis-cli` against it.
     pub fn cli(&self, args: &[&str]) -> String {
-        let output = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli is not installed");
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        cli(self.port, args)
     }
 
-    /// Calls of `command` the server has run, from `INFO commandstats` (which also
-    /// counts the commands scripts run inside themselves).
+    /// Calls of `command` the server has run (see [`command_calls`]).
     pub fn command_calls(&self, command: &str) -> u64 {
-        let info = self.cli(&["info", "commandstats"]);
-        info.lines()
-            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
-            .and_then(|rest| rest.split(',').next())
-            .map_or(0, |calls| calls.parse().unwrap())
+        command_calls(self.port, command)
     }
 }
 
@@ -290,6 +280,16 @@ pub fn cli(port: u16, args: &[&str]) -> String {
         .output()
         .expect("redis-cli is not installed");
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Calls of `command` the server on `port` has run, from `INFO commandstats` (which
+/// also counts the commands scripts run inside themselves).
+pub fn command_calls(port: u16, command: &str) -> u64 {
+    cli(port, &["info", "commandstats"])
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().unwrap())
 }
 
 /// Waits, for at most `limit`, until `ready` holds.
