@@ -4,11 +4,12 @@
 //! `postgres`).
 
 use std::future::Future;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::sentinel::SentinelClient;
 use session_core::{BoxError, SessionKey, StoreError};
 use tokio::sync::watch;
 
@@ -49,6 +50,9 @@ impl Message {
 #[derive(Clone)]
 enum Publisher {
     Redis(ConnectionManager),
+    /// A connection to the master the subscription listens on, while it does: over
+    /// Sentinel, strict mode's markers must go through the node they are awaited on.
+    Beside(Arc<Mutex<Option<MultiplexedConnection>>>),
     #[cfg(feature = "postgres")]
     Postgres(sqlx::PgPool),
 }
@@ -63,6 +67,17 @@ impl Publisher {
                 .await
                 .map(drop)
                 .map_err(Into::into),
+            Publisher::Beside(slot) => {
+                let connection = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let mut connection = connection.ok_or("the channel is not subscribed")?;
+                redis::cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(payload)
+                    .query_async::<i64>(&mut connection)
+                    .await
+                    .map(drop)
+                    .map_err(Into::into)
+            }
             #[cfg(feature = "postgres")]
             Publisher::Postgres(pool) => sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(channel)
@@ -126,6 +141,40 @@ impl Channel {
         };
         Ok(Self::start(
             Publisher::Redis(publisher),
+            names,
+            local,
+            subscription,
+        ))
+    }
+
+    /// Redis pub/sub on `name`, on whichever server the Sentinels behind `sentinel` name
+    /// master of `master_name`. Only strict mode's markers are published here: every
+    /// invalidation comes from the central store, inside its writes on that master.
+    pub(crate) fn redis_sentinel(
+        sentinel: SentinelClient,
+        master_name: &str,
+        name: &str,
+        local: &Arc<Local>,
+    ) -> Result<Self, StoreError> {
+        let names = Names::new(name, ":")?;
+        let slot = Arc::new(Mutex::new(None));
+        let subscription = {
+            let names = names.clone();
+            let sentinel = Arc::new(tokio::sync::Mutex::new(sentinel));
+            let master_name: Arc<str> = master_name.into();
+            let slot = slot.clone();
+            move |local: Weak<Local>| {
+                sentinel_subscription(
+                    sentinel.clone(),
+                    master_name.clone(),
+                    names.clone(),
+                    local,
+                    slot.clone(),
+                )
+            }
+        };
+        Ok(Self::start(
+            Publisher::Beside(slot),
             names,
             local,
             subscription,
@@ -203,6 +252,12 @@ impl Channel {
     /// has lost its own subscription to the same server, so it is not serving copies.
     pub(crate) async fn publish(&self, message: &Message) {
         publish_logged(&self.publisher, &self.names.shared, message).await;
+    }
+
+    /// Whether this channel can carry the invalidations of this store's own writes:
+    /// over Sentinel, only the central store's may be relied on.
+    pub(crate) fn can_publish_invalidations(&self) -> bool {
+        !matches!(self.publisher, Publisher::Beside(_))
     }
 
     /// The shared channel's name.
@@ -341,6 +396,86 @@ async fn redis_subscription(
         }
     }
     Ok(())
+}
+
+/// How often the subscription over Sentinel checks that its Sentinel still answers.
+const SENTINEL_CHECK: Duration = Duration::from_secs(1);
+
+/// How long the Sentinel and the master it names have to set a subscription up.
+const SENTINEL_SETUP: Duration = Duration::from_secs(2);
+
+/// The subscription over Sentinel: on the master the Sentinels name, with the
+/// connection strict mode's markers are published on beside it (in `slot` while the
+/// subscription lasts), until either connection is lost or a Sentinel announces a new
+/// master. A master that stops answering closes nothing, so without the announcement
+/// this server would stay subscribed to it, hearing none of the invalidations the
+/// central store publishes on the new master. The Sentinel is asked every second
+/// whether it still answers, since a Sentinel cut off would announce nothing either.
+async fn sentinel_subscription(
+    sentinel: Arc<tokio::sync::Mutex<SentinelClient>>,
+    master_name: Arc<str>,
+    names: Names,
+    local: Weak<Local>,
+    slot: Arc<Mutex<Option<MultiplexedConnection>>>,
+) -> Result<(), BoxError> {
+    // Announcements first: a switch after the master is found is then heard. A
+    // master that is named but frozen would answer none of this: the setup has a
+    // limit, and the next attempt asks the Sentinels again.
+    let setup = async {
+        let mut sentinel = sentinel.lock().await;
+        let mut announcements = sentinel
+            .async_get_sentinel_client()
+            .await?
+            .get_async_pubsub()
+            .await?;
+        announcements.subscribe("+switch-master").await?;
+        let master = sentinel.async_get_client().await?;
+        drop(sentinel);
+        let publisher = master.get_multiplexed_async_connection().await?;
+        let mut pubsub = master.get_async_pubsub().await?;
+        pubsub.subscribe(&[&names.shared, &names.own]).await?;
+        Ok::<_, BoxError>((announcements, publisher, pubsub))
+    };
+    let (announcements, publisher, mut pubsub) = tokio::time::timeout(SENTINEL_SETUP, setup)
+        .await
+        .map_err(|_| "the Sentinel or the master it names did not answer")??;
+    let (mut sentinel_sink, mut announcements) = announcements.split();
+    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(publisher);
+    let ended = async {
+        if !subscribed(&local) {
+            return Ok(());
+        }
+        let mut messages = pubsub.on_message();
+        let mut check = tokio::time::interval(SENTINEL_CHECK);
+        loop {
+            tokio::select! {
+                message = messages.next() => {
+                    let Some(message) = message else { return Ok(()) };
+                    let channel = message.get_channel_name();
+                    if !apply(&local, &names, channel, message.get_payload_bytes()) {
+                        return Ok(());
+                    }
+                }
+                announcement = announcements.next() => {
+                    let Some(announcement) = announcement else { return Ok(()) };
+                    let payload = String::from_utf8_lossy(announcement.get_payload_bytes());
+                    if payload.split(' ').next() == Some(&*master_name) {
+                        return Err(format!("the Sentinel switched the master: {payload}").into());
+                    }
+                }
+                _ = check.tick() => {
+                    let ping = sentinel_sink.ping::<redis::Value>();
+                    let answered = tokio::time::timeout(SENTINEL_CHECK, ping).await;
+                    if !matches!(answered, Ok(Ok(_))) {
+                        return Err("the Sentinel stopped answering".into());
+                    }
+                }
+            }
+        }
+    }
+    .await;
+    *slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    ended
 }
 
 #[cfg(feature = "postgres")]

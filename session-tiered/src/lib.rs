@@ -58,6 +58,7 @@ use session_core::{
 
 use channel::{Channel, Message};
 use local::{Bound, Local};
+use redis::sentinel::{SentinelClient, SentinelServerType};
 
 /// Sessions cached in process in front of a central store `S`; see the crate docs.
 pub struct TieredStore<S> {
@@ -243,6 +244,71 @@ impl<S: SessionStore> Builder<S> {
         self.finish(local, channel).await
     }
 
+    /// Connects the invalidation channel over Redis Sentinel: pub/sub on `channel` on
+    /// the master that the Sentinels at `sentinels` (`redis://host:26379`) name for
+    /// `master_name`, followed through failovers. The central store must be a
+    /// `RedisStore` on the same Sentinels that publishes every write's invalidation on
+    /// `channel` itself, and the builder must say so with
+    /// [`published_by_central`](Self::published_by_central): this store publishes no
+    /// invalidation of its own, since one published on a master about to be replaced
+    /// could reach nobody.
+    ///
+    /// The subscription follows the master: when its connection is lost, or a
+    /// Sentinel announces a new master (`+switch-master`, which is how a master that
+    /// stopped answering without closing its connections is noticed), or the Sentinel
+    /// stops answering, the cache is flushed and bypassed until the subscription is
+    /// back on the master the Sentinels name.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use session_redis::RedisStore;
+    /// use session_tiered::TieredStore;
+    ///
+    /// let sentinels = ["redis://127.0.0.1:26379", "redis://127.0.0.1:26380"];
+    /// let central = RedisStore::connect_sentinel(sentinels, "mymaster")
+    ///     .await?
+    ///     .with_invalidation_channel("myapp:invalidate");
+    /// let store = TieredStore::builder(central)
+    ///     .published_by_central()
+    ///     .connect_sentinel(sentinels, "mymaster", "myapp:invalidate")
+    ///     .await?;
+    /// # let _ = store;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_sentinel<I, U>(
+        self,
+        sentinels: I,
+        master_name: &str,
+        channel: &str,
+    ) -> Result<TieredStore<S>, StoreError>
+    where
+        I: IntoIterator<Item = U>,
+        U: AsRef<str>,
+    {
+        if !self.published_by_central {
+            return Err(StoreError::new(
+                session_core::StoreErrorKind::Other,
+                "a tiered store over Redis Sentinel needs a central store that publishes \
+                 its invalidations (`RedisStore::with_invalidation_channel`) and \
+                 `published_by_central`",
+            ));
+        }
+        let sentinels: Vec<String> = sentinels
+            .into_iter()
+            .map(|url| url.as_ref().to_owned())
+            .collect();
+        let sentinel = SentinelClient::build(
+            sentinels,
+            master_name.to_owned(),
+            None,
+            SentinelServerType::Master,
+        )
+        .map_err(StoreError::unavailable)?;
+        let local = Arc::new(Local::new(self.bound));
+        let channel = Channel::redis_sentinel(sentinel, master_name, channel, &local)?;
+        self.finish(local, channel).await
+    }
+
     /// Connects the invalidation channel over PostgreSQL: `NOTIFY` on `channel` (a
     /// plain identifier) through a small pool, `LISTEN` on a connection of its own;
     /// for a central store in the same database. Waits for the subscription as
@@ -313,7 +379,8 @@ impl<S: SessionStore> Builder<S> {
     ) -> Result<TieredStore<S>, StoreError> {
         local.wait_coherent(Duration::from_secs(2)).await;
         let published_by_central = self.published_by_central
-            && central_publishes(&self.central, &local, channel.name()).await?;
+            && (central_publishes(&self.central, &local, channel.name()).await?
+                || untested_publisher(&channel));
         Ok(TieredStore {
             inner: Arc::new(Inner {
                 central: self.central,
@@ -326,6 +393,24 @@ impl<S: SessionStore> Builder<S> {
     }
 }
 
+/// Whether the central store, which could not be checked (the channel is not
+/// subscribed yet), is taken at its word: only where this store could not publish its
+/// own invalidations instead.
+fn untested_publisher(channel: &Channel) -> bool {
+    let trusted = !channel.can_publish_invalidations();
+    tracing::warn!(
+        channel = channel.name(),
+        "the invalidation channel is not subscribed: whether the central store publishes \
+         on it is not known, so {}",
+        if trusted {
+            "it is taken at its word"
+        } else {
+            "this store publishes its own"
+        }
+    );
+    trusted
+}
+
 /// Whether `central` publishes invalidations on the channel: an error if the channel
 /// is up and none came, `false` if the channel is not up to tell.
 async fn central_publishes<S: SessionStore>(
@@ -334,11 +419,6 @@ async fn central_publishes<S: SessionStore>(
     channel: &str,
 ) -> Result<bool, StoreError> {
     if !local.is_coherent() {
-        tracing::warn!(
-            channel,
-            "the invalidation channel is not subscribed: whether the central store \
-             publishes on it is not known, so this store publishes its own"
-        );
         return Ok(false);
     }
     let mut random = [0u8; 32];
