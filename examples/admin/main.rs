@@ -9,7 +9,7 @@
 //! | --- | --- | --- |
 //! | `PORT` | `3000` | port to listen on (127.0.0.1) |
 //! | `SERVER_ID` | `server-1` | name shown on every page, to see which server answered |
-//! | `SESSION_STORE` | `memory` | where sessions live: `memory`; `redis://host:port`, `redis-cluster://host:port,…` or `redis-sentinel://host:port,…/master_name` (feature `redis`); `postgres://user@host/db` (feature `postgres`), `mysql://user@host/db` (feature `mysql`) or `sqlite://path` (feature `sqlite`; the file is created), table `sessions`, created at start; `cookie`: in the browser, encrypted (feature `cookie`); `tiered+redis://host:port` or `tiered+postgres://user@host/db`: cached in each server, in front of that Redis or PostgreSQL, coherent over its pub/sub or `NOTIFY` (feature `tiered`); `tiered-strict+…` the same in strict mode, with no coherence window |
+//! | `SESSION_STORE` | `memory` | where sessions live: `memory`; `redis://host:port`, `redis-cluster://host:port,…` or `redis-sentinel://host:port,…/master_name` (feature `redis`); `postgres://user@host/db` (feature `postgres`), `mysql://user@host/db` (feature `mysql`) or `sqlite://path` (feature `sqlite`; the file is created), table `sessions`, created at start; `cookie`: in the browser, encrypted (feature `cookie`); `tiered+redis://host:port`, `tiered+redis-sentinel://host:port,…/master_name` or `tiered+postgres://user@host/db`: cached in each server, in front of that Redis or PostgreSQL, coherent over its pub/sub or `NOTIFY` (feature `tiered`); `tiered-strict+…` the same in strict mode, with no coherence window |
 //! | `SESSION_KEY` | none | for `cookie`: keys of at least 32 random bytes in base64 (`head -c 32 /dev/urandom \| base64`), comma-separated; the first seals, all open |
 //! | `SESSION_EPOCHS` | none | for `cookie`: a server-side store (any `SESSION_STORE` value but `cookie`) for per-user epochs, so that "log out everywhere" and `MAX_SESSIONS_PER_USER=1` work |
 //! | `SECURE_COOKIE` | `0` | `1` marks the cookie `Secure` (use it behind HTTPS) |
@@ -154,13 +154,7 @@ async fn open_server_store(spec: &str) -> Result<Arc<dyn SessionStore>, BoxError
     }
     #[cfg(feature = "redis")]
     if let Some(sentinels) = spec.strip_prefix("redis-sentinel://") {
-        let (nodes, master) = sentinels.rsplit_once('/').ok_or(
-            "SESSION_STORE=redis-sentinel://host:port,…/master_name needs the master's name",
-        )?;
-        let urls: Vec<String> = nodes
-            .split(',')
-            .map(|node| format!("redis://{node}"))
-            .collect();
+        let (urls, master) = sentinel_spec(sentinels)?;
         return Ok(Arc::new(
             session_kit::RedisStore::connect_sentinel(urls, master).await?,
         ));
@@ -186,7 +180,7 @@ async fn open_server_store(spec: &str) -> Result<Arc<dyn SessionStore>, BoxError
         supported.push("cookie");
     }
     if cfg!(feature = "tiered") {
-        supported.push("tiered+redis://…");
+        supported.extend(["tiered+redis://…", "tiered+redis-sentinel://…/master"]);
         if cfg!(feature = "postgres") {
             supported.push("tiered+postgres://…");
         }
@@ -200,6 +194,19 @@ async fn open_server_store(spec: &str) -> Result<Arc<dyn SessionStore>, BoxError
         format!("SESSION_STORE={spec:?} is not a store this build knows; supported: {supported}")
             .into(),
     )
+}
+
+/// The Sentinels' URLs and the master's name from `host:port,…/master_name`.
+#[cfg(feature = "redis")]
+fn sentinel_spec(spec: &str) -> Result<(Vec<String>, &str), BoxError> {
+    let (nodes, master) = spec
+        .rsplit_once('/')
+        .ok_or("SESSION_STORE=redis-sentinel://host:port,…/master_name needs the master's name")?;
+    let urls = nodes
+        .split(',')
+        .map(|node| format!("redis://{node}"))
+        .collect();
+    Ok((urls, master))
 }
 
 /// Sessions cached in each server, in front of the Redis or PostgreSQL (`central`)
@@ -219,8 +226,19 @@ async fn tiered_store(central: &str, strict: bool) -> Result<Arc<dyn SessionStor
     }
     // The central store publishes each write's invalidation inside the write, here
     // and over PostgreSQL: one round trip per write, nothing left unannounced by a
-    // crash.
+    // crash. Over Sentinel it must: the tiered store publishes none of its own there.
     let channel = "session-kit:invalidate";
+    if let Some(sentinels) = central.strip_prefix("redis-sentinel://") {
+        let (urls, master) = sentinel_spec(sentinels)?;
+        let store = session_kit::RedisStore::connect_sentinel(&urls, master)
+            .await?
+            .with_invalidation_channel(channel);
+        let builder = session_kit::TieredStore::builder(store).published_by_central();
+        let builder = if strict { builder.strict() } else { builder };
+        return Ok(Arc::new(
+            builder.connect_sentinel(&urls, master, channel).await?,
+        ));
+    }
     let store = session_kit::RedisStore::connect(central)
         .await?
         .with_invalidation_channel(channel);
@@ -677,6 +695,13 @@ mod tests {
         assert!(open_store("redis-sentinel://127.0.0.1:1/mymaster")
             .await
             .is_err());
+        #[cfg(feature = "tiered")]
+        {
+            let error = open_store("tiered+redis-sentinel://127.0.0.1:1")
+                .await
+                .expect_err("an error");
+            assert!(error.to_string().contains("master's name"), "{error}");
+        }
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! A tiered session store for session-kit: sessions cached in the process, in front of
 //! a central [`SessionStore`] that every server shares, kept coherent across servers
-//! by an invalidation channel: Redis pub/sub, or PostgreSQL `LISTEN`/`NOTIFY` (feature
-//! `postgres`).
+//! by an invalidation channel: Redis pub/sub (on a server, or on the master Redis
+//! Sentinel names: [`connect_sentinel`](Builder::connect_sentinel)), or PostgreSQL
+//! `LISTEN`/`NOTIFY` (feature `postgres`).
 //!
 //! - **Reads** of a cached session cost no round trip to the central store. A session
 //!   is cached when it is created here, or read here after a change.
