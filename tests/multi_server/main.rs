@@ -346,13 +346,13 @@ async fn a_shared_store_survives_restarts_and_new_servers() {
 /// servers, the Redis master crashes and the Sentinel promotes its replica. Requests
 /// in between get 503 (the cookie kept), none gets a 401: nobody is logged out, and
 /// every session is there once the servers have followed the failover, without a
-/// restart.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redis_failover_behind_sentinel_logs_nobody_out() {
+/// restart. After it, a logout on one server holds on every server, within `window`
+/// (the tiered store's caches must have followed the master too).
+async fn a_redis_failover_behind_sentinel_logs_nobody_out(scheme: &str, window: Duration) {
     let mut group =
         tokio::task::block_in_place(|| SentinelGroup::start(Duration::from_millis(500)));
     let store = Store::Shared(format!(
-        "redis-sentinel://127.0.0.1:{}/{SENTINEL_MASTER}",
+        "{scheme}redis-sentinel://127.0.0.1:{}/{SENTINEL_MASTER}",
         group.sentinel_port
     ));
     let servers = servers(&store, 3, &[]);
@@ -397,14 +397,43 @@ async fn a_redis_failover_behind_sentinel_logs_nobody_out() {
         recovered = recovered.max(back);
     }
     println!(
-        "METRIC approach=redis-sentinel+round-robin event=master-killed answered_503={unavailable} \
-         every_user_back_after_ms={}",
+        "METRIC approach={scheme}redis-sentinel+round-robin event=master-killed \
+         answered_503={unavailable} every_user_back_after_ms={}",
         recovered.as_millis()
     );
     assert!(unavailable > 0, "no request met the failover");
     let (relogins, served) = traffic(&base, &mut users, 20).await;
     assert_eq!(relogins, 0, "users were logged out after the failover");
     assert_eq!(served.len(), 3, "not every server served: {served:?}");
+
+    // Every server has served (and a tiered store cached) the first user's session.
+    let captured = users[0].clone();
+    assert_eq!(
+        users[0]
+            .post(&servers[1].url(), "/logout", "")
+            .await
+            .status(),
+        StatusCode::SEE_OTHER
+    );
+    for server in &servers {
+        let me = refused_within(&captured, &server.url(), window).await;
+        assert_eq!(
+            me.status,
+            StatusCode::UNAUTHORIZED,
+            "{} still served the session after the failover",
+            me.server
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_failover_behind_sentinel_logs_nobody_out_of_redis() {
+    a_redis_failover_behind_sentinel_logs_nobody_out("", Duration::ZERO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_failover_behind_sentinel_logs_nobody_out_of_the_tiered_store() {
+    a_redis_failover_behind_sentinel_logs_nobody_out("tiered+", Duration::from_millis(50)).await;
 }
 
 /// Users each on their own address (127.0.N.1: `ip_hash` uses three octets), logged
