@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{SentinelGroup, SENTINEL_MASTER};
@@ -14,21 +13,6 @@ use session_core::{Changes, Meta, Record, Saved, SessionLayer, SessionStore, Tim
 use session_redis::RedisStore;
 use session_testkit::outage::{self, Outage};
 use session_testkit::{app, Client};
-
-static GROUP: OnceLock<SentinelGroup> = OnceLock::new();
-
-/// The shared group's master is never stopped: a long down-after keeps a machine
-/// busy with other tests from provoking a failover in the middle of them.
-fn shared_group() -> &'static SentinelGroup {
-    tokio::task::block_in_place(|| {
-        GROUP.get_or_init(|| SentinelGroup::start(Duration::from_secs(10)))
-    })
-}
-
-/// A group of a test's own, whose master is deemed down after 500 ms unanswered.
-fn own_group() -> SentinelGroup {
-    tokio::task::block_in_place(|| SentinelGroup::start(Duration::from_millis(500)))
-}
 
 async fn store_on(group: &SentinelGroup) -> RedisStore {
     RedisStore::connect_sentinel(group.sentinel_urls(), SENTINEL_MASTER)
@@ -38,7 +22,7 @@ async fn store_on(group: &SentinelGroup) -> RedisStore {
 }
 
 async fn sentinel_store() -> RedisStore {
-    store_on(shared_group()).await
+    store_on(common::shared_sentinel_group()).await
 }
 
 session_testkit::conformance_tests!(sentinel_store().await);
@@ -62,7 +46,7 @@ impl Outage for Failover<'_> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_fails_closed_then_recovers_every_session() {
-    let mut group = own_group();
+    let mut group = common::own_sentinel_group();
     let first_master = group.master_port();
     let app = app(SessionLayer::new(store_on(&group).await), None);
     outage::fails_closed_and_recovers(&app, &mut Failover(&mut group, None)).await;
@@ -78,7 +62,7 @@ async fn a_failover_fails_closed_then_recovers_every_session() {
 /// come back, but follows the Sentinel to the promoted replica, with every session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_master_is_left_for_the_promoted_replica() {
-    let mut group = own_group();
+    let mut group = common::own_sentinel_group();
     let app = app(SessionLayer::new(store_on(&group).await), None);
     let mut clients = Vec::new();
     for i in 0..5 {
@@ -104,7 +88,7 @@ async fn a_frozen_master_is_left_for_the_promoted_replica() {
 /// request succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_refused_by_a_demoted_master_goes_to_the_new_one() {
-    let group = own_group();
+    let group = common::own_sentinel_group();
     let store = store_on(&group).await;
     let now = Timestamp::now();
     let meta = Meta::new(now, now.saturating_add(Duration::from_secs(600)));
@@ -164,7 +148,7 @@ async fn a_write_refused_by_a_demoted_master_goes_to_the_new_one() {
 /// Sentinel is not asked again while the master answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sentinel_costs_no_round_trip_per_request() {
-    let group = own_group();
+    let group = common::own_sentinel_group();
     let app = app(SessionLayer::new(store_on(&group).await), None);
     let mut client = Client::new(&app);
     // The first run of each script loads it.
@@ -214,7 +198,7 @@ async fn connecting_without_a_master_is_an_error() {
     assert!(RedisStore::connect_sentinel([nothing], SENTINEL_MASTER)
         .await
         .is_err());
-    let group = shared_group();
+    let group = common::shared_sentinel_group();
     assert!(
         RedisStore::connect_sentinel(group.sentinel_urls(), "no-such-master")
             .await

@@ -6,7 +6,6 @@
 #[path = "../../session-redis/tests/common/mod.rs"]
 mod common;
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{SentinelGroup, SENTINEL_MASTER};
@@ -15,20 +14,6 @@ use session_core::{Created, Meta, Record, SessionKey, SessionStore, Timestamp};
 use session_redis::RedisStore;
 use session_testkit::random_key;
 use session_tiered::TieredStore;
-
-static GROUP: OnceLock<SentinelGroup> = OnceLock::new();
-
-/// A group whose master is never stopped, with a long down-after (see the store's
-/// own Sentinel tests).
-fn shared_group() -> &'static SentinelGroup {
-    tokio::task::block_in_place(|| {
-        GROUP.get_or_init(|| SentinelGroup::start(Duration::from_secs(10)))
-    })
-}
-
-fn own_group() -> SentinelGroup {
-    tokio::task::block_in_place(|| SentinelGroup::start(Duration::from_millis(500)))
-}
 
 /// A server's store on `group`: sessions under `prefix`, invalidations on `channel`,
 /// published by the central store.
@@ -54,7 +39,7 @@ fn names() -> (String, String) {
 
 async fn store() -> TieredStore<RedisStore> {
     let (prefix, channel) = names();
-    tiered_on(shared_group(), &prefix, &channel).await
+    tiered_on(common::shared_sentinel_group(), &prefix, &channel).await
 }
 
 session_testkit::conformance_tests!(store().await);
@@ -140,7 +125,7 @@ async fn delete_eventually(store: &TieredStore<RedisStore>, key: &SessionKey) {
 /// second server stops serving its copy, follows the new master, and hears the
 /// first's logout there.
 async fn a_logout_after_a_failover_reaches_the_other_server(freeze: bool) {
-    let mut group = own_group();
+    let mut group = common::own_sentinel_group();
     let (prefix, channel) = names();
     let a = tiered_on(&group, &prefix, &channel).await;
     let b = tiered_on(&group, &prefix, &channel).await;
@@ -192,7 +177,7 @@ async fn a_logout_after_the_master_froze_reaches_the_other_server() {
 /// that does, `connect_sentinel` refuses to start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_central_store_that_does_not_publish_is_refused() {
-    let group = shared_group();
+    let group = common::shared_sentinel_group();
     let central = RedisStore::connect_sentinel(group.sentinel_urls(), SENTINEL_MASTER)
         .await
         .unwrap();

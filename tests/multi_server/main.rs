@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{Cluster, OwnRedis, SentinelGroup, SENTINEL_MASTER};
+use common::{Cluster, OwnRedis, SENTINEL_MASTER};
 use harness::{AdminServer, Balance, Me, Nginx, Store, User};
 use reqwest::StatusCode;
 
@@ -349,8 +349,7 @@ async fn a_shared_store_survives_restarts_and_new_servers() {
 /// restart. After it, a logout on one server holds on every server, within `window`
 /// (the tiered store's caches must have followed the master too).
 async fn a_redis_failover_behind_sentinel_logs_nobody_out(scheme: &str, window: Duration) {
-    let mut group =
-        tokio::task::block_in_place(|| SentinelGroup::start(Duration::from_millis(500)));
+    let mut group = common::own_sentinel_group();
     let store = Store::Shared(format!(
         "{scheme}redis-sentinel://127.0.0.1:{}/{SENTINEL_MASTER}",
         group.sentinel_port

@@ -328,6 +328,21 @@ pub fn wait_replicated(port: u16) {
     });
 }
 
+/// The test binary's shared group, started on first use: its master is never
+/// stopped, and a long down-after keeps a machine busy with other tests from
+/// provoking a failover in the middle of them. Call from a multi-threaded runtime.
+pub fn shared_sentinel_group() -> &'static SentinelGroup {
+    static GROUP: std::sync::OnceLock<SentinelGroup> = std::sync::OnceLock::new();
+    tokio::task::block_in_place(|| {
+        GROUP.get_or_init(|| SentinelGroup::start(Duration::from_secs(10)))
+    })
+}
+
+/// A group of a test's own, whose master is deemed down after 500 ms unanswered.
+pub fn own_sentinel_group() -> SentinelGroup {
+    tokio::task::block_in_place(|| SentinelGroup::start(Duration::from_millis(500)))
+}
+
 /// The name the Sentinel of a [`SentinelGroup`] knows its master by.
 pub const SENTINEL_MASTER: &str = "sessions";
 
