@@ -60,23 +60,13 @@ enum Publisher {
 impl Publisher {
     async fn publish(&self, channel: &str, payload: String) -> Result<(), BoxError> {
         match self {
-            Publisher::Redis(connection) => redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(payload)
-                .query_async::<i64>(&mut connection.clone())
-                .await
-                .map(drop)
-                .map_err(Into::into),
+            Publisher::Redis(connection) => {
+                redis_publish(&mut connection.clone(), channel, payload).await
+            }
             Publisher::Beside(slot) => {
                 let connection = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let mut connection = connection.ok_or("the channel is not subscribed")?;
-                redis::cmd("PUBLISH")
-                    .arg(channel)
-                    .arg(payload)
-                    .query_async::<i64>(&mut connection)
-                    .await
-                    .map(drop)
-                    .map_err(Into::into)
+                redis_publish(&mut connection, channel, payload).await
             }
             #[cfg(feature = "postgres")]
             Publisher::Postgres(pool) => sqlx::query("SELECT pg_notify($1, $2)")
@@ -88,6 +78,20 @@ impl Publisher {
                 .map_err(Into::into),
         }
     }
+}
+
+async fn redis_publish(
+    connection: &mut impl redis::aio::ConnectionLike,
+    channel: &str,
+    payload: String,
+) -> Result<(), BoxError> {
+    redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(payload)
+        .query_async::<i64>(connection)
+        .await
+        .map(drop)
+        .map_err(Into::into)
 }
 
 /// The channels a subscription listens on: the shared one, and this server's own,
