@@ -9,6 +9,7 @@ use http::header::HeaderName;
 use tower_layer::Layer;
 
 use crate::client::{Backend, Kind};
+use crate::deadline::Deadlines;
 use crate::error::ConfigError;
 use crate::on_store_error::{DefaultOnStoreError, OnStoreError};
 use crate::record::{Expiry, Timestamp};
@@ -24,7 +25,7 @@ pub(crate) struct Shared {
     pub(crate) transport: Transport,
     pub(crate) expiry: Expiry,
     pub(crate) absolute_timeout: Option<Duration>,
-    pub(crate) store_timeout: Duration,
+    pub(crate) store_timeout: Deadlines,
     pub(crate) max_sessions_per_user: Option<usize>,
     pub(crate) on_store_error: Arc<dyn OnStoreError>,
     pub(crate) clock: Clock,
@@ -232,7 +233,9 @@ impl SessionLayerBuilder {
     }
 
     /// How long one store operation may take before the request fails with the error
-    /// policy's response (default one second).
+    /// policy's response (default one second). The timeout runs on Tokio's clock (a
+    /// test with paused time sees it pass at once); outside a Tokio runtime nothing
+    /// enforces it.
     pub fn with_store_timeout(mut self, timeout: Duration) -> Self {
         self.store_timeout = timeout;
         self
@@ -321,7 +324,7 @@ impl SessionLayerBuilder {
                 transport,
                 expiry: self.expiry,
                 absolute_timeout: self.absolute_timeout,
-                store_timeout: self.store_timeout,
+                store_timeout: Deadlines::new(self.store_timeout),
                 max_sessions_per_user: self.max_sessions_per_user,
                 on_store_error: self.on_store_error,
                 clock: self.clock,

@@ -74,6 +74,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;
+mod deadline;
 mod error;
 #[cfg(feature = "axum")]
 mod extract;
