@@ -18,8 +18,8 @@
 //! run some of them its own way. Besides the contract the kit has what its tests use:
 //! [`InstrumentedStore`] (counts calls, injects faults and id collisions), and an
 //! in-process [`app`] with a cookie-keeping [`Client`], the [`outage`] scenario
-//! for stores with a server, and the rule of stores that announce their writes
-//! ([`announcements`]).
+//! for stores with a server, the rule of stores that announce their writes
+//! ([`announcements`]), and a TCP [`proxy`] whose connections a test cuts silently.
 //!
 //! The caller needs `tokio` (with `macros` and `rt-multi-thread`) among its
 //! dev-dependencies.
@@ -28,6 +28,7 @@ pub mod announcements;
 mod app;
 pub mod contract;
 pub mod outage;
+pub mod proxy;
 mod wrappers;
 
 pub use app::{app, App, Client, Pause, Reply};

@@ -382,24 +382,63 @@ fn subscribed(local: &Weak<Local>) -> bool {
     local.upgrade().map(|tier| tier.subscribed()).is_some()
 }
 
+/// How long a subscription may go without a message before it is asked whether its
+/// connection still answers, and how long the answer may take. A connection that died
+/// without closing (its server frozen or cut off, a NAT or load balancer that forgot
+/// the flow) brings no messages and no error; without the question this server would
+/// go on serving copies that others' invalidations no longer reach. So a copy is
+/// served at most about twice this long after the last message that could have
+/// dropped it was lost.
+const QUIET_LIMIT: Duration = Duration::from_secs(1);
+
+/// How long a subscription has to be set up: a server that accepts connections but
+/// does not answer would hold the attempt until TCP gives up.
+const SUBSCRIPTION_SETUP: Duration = Duration::from_secs(2);
+
 async fn redis_subscription(
     client: redis::Client,
     names: Names,
     local: Weak<Local>,
 ) -> Result<(), BoxError> {
-    let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(&[&names.shared, &names.own]).await?;
+    let setup = async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(&[&names.shared, &names.own]).await?;
+        Ok::<_, BoxError>(pubsub)
+    };
+    let pubsub = tokio::time::timeout(SUBSCRIPTION_SETUP, setup)
+        .await
+        .map_err(|_| "the channel's server did not answer")??;
     if !subscribed(&local) {
         return Ok(());
     }
-    let mut messages = pubsub.on_message();
-    while let Some(message) = messages.next().await {
-        let channel = message.get_channel_name();
-        if !apply(&local, &names, channel, message.get_payload_bytes()) {
-            break;
+    redis_listen(pubsub, &names, &local).await
+}
+
+/// Applies what arrives on `pubsub` until its connection is lost or, asked after a
+/// quiet spell, does not answer; `Ok` once the store is gone.
+async fn redis_listen(
+    pubsub: redis::aio::PubSub,
+    names: &Names,
+    local: &Weak<Local>,
+) -> Result<(), BoxError> {
+    let (mut sink, mut messages) = pubsub.split();
+    loop {
+        match tokio::time::timeout(QUIET_LIMIT, messages.next()).await {
+            Ok(Some(message)) => {
+                let channel = message.get_channel_name();
+                if !apply(local, names, channel, message.get_payload_bytes()) {
+                    return Ok(());
+                }
+            }
+            Ok(None) => return Err("the channel's connection closed".into()),
+            Err(_quiet) => {
+                let ping = sink.ping::<redis::Value>();
+                if !matches!(tokio::time::timeout(QUIET_LIMIT, ping).await, Ok(Ok(_))) {
+                    return Err("the channel's server stopped answering".into());
+                }
+            }
         }
     }
-    Ok(())
 }
 
 /// How often the subscription over Sentinel checks that its Sentinel still answers.
@@ -440,28 +479,20 @@ async fn sentinel_subscription(
         pubsub.subscribe(&[&names.shared, &names.own]).await?;
         Ok::<_, BoxError>((announcements, publisher, pubsub))
     };
-    let (announcements, publisher, mut pubsub) = tokio::time::timeout(SENTINEL_SETUP, setup)
-        .await
-        .map_err(|_| "the Sentinel or the master it names did not answer")??;
+    let (announcements, publisher, pubsub) =
+        tokio::time::timeout(SENTINEL_SETUP, setup)
+            .await
+            .map_err(|_| "the Sentinel or the master it names did not answer")??;
     let (mut sentinel_sink, mut announcements) = announcements.split();
     *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(publisher);
-    let ended = async {
-        if !subscribed(&local) {
-            return Ok(());
-        }
-        let mut messages = pubsub.on_message();
+    let watch_sentinel = async {
         let mut check = tokio::time::interval(SENTINEL_CHECK);
         loop {
             tokio::select! {
-                message = messages.next() => {
-                    let Some(message) = message else { return Ok(()) };
-                    let channel = message.get_channel_name();
-                    if !apply(&local, &names, channel, message.get_payload_bytes()) {
-                        return Ok(());
-                    }
-                }
                 announcement = announcements.next() => {
-                    let Some(announcement) = announcement else { return Ok(()) };
+                    let Some(announcement) = announcement else {
+                        return Err::<(), BoxError>("the Sentinel's connection closed".into());
+                    };
                     let payload = String::from_utf8_lossy(announcement.get_payload_bytes());
                     if payload.split(' ').next() == Some(&*master_name) {
                         return Err(format!("the Sentinel switched the master: {payload}").into());
@@ -476,6 +507,15 @@ async fn sentinel_subscription(
                 }
             }
         }
+    };
+    let ended = async {
+        if !subscribed(&local) {
+            return Ok(());
+        }
+        tokio::select! {
+            ended = redis_listen(pubsub, &names, &local) => ended,
+            ended = watch_sentinel => ended,
+        }
     }
     .await;
     *slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -488,21 +528,42 @@ async fn postgres_subscription(
     names: Names,
     local: Weak<Local>,
 ) -> Result<(), BoxError> {
-    let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
-    // A lost connection is reported at once (`Ok(None)`), not mended behind our back:
-    // notifications sent meanwhile are lost, so the tier must flush first.
-    listener.eager_reconnect(false);
-    listener
-        .listen_all([names.shared.as_str(), names.own.as_str()])
-        .await?;
+    let setup = async {
+        let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
+        // A lost connection is reported at once (`Ok(None)`), not mended behind our
+        // back: notifications sent meanwhile are lost, so the tier must flush first.
+        listener.eager_reconnect(false);
+        listener
+            .listen_all([names.shared.as_str(), names.own.as_str()])
+            .await?;
+        Ok::<_, BoxError>(listener)
+    };
+    let mut listener = tokio::time::timeout(SUBSCRIPTION_SETUP, setup)
+        .await
+        .map_err(|_| "the channel's server did not answer")??;
     if !subscribed(&local) {
         return Ok(());
     }
-    while let Some(notification) = listener.try_recv().await? {
-        let (channel, payload) = (notification.channel(), notification.payload());
-        if !apply(&local, &names, channel, payload.as_bytes()) {
-            break;
+    loop {
+        // `try_recv` is cancel-safe: a notification half read when the wait ends is
+        // kept for the next call.
+        match tokio::time::timeout(QUIET_LIMIT, listener.try_recv()).await {
+            Ok(received) => {
+                let Some(notification) = received? else {
+                    return Err("the channel's connection closed".into());
+                };
+                let (channel, payload) = (notification.channel(), notification.payload());
+                if !apply(&local, &names, channel, payload.as_bytes()) {
+                    return Ok(());
+                }
+            }
+            Err(_quiet) => {
+                // Notifications that arrive meanwhile are kept for `try_recv`.
+                let ping = sqlx::query("SELECT 1").execute(&mut listener);
+                if !matches!(tokio::time::timeout(QUIET_LIMIT, ping).await, Ok(Ok(_))) {
+                    return Err("the channel's server stopped answering".into());
+                }
+            }
         }
     }
-    Ok(())
 }

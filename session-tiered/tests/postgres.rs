@@ -10,6 +10,7 @@ use serde_json::json;
 use session_core::{Changes, Meta, Record, SessionKey, SessionStore, Timestamp};
 use session_sql::sqlx::postgres::{PgPool, PgPoolOptions};
 use session_sql::PostgresStore;
+use session_testkit::proxy::CuttableProxy;
 use session_testkit::{random_key, random_user, InstrumentedStore};
 use session_tiered::TieredStore;
 
@@ -18,6 +19,39 @@ mod strict;
 fn postgres_url() -> String {
     std::env::var("POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// `POSTGRES_URL` split around its `host:port`.
+fn postgres_url_parts() -> (String, String, String) {
+    let url = postgres_url();
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (user, rest) = rest.split_once('@').map_or(("", rest), |(u, r)| (u, r));
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let at = if user.is_empty() {
+        String::new()
+    } else {
+        format!("{user}@")
+    };
+    (
+        format!("{scheme}://{at}"),
+        rest[..end].to_owned(),
+        rest[end..].to_owned(),
+    )
+}
+
+/// The server's address, for a proxy in front of it.
+fn postgres_address() -> std::net::SocketAddr {
+    let (_, host, _) = postgres_url_parts();
+    std::net::ToSocketAddrs::to_socket_addrs(&host)
+        .ok()
+        .and_then(|mut addresses| addresses.next())
+        .expect("an address in POSTGRES_URL")
+}
+
+/// `POSTGRES_URL` with `address` in place of its server's.
+fn postgres_url_via(address: std::net::SocketAddr) -> String {
+    let (before, _, after) = postgres_url_parts();
+    format!("{before}{address}{after}")
 }
 
 /// One connection that lives as long as the pool: its temporary table goes with it.
@@ -184,6 +218,50 @@ async fn a_lost_listener_never_serves_stale_sessions() {
         until_loaded(&store, &key, Some(2)).await;
     }
     assert_eq!(central.count("load"), 0, "the cache is not serving again");
+}
+
+/// A listening connection gone silent (its server frozen or cut off, a NAT that
+/// forgot the flow: nothing closes, nothing arrives) is noticed by the query a quiet
+/// listener sends: the server stops serving its copies within about two seconds,
+/// though the notification it missed never comes, and listens again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_gone_silent_stops_serving_copies_within_two_seconds() {
+    let proxy = CuttableProxy::start(postgres_address()).await.unwrap();
+    let central = central(single_connection().await).await;
+    let channel = channel();
+    let a = TieredStore::builder(central.clone())
+        .connect_postgres(&postgres_url_via(proxy.address()), &channel)
+        .await
+        .expect("the channel connects through the proxy");
+    assert!(a.is_coherent());
+    let b = tiered(central.clone(), &channel).await;
+    let key = random_key();
+    a.create(&key, &record()).await.unwrap();
+    until_loaded(&a, &key, Some(1)).await;
+    let connections = proxy.connections();
+
+    proxy.cut();
+    let cut = Instant::now();
+    b.delete(&key).await.unwrap();
+    while a.load(&key).await.unwrap().is_some() {
+        assert!(
+            cut.elapsed() < Duration::from_secs(4),
+            "a deleted session still served 4 s after the listener went silent"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stopped_after = cut.elapsed();
+
+    while !a.is_coherent() {
+        assert!(
+            cut.elapsed() < Duration::from_secs(6),
+            "never listening again"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(proxy.connections() > connections);
+    a_save_on_a_reaches_b(&b, &a).await;
+    eprintln!("stopped serving {stopped_after:?} after the cut");
 }
 
 /// A channel name PostgreSQL would cut short is refused up front, rather than

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use session_core::{Changes, Created, Meta, Record, SessionLayer, SessionStore, Timestamp};
 use session_redis::RedisStore;
+use session_testkit::proxy::CuttableProxy;
 use session_testkit::{app, random_key, Client, InstrumentedStore};
 use session_tiered::TieredStore;
 
@@ -269,6 +270,54 @@ async fn a_lost_channel_never_serves_stale_sessions() {
         until_loaded(&store, &key, Some(json!(3))).await;
     }
     assert_eq!(central.count("load"), 0, "the cache is not serving again");
+}
+
+/// A channel whose connection goes silent (its server frozen or cut off, a NAT that
+/// forgot the flow: nothing closes, nothing arrives) is noticed by the question a
+/// quiet subscription asks: the server stops serving its copies within about two
+/// seconds, though the invalidation it missed never comes, and subscribes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_gone_silent_stops_serving_copies_within_two_seconds() {
+    let proxy = CuttableProxy::start(common::redis_address()).await.unwrap();
+    let (central, _) = common::shared_store_with_prefix().await;
+    let channel = channel();
+    let a = tiered(central.clone(), &proxy.redis_url(), &channel).await;
+    let b = tiered(central.clone(), &common::redis_url(), &channel).await;
+    let key = random_key();
+    a.create(&key, &record(json!({"a": 1}))).await.unwrap();
+    until_loaded(&a, &key, Some(json!(1))).await;
+    let connections = proxy.connections();
+
+    proxy.cut();
+    let cut = Instant::now();
+    b.delete(&key).await.unwrap();
+    while a.load(&key).await.unwrap().is_some() {
+        assert!(
+            cut.elapsed() < Duration::from_secs(4),
+            "a deleted session still served 4 s after the channel went silent"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stopped_after = cut.elapsed();
+
+    // Subscribed again, through a new connection, and hearing again.
+    while !a.is_coherent() {
+        assert!(
+            cut.elapsed() < Duration::from_secs(6),
+            "never subscribed again"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(proxy.connections() > connections);
+    let again = random_key();
+    let first = record(json!({"a": 1}));
+    b.create(&again, &first).await.unwrap();
+    until_loaded(&a, &again, Some(json!(1))).await;
+    b.save(&again, &set("a", json!(2)), &first.meta)
+        .await
+        .unwrap();
+    until_loaded(&a, &again, Some(json!(2))).await;
+    eprintln!("stopped serving {stopped_after:?} after the cut");
 }
 
 /// The whole contract on a tiered store whose central store publishes its writes'

@@ -17,6 +17,24 @@ pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
+/// The shared server's address, for a proxy in front of it.
+pub fn redis_address() -> std::net::SocketAddr {
+    let url = redis_url();
+    let host = url
+        .trim_start_matches("redis://")
+        .split(['/', '?'])
+        .next()
+        .unwrap_or_default()
+        .rsplit('@')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    std::net::ToSocketAddrs::to_socket_addrs(&host)
+        .ok()
+        .and_then(|mut addresses| addresses.next())
+        .unwrap_or_else(|| panic!("no address in REDIS_URL {url}"))
+}
+
 /// A store on the shared server under a prefix no other test uses.
 pub async fn shared_store() -> RedisStore {
     shared_store_with_prefix().await.0
