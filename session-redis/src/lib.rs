@@ -44,13 +44,13 @@
 //! ```
 
 mod scripts;
-mod sentinel;
+mod watched;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionLike;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelServerType};
@@ -64,7 +64,7 @@ use session_core::{
 };
 
 use crate::scripts::Scripts;
-use crate::sentinel::SentinelConnection;
+use crate::watched::{Server, WatchedConnection};
 
 /// The `redis` crate, whose errors are the sources of this store's errors.
 pub use redis;
@@ -81,21 +81,26 @@ pub struct RedisStore {
     scripts: Arc<Scripts>,
 }
 
-/// One multiplexed connection that reconnects by itself: to a server, to a cluster, or
-/// to whichever server Redis Sentinel names master.
+/// One multiplexed connection that reconnects by itself: to a server, to whichever
+/// server Redis Sentinel names master, or to a cluster.
 #[derive(Clone)]
 enum Connection {
-    Standalone(ConnectionManager),
+    Single(WatchedConnection, Topology),
     Cluster(ClusterConnection),
-    Sentinel(SentinelConnection),
+}
+
+/// What a single connection goes to, for `Debug`.
+#[derive(Clone, Copy)]
+enum Topology {
+    Standalone,
+    Sentinel,
 }
 
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Connection::Standalone(c) => c.req_packed_command(cmd),
+            Connection::Single(c, _) => c.req_packed_command(cmd),
             Connection::Cluster(c) => c.req_packed_command(cmd),
-            Connection::Sentinel(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -106,17 +111,15 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Connection::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Single(c, _) => c.req_packed_commands(pipeline, offset, count),
             Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-            Connection::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
-            Connection::Standalone(c) => c.get_db(),
+            Connection::Single(c, _) => c.get_db(),
             Connection::Cluster(c) => c.get_db(),
-            Connection::Sentinel(c) => c.get_db(),
         }
     }
 }
@@ -127,6 +130,13 @@ impl ConnectionLike for Connection {
 /// every call already, and a second timer per command made the runtime wake its
 /// driver through a system call on most requests.
 const DRIVER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A single connection's settings: a limit on connecting, none on commands.
+fn connection_config() -> AsyncConnectionConfig {
+    AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(DRIVER_TIMEOUT))
+        .set_response_timeout(None)
+}
 
 fn unavailable(error: RedisError) -> StoreError {
     StoreError::unavailable(error)
@@ -143,15 +153,13 @@ impl RedisStore {
     /// [`SessionLayer`]: session_core::SessionLayer
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(DRIVER_TIMEOUT))
-            .set_response_timeout(None)
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let manager = ConnectionManager::new_with_config(client, config)
+        let connection = WatchedConnection::connect(Server::Address(client), connection_config())
             .await
             .map_err(unavailable)?;
-        Ok(Self::new(Connection::Standalone(manager)))
+        Ok(Self::new(Connection::Single(
+            connection,
+            Topology::Standalone,
+        )))
     }
 
     /// Connects to a Redis Cluster through any of its nodes (`redis://host:port`).
@@ -243,13 +251,13 @@ impl RedisStore {
     /// # Ok(()) }
     /// ```
     pub async fn connect_sentinel_client(client: SentinelClient) -> Result<Self, StoreError> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(DRIVER_TIMEOUT))
-            .set_response_timeout(None);
-        let connection = SentinelConnection::connect(client, config)
+        let connection = WatchedConnection::connect(Server::Sentinel(client), connection_config())
             .await
             .map_err(unavailable)?;
-        Ok(Self::new(Connection::Sentinel(connection)))
+        Ok(Self::new(Connection::Single(
+            connection,
+            Topology::Sentinel,
+        )))
     }
 
     fn new(connection: Connection) -> Self {
@@ -477,9 +485,9 @@ impl fmt::Debug for RedisStore {
             .field(
                 "connection",
                 &match self.connection {
-                    Connection::Standalone(_) => "standalone",
+                    Connection::Single(_, Topology::Standalone) => "standalone",
+                    Connection::Single(_, Topology::Sentinel) => "sentinel",
                     Connection::Cluster(_) => "cluster",
-                    Connection::Sentinel(_) => "sentinel",
                 },
             )
             .finish()

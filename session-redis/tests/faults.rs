@@ -10,6 +10,7 @@ use common::OwnRedis;
 use session_core::SessionLayer;
 use session_redis::RedisStore;
 use session_testkit::outage::{self, Outage};
+use session_testkit::proxy::CuttableProxy;
 use session_testkit::{app, App, Client};
 
 async fn app_on(server: &OwnRedis) -> App {
@@ -56,4 +57,33 @@ async fn a_frozen_redis_times_out_and_recovers() {
     server.freeze(false);
     outage::until_ok(&mut client, "/user", Duration::from_secs(15)).await;
     assert_eq!(client.get("/user").await.body, "frozen-user");
+}
+
+/// A connection that died without closing (a partition, a NAT or load balancer that
+/// forgot the flow: what is sent is lost, nothing answers, nothing closes) is checked
+/// once a request gives up on it, and replaced: requests fail closed for about the
+/// store timeout and the check, then succeed on a new connection, the session intact.
+/// (The `redis` crate's `ConnectionManager` waited on such a connection until TCP gave
+/// up, minutes later.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_gone_silent_is_replaced() {
+    let server = OwnRedis::start();
+    let proxy = CuttableProxy::start(([127, 0, 0, 1], server.port).into())
+        .await
+        .unwrap();
+    let store = RedisStore::connect(&proxy.redis_url()).await.unwrap();
+    let app = app(SessionLayer::new(store), None);
+    let mut client = Client::new(&app);
+    client.post("/login/cut-off-user").await;
+    let connections = proxy.connections();
+
+    proxy.cut();
+    let started = Instant::now();
+    let reply = client.get("/user").await;
+    outage::assert_failed_closed(&reply, started.elapsed());
+    outage::until_ok(&mut client, "/user", Duration::from_secs(10)).await;
+    let back_after = started.elapsed();
+    assert_eq!(client.get("/user").await.body, "cut-off-user");
+    assert_eq!(proxy.connections(), connections + 1);
+    eprintln!("back {back_after:?} after the cut");
 }

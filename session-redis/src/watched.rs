@@ -1,6 +1,10 @@
-//! A connection to whichever server Redis Sentinel names master: the `redis` crate's
-//! `SentinelClient` finds the master, but hands out plain connections that stay with
-//! that server when it dies or is demoted. This one asks the sentinels again then.
+//! A multiplexed connection that is replaced when it fails: to a server at a fixed
+//! address, or to whichever server Redis Sentinel names master. The `redis` crate's
+//! `ConnectionManager` reconnects when a connection closes, but a connection that
+//! died without closing (a frozen server, a partition, a NAT or load balancer that
+//! forgot the flow) closes nothing and so is waited on until TCP gives up, minutes
+//! later, however soon the server can be reached again; and `SentinelClient` hands
+//! out plain connections that stay with a master after it dies or is demoted.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,30 +18,54 @@ use redis::{
     Value,
 };
 
-/// After asking the sentinels for a master failed, how long requests fail at once with
-/// that failure rather than ask again: a dead master does not make every request wait
-/// on the sentinels and on a connection attempt, one after another.
+/// After connecting failed, how long requests fail at once with that failure rather
+/// than try again: a server that is down does not make every request wait on a
+/// connection attempt (and the sentinels) of its own, one after another.
 const RESOLVE_BACKOFF: Duration = Duration::from_millis(100);
 
-/// How long a master may take to answer a `PING` when a request gave up waiting on it.
+/// How long a server may take to answer a `PING` when a request gave up waiting on it.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A multiplexed connection to the master of one Redis Sentinel service. Clones share
-/// it.
+/// Where the connection goes.
+pub(crate) enum Server {
+    /// The server at a fixed address.
+    Address(redis::Client),
+    /// Whichever server the sentinels name master.
+    Sentinel(SentinelClient),
+}
+
+impl Server {
+    async fn connect(
+        &mut self,
+        config: &AsyncConnectionConfig,
+    ) -> RedisResult<MultiplexedConnection> {
+        match self {
+            Server::Address(client) => {
+                client
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await
+            }
+            Server::Sentinel(sentinel) => sentinel.get_async_connection_with_config(config).await,
+        }
+    }
+}
+
+/// A multiplexed connection to one server, or to the master of one Redis Sentinel
+/// service. Clones share it.
 ///
 /// A command that finds the connection lost gets its error (it may have run: a script
-/// is not sent twice), and the next command asks the sentinels for the master and
-/// connects to it. A command that a demoted master refuses as `READONLY` did not run,
+/// is not sent twice), and the next command connects again (asking the sentinels for
+/// the master). A command that a demoted master refuses as `READONLY` did not run,
 /// so it is sent once more, to the master the sentinels name now. A command its caller
-/// gives up on has the connection checked with a `PING`, since a master that stopped
+/// gives up on has the connection checked with a `PING`, since a server that stopped
 /// answering (frozen, or cut off) closes nothing and so reports no error.
 #[derive(Clone)]
-pub(crate) struct SentinelConnection(Arc<Shared>);
+pub(crate) struct WatchedConnection(Arc<Shared>);
 
 struct Shared {
-    /// Resolution one at a time: requests that find no connection wait for the one
-    /// resolution under way, not start their own.
-    sentinel: tokio::sync::Mutex<SentinelClient>,
+    /// Connecting one at a time: requests that find no connection wait for the
+    /// attempt under way, not start their own.
+    server: tokio::sync::Mutex<Server>,
     config: AsyncConnectionConfig,
     master: Mutex<Master>,
     /// A check of the current connection is under way.
@@ -54,14 +82,14 @@ struct Master {
     failure: Option<(Instant, RedisError)>,
 }
 
-impl SentinelConnection {
-    /// Finds the master through `sentinel` and connects to it with `config`.
+impl WatchedConnection {
+    /// Connects to `server` with `config`.
     pub(crate) async fn connect(
-        sentinel: SentinelClient,
+        server: Server,
         config: AsyncConnectionConfig,
     ) -> RedisResult<Self> {
         let connection = Self(Arc::new(Shared {
-            sentinel: tokio::sync::Mutex::new(sentinel),
+            server: tokio::sync::Mutex::new(server),
             config,
             master: Mutex::default(),
             probing: AtomicBool::new(false),
@@ -78,7 +106,7 @@ impl SentinelConnection {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The connection to the master, made first if there is none.
+    /// The connection to the server, made first if there is none.
     async fn current(&self) -> RedisResult<(u64, MultiplexedConnection)> {
         {
             let master = self.master();
@@ -86,7 +114,7 @@ impl SentinelConnection {
                 return Ok((master.generation, connection.clone()));
             }
         }
-        let mut sentinel = self.0.sentinel.lock().await;
+        let mut server = self.0.server.lock().await;
         {
             let master = self.master();
             if let Some(connection) = &master.connection {
@@ -98,9 +126,7 @@ impl SentinelConnection {
                 }
             }
         }
-        let connected = sentinel
-            .get_async_connection_with_config(&self.0.config)
-            .await;
+        let connected = server.connect(&self.0.config).await;
         let mut master = self.master();
         match connected {
             Ok(connection) => {
@@ -110,7 +136,12 @@ impl SentinelConnection {
                 Ok((master.generation, connection))
             }
             Err(error) => {
-                tracing::warn!(%error, "Redis Sentinel: no master reachable");
+                match &*server {
+                    Server::Address(_) => tracing::warn!(%error, "Redis: server not reachable"),
+                    Server::Sentinel(_) => {
+                        tracing::warn!(%error, "Redis Sentinel: no master reachable")
+                    }
+                }
                 master.failure = Some((Instant::now(), error.clone()));
                 Err(error)
             }
@@ -140,7 +171,7 @@ impl SentinelConnection {
             let answer =
                 tokio::time::timeout(PROBE_TIMEOUT, connection.send_packed_command(&ping)).await;
             if !matches!(answer, Ok(Ok(_))) {
-                tracing::warn!("Redis Sentinel: the master stopped answering; asking again");
+                tracing::warn!("Redis: the server stopped answering; connecting again");
                 this.forget(generation);
             }
             this.0.probing.store(false, Ordering::Release);
@@ -157,7 +188,9 @@ impl SentinelConnection {
 
     /// Sends with `send` over the current connection, and deals with its failure:
     /// `refused` tells whether the reply is a demoted master's `READONLY` (a reply,
-    /// not an error, for the `redis` crate at this level).
+    /// not an error, for the `redis` crate at this level; it comes only over Sentinel,
+    /// and from a standalone server that is a replica, where the second try meets it
+    /// again and returns it).
     async fn request<T, F, R>(&self, send: F, refused: fn(&T) -> bool) -> RedisResult<T>
     where
         F: Fn(MultiplexedConnection) -> R,
@@ -187,11 +220,12 @@ impl SentinelConnection {
 
 /// A command in flight on connection `generation`. Dropped before the command ends (the
 /// caller gave up: the layer's store timeout, or a client gone), it has the connection
-/// checked: a master that stopped answering without closing its connections (frozen,
+/// checked: a server that stopped answering without closing its connections (frozen,
 /// or cut off by a partition) returns no error for the connection to be replaced on,
-/// and would hold every request hostage after the Sentinel has promoted another.
+/// and would hold every request hostage after it can be reached again, or after the
+/// Sentinel has promoted another.
 struct Unanswered<'a> {
-    connection: &'a SentinelConnection,
+    connection: &'a WatchedConnection,
     generation: u64,
 }
 
@@ -205,7 +239,7 @@ fn is_read_only(reply: &Value) -> bool {
     matches!(reply, Value::ServerError(error) if error.kind() == Some(ServerErrorKind::ReadOnly))
 }
 
-impl ConnectionLike for SentinelConnection {
+impl ConnectionLike for WatchedConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(self.request(
             move |mut connection| async move { connection.send_packed_command(cmd).await },
