@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::MultiplexedConnection;
 use redis::sentinel::SentinelClient;
+use redis::AsyncConnectionConfig;
 use session_core::{BoxError, SessionKey, StoreError};
 use tokio::sync::watch;
 
@@ -49,7 +50,7 @@ impl Message {
 
 #[derive(Clone)]
 enum Publisher {
-    Redis(ConnectionManager),
+    Redis(Arc<RedisPublisher>),
     /// A connection to the master the subscription listens on, while it does: over
     /// Sentinel, strict mode's markers must go through the node they are awaited on.
     Beside(Arc<Mutex<Option<MultiplexedConnection>>>),
@@ -60,9 +61,7 @@ enum Publisher {
 impl Publisher {
     async fn publish(&self, channel: &str, payload: String) -> Result<(), BoxError> {
         match self {
-            Publisher::Redis(connection) => {
-                redis_publish(&mut connection.clone(), channel, payload).await
-            }
+            Publisher::Redis(publisher) => publisher.publish(channel, payload).await,
             Publisher::Beside(slot) => {
                 let connection = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let mut connection = connection.ok_or("the channel is not subscribed")?;
@@ -77,6 +76,75 @@ impl Publisher {
                 .map(drop)
                 .map_err(Into::into),
         }
+    }
+}
+
+/// How long a `PUBLISH` may go unanswered before it is sent again on a new
+/// connection; answered in well under a millisecond by a server that is there.
+const PUBLISH_LIMIT: Duration = Duration::from_millis(250);
+
+/// The connection invalidations are published on, replaced when a publish fails or
+/// goes unanswered: one that died without closing (a partition, a NAT or load
+/// balancer that forgot the flow) would otherwise swallow every invalidation until
+/// TCP gave up, minutes later, while the other servers go on serving what it
+/// should have dropped. Publishing twice is harmless: an invalidation drops a copy.
+struct RedisPublisher {
+    client: redis::Client,
+    config: AsyncConnectionConfig,
+    /// The current connection, numbered so that a publish that saw one fail drops
+    /// that one, not a newer one.
+    current: Mutex<(u64, Option<MultiplexedConnection>)>,
+}
+
+impl RedisPublisher {
+    async fn connect(client: redis::Client) -> Result<Self, BoxError> {
+        // No response timeout of the crate's: `publish` has its own limit.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(SUBSCRIPTION_SETUP))
+            .set_response_timeout(None);
+        let connection = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        Ok(Self {
+            client,
+            config,
+            current: Mutex::new((1, Some(connection))),
+        })
+    }
+
+    async fn publish(&self, channel: &str, payload: String) -> Result<(), BoxError> {
+        let mut failure: BoxError = "not published".into();
+        for _ in 0..2 {
+            let (number, mut connection) = self.connection().await?;
+            let published = redis_publish(&mut connection, channel, payload.clone());
+            match tokio::time::timeout(PUBLISH_LIMIT, published).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(error)) => failure = error,
+                Err(_) => failure = "the channel's server did not answer".into(),
+            }
+            let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+            if current.0 == number {
+                current.1 = None;
+            }
+        }
+        Err(failure)
+    }
+
+    async fn connection(&self) -> Result<(u64, MultiplexedConnection), BoxError> {
+        if let (number, Some(connection)) = &*self.current.lock().unwrap_or_else(|e| e.into_inner())
+        {
+            return Ok((*number, connection.clone()));
+        }
+        let made = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.1.is_none() {
+            *current = (current.0 + 1, Some(made));
+        }
+        let connection = current.1.clone().expect("set just now");
+        Ok((current.0, connection))
     }
 }
 
@@ -131,11 +199,7 @@ impl Channel {
         local: &Arc<Local>,
     ) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(StoreError::unavailable)?;
-        // No response timeout: a publish after a write runs inside the layer's store
-        // timeout, a marker's wait has its own limit, and a timer per command made the
-        // runtime wake its driver through a system call on most of them.
-        let config = ConnectionManagerConfig::new().set_response_timeout(None);
-        let publisher = ConnectionManager::new_with_config(client.clone(), config)
+        let publisher = RedisPublisher::connect(client.clone())
             .await
             .map_err(StoreError::unavailable)?;
         let names = Names::new(name, ":")?;
@@ -144,7 +208,7 @@ impl Channel {
             move |local: Weak<Local>| redis_subscription(client.clone(), names.clone(), local)
         };
         Ok(Self::start(
-            Publisher::Redis(publisher),
+            Publisher::Redis(Arc::new(publisher)),
             names,
             local,
             subscription,

@@ -320,6 +320,31 @@ async fn a_channel_gone_silent_stops_serving_copies_within_two_seconds() {
     eprintln!("stopped serving {stopped_after:?} after the cut");
 }
 
+/// A publishing connection gone silent swallows no invalidation: a publish that goes
+/// unanswered is sent again on a new connection, and the write returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_gone_silent_is_replaced_and_the_invalidation_arrives() {
+    let proxy = CuttableProxy::start(common::redis_address()).await.unwrap();
+    let (central, _) = common::shared_store_with_prefix().await;
+    let channel = channel();
+    let a = tiered(central.clone(), &proxy.redis_url(), &channel).await;
+    let b = tiered(central.clone(), &common::redis_url(), &channel).await;
+    let key = random_key();
+    let first = record(json!({"a": 1}));
+    a.create(&key, &first).await.unwrap();
+    until_loaded(&b, &key, Some(json!(1))).await;
+
+    proxy.cut();
+    let saved = tokio::time::timeout(
+        Duration::from_secs(3),
+        a.save(&key, &set("a", json!(2)), &first.meta),
+    )
+    .await
+    .expect("the save waited on the silent connection");
+    assert!(saved.is_ok());
+    until_loaded(&b, &key, Some(json!(2))).await;
+}
+
 /// The whole contract on a tiered store whose central store publishes its writes'
 /// invalidations itself.
 mod published_by_central {
