@@ -75,12 +75,17 @@ pub async fn server_address(url: &str) -> SocketAddr {
 
 /// `url` with its server replaced by the proxy's port.
 pub fn through(url: &str, proxy: &Proxy) -> String {
+    via(url, SocketAddr::from(([127, 0, 0, 1], proxy.port)))
+}
+
+/// `url` with its server replaced by `address`.
+pub fn via(url: &str, address: SocketAddr) -> String {
     let host_port = url
         .split('@')
         .nth(1)
         .and_then(|rest| rest.split('/').next())
         .unwrap();
-    url.replace(host_port, &format!("127.0.0.1:{}", proxy.port))
+    url.replace(host_port, &address.to_string())
 }
 
 /// A table of the test's own, dropped by `command` (a database client) when the test
