@@ -1,6 +1,8 @@
 //! SQL servers out of reach: each store reaches its server through a TCP proxy that
 //! the test owns and cuts, in a table of the test's own.
 
+#![cfg(any(feature = "postgres", feature = "mysql"))]
+
 mod common;
 
 use std::time::{Duration, Instant};
@@ -51,18 +53,21 @@ fn silent_suffix() -> String {
 }
 
 /// Every pooled connection gone silent at once (a partition, a NAT or load balancer
-/// that forgot the flows: what is sent is lost, nothing answers, nothing closes):
-/// requests that meet one fail closed within the store timeout, and the pool's next
-/// connections, made anew, serve again with the session intact.
-async fn a_pool_gone_silent_recovers<F, Fut>(url: &str, connect: F)
-where
-    F: FnOnce(String) -> Fut,
-    Fut: std::future::Future<Output = session_testkit::App>,
-{
+/// that forgot the flows: what is sent is lost, nothing answers, nothing closes), some
+/// with queries in flight: requests that meet one fail closed within the store
+/// timeout, and the pool's next connections, made anew, serve again with the session
+/// intact. The store reaches `url`'s server through a proxy, in `table`.
+async fn a_pool_gone_silent_recovers<DB: session_sql::Dialect>(url: &str, table: &str) {
     let proxy = CuttableProxy::start(common::server_address(url).await)
         .await
         .unwrap();
-    let app = connect(common::via(url, proxy.address())).await;
+    let store = session_sql::SqlStore::<DB>::connect(&common::via(url, proxy.address()))
+        .await
+        .unwrap()
+        .with_table(table)
+        .unwrap();
+    store.migrate().await.unwrap();
+    let app = session_testkit::app(session_core::SessionLayer::new(store), None);
     let mut client = Client::new(&app);
     client.post("/login/cut-off-user").await;
     // Concurrent reads and writes, so that the pool holds several connections and
@@ -112,17 +117,7 @@ async fn a_postgres_pool_gone_silent_recovers() {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     let table =
         common::Table::postgres(format!("session_kit_test_silent_{}", silent_suffix()), &url);
-    let name = table.name.clone();
-    a_pool_gone_silent_recovers(&url, |through| async move {
-        let store = session_sql::PostgresStore::connect(&through)
-            .await
-            .unwrap()
-            .with_table(&name)
-            .unwrap();
-        store.migrate().await.unwrap();
-        session_testkit::app(session_core::SessionLayer::new(store), None)
-    })
-    .await;
+    a_pool_gone_silent_recovers::<sqlx::Postgres>(&url, &table.name).await;
 }
 
 #[cfg(feature = "mysql")]
@@ -132,15 +127,5 @@ async fn a_mysql_pool_gone_silent_recovers() {
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
     let table =
         common::Table::mysql(format!("session_kit_test_silent_{}", silent_suffix()), &url).await;
-    let name = table.name.clone();
-    a_pool_gone_silent_recovers(&url, |through| async move {
-        let store = session_sql::MySqlStore::connect(&through)
-            .await
-            .unwrap()
-            .with_table(&name)
-            .unwrap();
-        store.migrate().await.unwrap();
-        session_testkit::app(session_core::SessionLayer::new(store), None)
-    })
-    .await;
+    a_pool_gone_silent_recovers::<sqlx::MySql>(&url, &table.name).await;
 }
