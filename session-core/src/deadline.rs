@@ -6,8 +6,8 @@
 //! and sleeps again. A call costs an allocation and two uncontended locks; it
 //! registers no timer. A timer per call (`tokio::time::timeout`) made the runtime
 //! wake its own I/O driver through an `eventfd` on about every second request (the
-//! driver had parked with no timer pending), a system call and an extra turn of the
-//! event loop that cost a Redis-backed read 6% of its throughput.
+//! driver had parked with no timer pending): a system call and an extra turn of the
+//! event loop on a Redis-backed read that otherwise makes two (see BENCHMARKS.md).
 //!
 //! The reaper sleeps on Tokio's clock, so a test with paused time sees the timeout
 //! pass as before. It is spawned on the runtime of the call that finds none running
