@@ -104,20 +104,48 @@ async fn serve<DB: Dialect>(
     }
 }
 
+/// Runs one batch's query and answers its waiters. A batch whose waiters have all
+/// given up (the layer's store timeout) is given up too, and its connection closed
+/// rather than put back: a connection that died without closing (a partition, a NAT
+/// that forgot the flow) answers nothing, and the query would hold its slot until TCP
+/// gave up, minutes later; with every slot so held, no load would run at all.
 async fn answer<DB: Dialect>(batch: Vec<Waiter>, pool: &Pool<DB>, statements: &Statements) {
-    let mut keys: Vec<&str> = batch.iter().map(|waiter| waiter.key.as_str()).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    let query = DB::load_query(statements, &keys, Timestamp::now().unix_millis());
-    let rows = query.fetch_all(DB::on_pool(pool)).await;
+    let (keys, mut replies): (Vec<String>, Vec<oneshot::Sender<Answer>>) = batch
+        .into_iter()
+        .map(|waiter| (waiter.key, waiter.reply))
+        .unzip();
+    let mut distinct: Vec<&str> = keys.iter().map(String::as_str).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let rows = match pool.acquire().await {
+        Ok(mut connection) => {
+            let query = DB::load_query(statements, &distinct, Timestamp::now().unix_millis())
+                .fetch_all(DB::on_connection(&mut connection));
+            let abandoned = async {
+                for reply in &mut replies {
+                    reply.closed().await;
+                }
+            };
+            let rows = tokio::select! {
+                rows = query => Some(rows),
+                () = abandoned => None,
+            };
+            match rows {
+                Some(rows) => rows,
+                None => {
+                    drop(connection.detach());
+                    return;
+                }
+            }
+        }
+        Err(error) => Err(error),
+    };
     let rows = match rows {
         Ok(rows) => rows,
         Err(error) => {
             let error = error.to_string();
-            for waiter in batch {
-                let _ = waiter
-                    .reply
-                    .send(Err(StoreError::unavailable(error.clone())));
+            for reply in replies {
+                let _ = reply.send(Err(StoreError::unavailable(error.clone())));
             }
             return;
         }
@@ -127,16 +155,15 @@ async fn answer<DB: Dialect>(batch: Vec<Waiter>, pool: &Pool<DB>, statements: &S
         .map(Into::into)
         .map(|(key, data, meta, user_id, expires_at)| (key, (data, meta, user_id, expires_at)))
         .collect();
-    for waiter in batch {
+    for (key, reply) in keys.iter().zip(replies) {
         // Waiters for one key (a hot session) each decode a record of their own.
-        let record =
-            found
-                .get(&waiter.key)
-                .cloned()
-                .and_then(|(data, meta, user_id, expires_at)| {
-                    let row = Row::from_text(&data, &meta, user_id, expires_at, DB::ENCODES_KEYS);
-                    corrupt_as_absent(row.and_then(Row::decode))
-                });
-        let _ = waiter.reply.send(Ok(record));
+        let record = found
+            .get(key)
+            .cloned()
+            .and_then(|(data, meta, user_id, expires_at)| {
+                let row = Row::from_text(&data, &meta, user_id, expires_at, DB::ENCODES_KEYS);
+                corrupt_as_absent(row.and_then(Row::decode))
+            });
+        let _ = reply.send(Ok(record));
     }
 }

@@ -110,6 +110,115 @@ async fn a_pool_gone_silent_recovers<DB: session_sql::Dialect>(url: &str, table:
     eprintln!("back {:?} after the cut", started.elapsed());
 }
 
+/// A lock that holds every query of a table until released, taken on a connection of
+/// its own.
+enum TableLock {
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    #[cfg(feature = "mysql")]
+    MySql(sqlx::MySqlConnection),
+}
+
+impl TableLock {
+    #[cfg(feature = "postgres")]
+    async fn postgres(url: &str, table: &str) -> Self {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        let mut transaction = pool.begin().await.unwrap();
+        let lock = format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(lock))
+            .execute(&mut *transaction)
+            .await
+            .unwrap();
+        Self::Postgres(transaction)
+    }
+
+    #[cfg(feature = "mysql")]
+    async fn mysql(url: &str, table: &str) -> Self {
+        use sqlx::Connection;
+        let mut connection = sqlx::MySqlConnection::connect(url).await.unwrap();
+        let lock = format!("LOCK TABLES {table} WRITE");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(lock))
+            .execute(&mut connection)
+            .await
+            .unwrap();
+        Self::MySql(connection)
+    }
+
+    async fn release(self) {
+        match self {
+            #[cfg(feature = "postgres")]
+            Self::Postgres(transaction) => transaction.rollback().await.unwrap(),
+            #[cfg(feature = "mysql")]
+            Self::MySql(mut connection) => {
+                sqlx::raw_sql("UNLOCK TABLES")
+                    .execute(&mut connection)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+/// Loads held up on the server (by `lock`, taken once a user is logged in) fill
+/// every batch slot when the store's connections go silent: their answers never
+/// come. The requests fail closed at the store timeout, the batches nobody waits for
+/// any more are given up, and new loads run on new connections.
+async fn loads_caught_by_a_silence_are_given_up<DB: session_sql::Dialect>(
+    url: &str,
+    table: &str,
+    lock: impl std::future::Future<Output = TableLock>,
+) {
+    let proxy = CuttableProxy::start(common::server_address(url).await)
+        .await
+        .unwrap();
+    let store = session_sql::SqlStore::<DB>::connect(&common::via(url, proxy.address()))
+        .await
+        .unwrap()
+        .with_table(table)
+        .unwrap();
+    store.migrate().await.unwrap();
+    let app = session_testkit::app(session_core::SessionLayer::new(store), None);
+    let mut client = Client::new(&app);
+    client.post("/login/held-up-user").await;
+    let lock = lock.await;
+    let mut held_up = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let mut client = client.clone();
+        held_up.spawn(async move { client.get("/user").await });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.cut();
+    lock.release().await;
+    let started = Instant::now();
+    for reply in held_up.join_all().await {
+        outage::assert_failed_closed(&reply, started.elapsed());
+    }
+    outage::until_ok(&mut client, "/user", Duration::from_secs(20)).await;
+    assert_eq!(client.get("/user").await.body, "held-up-user");
+    eprintln!("back {:?} after the cut", started.elapsed());
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_loads_caught_by_a_silence_are_given_up() {
+    let url = std::env::var("POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let table = common::Table::postgres(format!("session_kit_test_held_{}", silent_suffix()), &url);
+    let lock = TableLock::postgres(&url, &table.name);
+    loads_caught_by_a_silence_are_given_up::<sqlx::Postgres>(&url, &table.name, lock).await;
+}
+
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_loads_caught_by_a_silence_are_given_up() {
+    let url = std::env::var("MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
+    let table =
+        common::Table::mysql(format!("session_kit_test_held_{}", silent_suffix()), &url).await;
+    let lock = TableLock::mysql(&url, &table.name);
+    loads_caught_by_a_silence_are_given_up::<sqlx::MySql>(&url, &table.name, lock).await;
+}
+
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_pool_gone_silent_recovers() {
