@@ -16,6 +16,7 @@ use sqlx::Pool;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::dialect::{sealed::Dialect, Statements};
+use crate::held::Held;
 use crate::{corrupt_as_absent, Row};
 
 /// Batches in flight at once: each holds a pooled connection, so the rest of the pool
@@ -106,9 +107,10 @@ async fn serve<DB: Dialect>(
 
 /// Runs one batch's query and answers its waiters. A batch whose waiters have all
 /// given up (the layer's store timeout) is given up too, and its connection closed
-/// rather than put back: a connection that died without closing (a partition, a NAT
-/// that forgot the flow) answers nothing, and the query would hold its slot until TCP
-/// gave up, minutes later; with every slot so held, no load would run at all.
+/// rather than put back ([`Held`]): a connection that died without closing (a
+/// partition, a NAT that forgot the flow) answers nothing, and the query would hold
+/// its slot until TCP gave up, minutes later; with every slot so held, no load would
+/// run at all.
 async fn answer<DB: Dialect>(batch: Vec<Waiter>, pool: &Pool<DB>, statements: &Statements) {
     let (keys, mut replies): (Vec<String>, Vec<oneshot::Sender<Answer>>) = batch
         .into_iter()
@@ -117,26 +119,22 @@ async fn answer<DB: Dialect>(batch: Vec<Waiter>, pool: &Pool<DB>, statements: &S
     let mut distinct: Vec<&str> = keys.iter().map(String::as_str).collect();
     distinct.sort_unstable();
     distinct.dedup();
-    let rows = match pool.acquire().await {
+    let rows = match Held::acquire(pool).await {
         Ok(mut connection) => {
             let query = DB::load_query(statements, &distinct, Timestamp::now().unix_millis())
-                .fetch_all(DB::on_connection(&mut connection));
+                .fetch_all(DB::on_connection(connection.connection()));
             let abandoned = async {
                 for reply in &mut replies {
                     reply.closed().await;
                 }
             };
             let rows = tokio::select! {
-                rows = query => Some(rows),
-                () = abandoned => None,
+                rows = query => rows,
+                // Dropped with the query cut short, the connection closes.
+                () = abandoned => return,
             };
-            match rows {
-                Some(rows) => rows,
-                None => {
-                    drop(connection.detach());
-                    return;
-                }
-            }
+            connection.release();
+            rows
         }
         Err(error) => Err(error),
     };

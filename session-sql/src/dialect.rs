@@ -90,10 +90,7 @@ pub(crate) mod sealed {
         /// How many rows a statement changed.
         fn rows_affected(result: &Self::QueryResult) -> u64;
 
-        /// The pool, as an executor.
-        fn on_pool(pool: &Pool<Self>) -> impl Executor<'_, Database = Self>;
-
-        /// A connection (a transaction's), as an executor.
+        /// A connection (a pooled one, or a transaction's), as an executor.
         fn on_connection(connection: &mut Self::Connection) -> impl Executor<'_, Database = Self>;
 
         /// A pool for `url`, with the dialect's settings.
@@ -211,10 +208,6 @@ macro_rules! sqlx_executors {
     ($result:ty, $connection:ty) => {
         fn rows_affected(result: &$result) -> u64 {
             result.rows_affected()
-        }
-
-        fn on_pool(pool: &sqlx::Pool<Self>) -> impl sqlx::Executor<'_, Database = Self> {
-            pool
         }
 
         fn on_connection(connection: &mut $connection) -> impl sqlx::Executor<'_, Database = Self> {

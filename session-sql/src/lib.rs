@@ -50,6 +50,7 @@
 
 mod batch;
 mod dialect;
+mod held;
 #[cfg(feature = "mysql")]
 mod mysql;
 #[cfg(feature = "postgres")]

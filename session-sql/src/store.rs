@@ -9,10 +9,11 @@ use session_core::{
     SessionKey, SessionStore, StoreError, StoreErrorKind, Timestamp, UpdateFn, Updated,
     UserSession,
 };
-use sqlx::{AssertSqlSafe, Pool};
+use sqlx::{AssertSqlSafe, Connection, Pool};
 
 use crate::batch::Loads;
 use crate::dialect::{sealed, Dialect, Save, SaveUnloaded, Statements};
+use crate::held::Held;
 use crate::{corrupt_as_absent, delete_in_batches, unavailable, validate_table, Cleanup};
 use crate::{stored_document, ConfigError, Row};
 
@@ -135,16 +136,68 @@ impl<DB: Dialect> SqlStore<DB> {
         sqlx::query(AssertSqlSafe(sql))
     }
 
-    /// Runs a statement on the pool; returns the rows it changed.
+    /// A connection for one call's statements: closed, not put back, if the call is
+    /// cut short (see [`Held`]).
+    async fn connection(&self) -> Result<Held<DB>, StoreError> {
+        Held::acquire(&self.pool).await.map_err(unavailable)
+    }
+
+    /// Runs a statement; returns the rows it changed.
     async fn execute(
         &self,
         query: sqlx::query::Query<'_, DB, DB::Arguments>,
     ) -> Result<u64, StoreError> {
+        let mut connection = self.connection().await?;
         let result = query
-            .execute(DB::on_pool(&self.pool))
+            .execute(DB::on_connection(connection.connection()))
+            .await;
+        connection.release();
+        Ok(DB::rows_affected(&result.map_err(unavailable)?))
+    }
+
+    /// `update`'s transaction, on `connection`.
+    async fn update_on(
+        &self,
+        connection: &mut DB::Connection,
+        key: &SessionKey,
+        field: &str,
+        f: &UpdateFn<'_>,
+        meta: &Meta,
+    ) -> Result<Updated, StoreError> {
+        let mut transaction = connection
+            .begin_with(DB::BEGIN_UPDATE)
             .await
             .map_err(unavailable)?;
-        Ok(DB::rows_affected(&result))
+        let current: Option<DB::FieldRow> =
+            sqlx::query_as(AssertSqlSafe(self.statements.lock_field.as_str()))
+                .bind(text::<DB>(self.field(field)))
+                .bind(text::<DB>(key.to_string()))
+                .bind(int::<DB>(Timestamp::now().unix_millis()))
+                .fetch_optional(DB::on_connection(&mut transaction))
+                .await
+                .map_err(unavailable)?;
+        let Some((current,)) = current.map(Into::into) else {
+            return Ok(Updated::Missing);
+        };
+        let current = current
+            .map(|text| serde_json::from_str(&text))
+            .transpose()
+            .map_err(StoreError::corrupt)?;
+        // The row is held until the commit: `f` runs once, on the value that is there.
+        let Some(new) = f(current.as_ref()) else {
+            return Ok(Updated::Kept(current));
+        };
+        self.query(&self.statements.set_field)
+            .bind(text::<DB>(self.field(field)))
+            .bind(text::<DB>(new.to_string()))
+            .bind(text::<DB>(meta_json(meta)?))
+            .bind(int::<DB>(meta.expires_at.unix_millis()))
+            .bind(text::<DB>(key.to_string()))
+            .execute(DB::on_connection(&mut transaction))
+            .await
+            .map_err(unavailable)?;
+        transaction.commit().await.map_err(unavailable)?;
+        Ok(Updated::Stored(new))
     }
 
     /// A plain insert: `false` when the key is taken.
@@ -155,9 +208,12 @@ impl<DB: Dialect> SqlStore<DB> {
             .bind(text::<DB>(self.document(record)?))
             .bind(text::<DB>(meta_json(&record.meta)?))
             .bind(DB::OptionalText::from(record.meta.user_id.clone()))
-            .bind(int::<DB>(record.meta.expires_at.unix_millis()))
-            .execute(DB::on_pool(&self.pool))
+            .bind(int::<DB>(record.meta.expires_at.unix_millis()));
+        let mut connection = self.connection().await?;
+        let inserted = inserted
+            .execute(DB::on_connection(connection.connection()))
             .await;
+        connection.release();
         match inserted {
             Ok(_) => Ok(true),
             Err(sqlx::Error::Database(error)) if error.is_unique_violation() => Ok(false),
@@ -293,11 +349,12 @@ impl<DB: Dialect> SessionStore for SqlStore<DB> {
         else {
             return save_unloaded_by_loading(self, key, changes, refresh).await;
         };
+        let mut connection = self.connection().await?;
         let row = query
-            .fetch_optional(DB::on_pool(&self.pool))
-            .await
-            .map_err(unavailable)?;
-        let Some((_, meta, user_id, expires_at)) = row.map(Into::into) else {
+            .fetch_optional(DB::on_connection(connection.connection()))
+            .await;
+        connection.release();
+        let Some((_, meta, user_id, expires_at)) = row.map_err(unavailable)?.map(Into::into) else {
             return Ok(None);
         };
         // A row whose metadata does not decode was written (as `save` would have) and
@@ -313,41 +370,13 @@ impl<DB: Dialect> SessionStore for SqlStore<DB> {
         f: &UpdateFn<'_>,
         meta: &Meta,
     ) -> Result<Updated, StoreError> {
-        let mut transaction = self
-            .pool
-            .begin_with(DB::BEGIN_UPDATE)
-            .await
-            .map_err(unavailable)?;
-        let current: Option<DB::FieldRow> =
-            sqlx::query_as(AssertSqlSafe(self.statements.lock_field.as_str()))
-                .bind(text::<DB>(self.field(field)))
-                .bind(text::<DB>(key.to_string()))
-                .bind(int::<DB>(Timestamp::now().unix_millis()))
-                .fetch_optional(DB::on_connection(&mut transaction))
-                .await
-                .map_err(unavailable)?;
-        let Some((current,)) = current.map(Into::into) else {
-            return Ok(Updated::Missing);
-        };
-        let current = current
-            .map(|text| serde_json::from_str(&text))
-            .transpose()
-            .map_err(StoreError::corrupt)?;
-        // The row is held until the commit: `f` runs once, on the value that is there.
-        let Some(new) = f(current.as_ref()) else {
-            return Ok(Updated::Kept(current));
-        };
-        self.query(&self.statements.set_field)
-            .bind(text::<DB>(self.field(field)))
-            .bind(text::<DB>(new.to_string()))
-            .bind(text::<DB>(meta_json(meta)?))
-            .bind(int::<DB>(meta.expires_at.unix_millis()))
-            .bind(text::<DB>(key.to_string()))
-            .execute(DB::on_connection(&mut transaction))
-            .await
-            .map_err(unavailable)?;
-        transaction.commit().await.map_err(unavailable)?;
-        Ok(Updated::Stored(new))
+        let mut connection = self.connection().await?;
+        let updated = self
+            .update_on(connection.connection(), key, field, f, meta)
+            .await;
+        // A transaction that ended without a commit has its rollback sent first.
+        connection.release();
+        updated
     }
 
     async fn touch(&self, key: &SessionKey, meta: &Meta) -> Result<Saved, StoreError> {
@@ -369,13 +398,15 @@ impl<DB: Dialect> SessionStore for SqlStore<DB> {
     }
 
     async fn user_sessions(&self, user_id: &str) -> Result<Vec<UserSession>, StoreError> {
-        let rows: Vec<DB::SessionRow> =
+        let mut connection = self.connection().await?;
+        let rows: Result<Vec<DB::SessionRow>, _> =
             sqlx::query_as(AssertSqlSafe(self.statements.user_sessions.as_str()))
                 .bind(text::<DB>(user_id.to_owned()))
                 .bind(int::<DB>(Timestamp::now().unix_millis()))
-                .fetch_all(DB::on_pool(&self.pool))
-                .await
-                .map_err(unavailable)?;
+                .fetch_all(DB::on_connection(connection.connection()))
+                .await;
+        connection.release();
+        let rows = rows.map_err(unavailable)?;
         Ok(rows
             .into_iter()
             .map(Into::into)

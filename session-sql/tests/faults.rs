@@ -159,14 +159,24 @@ impl TableLock {
     }
 }
 
-/// Loads held up on the server (by `lock`, taken once a user is logged in) fill
-/// every batch slot when the store's connections go silent: their answers never
-/// come. The requests fail closed at the store timeout, the batches nobody waits for
-/// any more are given up, and new loads run on new connections.
-async fn loads_caught_by_a_silence_are_given_up<DB: session_sql::Dialect>(
+/// What the held-up requests do: reads fill the four batch slots of loads, writes
+/// every connection of the pool.
+#[derive(Clone, Copy)]
+enum HeldUp {
+    Reads,
+    Writes,
+}
+
+/// Requests held up on the server (by `lock`, taken once a user is logged in) when
+/// the store's connections go silent: their answers never come. The requests fail
+/// closed at the store timeout, the statements cut short close their connections
+/// rather than go back to the pool (where sqlx's test of them would wait until TCP
+/// gave up), and new statements run on new connections.
+async fn statements_caught_by_a_silence_are_given_up<DB: session_sql::Dialect>(
     url: &str,
     table: &str,
     lock: impl std::future::Future<Output = TableLock>,
+    held_up_by: HeldUp,
 ) {
     let proxy = CuttableProxy::start(common::server_address(url).await)
         .await
@@ -184,7 +194,12 @@ async fn loads_caught_by_a_silence_are_given_up<DB: session_sql::Dialect>(
     let mut held_up = tokio::task::JoinSet::new();
     for _ in 0..40 {
         let mut client = client.clone();
-        held_up.spawn(async move { client.get("/user").await });
+        held_up.spawn(async move {
+            match held_up_by {
+                HeldUp::Reads => client.get("/user").await,
+                HeldUp::Writes => client.post("/set/n/1").await,
+            }
+        });
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     proxy.cut();
@@ -199,24 +214,53 @@ async fn loads_caught_by_a_silence_are_given_up<DB: session_sql::Dialect>(
 }
 
 #[cfg(feature = "postgres")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_loads_caught_by_a_silence_are_given_up() {
+async fn postgres_caught_by_a_silence(held_up_by: HeldUp) {
     let url = std::env::var("POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     let table = common::Table::postgres(format!("session_kit_test_held_{}", silent_suffix()), &url);
     let lock = TableLock::postgres(&url, &table.name);
-    loads_caught_by_a_silence_are_given_up::<sqlx::Postgres>(&url, &table.name, lock).await;
+    statements_caught_by_a_silence_are_given_up::<sqlx::Postgres>(
+        &url,
+        &table.name,
+        lock,
+        held_up_by,
+    )
+    .await;
 }
 
 #[cfg(feature = "mysql")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_loads_caught_by_a_silence_are_given_up() {
+async fn mysql_caught_by_a_silence(held_up_by: HeldUp) {
     let url = std::env::var("MYSQL_URL")
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
     let table =
         common::Table::mysql(format!("session_kit_test_held_{}", silent_suffix()), &url).await;
     let lock = TableLock::mysql(&url, &table.name);
-    loads_caught_by_a_silence_are_given_up::<sqlx::MySql>(&url, &table.name, lock).await;
+    statements_caught_by_a_silence_are_given_up::<sqlx::MySql>(&url, &table.name, lock, held_up_by)
+        .await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_reads_caught_by_a_silence_are_given_up() {
+    postgres_caught_by_a_silence(HeldUp::Reads).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_writes_caught_by_a_silence_are_given_up() {
+    postgres_caught_by_a_silence(HeldUp::Writes).await;
+}
+
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_reads_caught_by_a_silence_are_given_up() {
+    mysql_caught_by_a_silence(HeldUp::Reads).await;
+}
+
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_writes_caught_by_a_silence_are_given_up() {
+    mysql_caught_by_a_silence(HeldUp::Writes).await;
 }
 
 #[cfg(feature = "postgres")]

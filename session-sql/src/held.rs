@@ -1,0 +1,40 @@
+//! A pooled connection that is closed, not put back, when the statement on it is
+//! cancelled.
+//!
+//! sqlx tests a connection put back in the middle of a statement with a ping that has
+//! no time limit. On a connection that died without closing (a partition, a NAT or
+//! load balancer that forgot the flow), that ping waits until TCP gives up, minutes
+//! later, and the connection keeps its place in the pool meanwhile: once the pool's
+//! every place is so held (a few writes cut short by the layer's store timeout), no
+//! statement can run at all, though a new connection would work.
+
+use sqlx::pool::PoolConnection;
+use sqlx::{Database, Pool};
+
+pub(crate) struct Held<DB: Database>(Option<PoolConnection<DB>>);
+
+impl<DB: Database> Held<DB> {
+    pub(crate) async fn acquire(pool: &Pool<DB>) -> Result<Self, sqlx::Error> {
+        Ok(Self(Some(pool.acquire().await?)))
+    }
+
+    /// The connection, for a statement.
+    pub(crate) fn connection(&mut self) -> &mut DB::Connection {
+        self.0.as_mut().expect("held until released or dropped")
+    }
+
+    /// The statements ran to their end, successful or not: the connection goes back
+    /// to the pool (which tests it, as for any connection put back).
+    pub(crate) fn release(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl<DB: Database> Drop for Held<DB> {
+    fn drop(&mut self) {
+        if let Some(cut_short) = self.0.take() {
+            // Out of the pool, which opens another in its place; dropped, it closes.
+            drop(cut_short.detach());
+        }
+    }
+}
