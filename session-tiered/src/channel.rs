@@ -68,19 +68,42 @@ impl Publisher {
                 redis_publish(&mut connection, channel, payload).await
             }
             #[cfg(feature = "postgres")]
-            Publisher::Postgres(pool) => sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(channel)
-                .bind(payload)
-                .execute(pool)
-                .await
-                .map(drop)
-                .map_err(Into::into),
+            Publisher::Postgres(pool) => postgres_publish(pool, channel, payload).await,
         }
     }
 }
 
-/// How long a `PUBLISH` may go unanswered before it is sent again on a new
-/// connection; answered in well under a millisecond by a server that is there.
+/// `NOTIFY` through `pool`; one that goes unanswered for [`PUBLISH_LIMIT`] is sent
+/// again on another connection, as over Redis. The connection that did not answer is
+/// closed rather than put back: sqlx tests a connection put back mid-statement with a
+/// ping of no time limit, which on a connection that died without closing would hold
+/// one of the pool's two places until TCP gave up; with both so held, no invalidation
+/// would go out at all.
+#[cfg(feature = "postgres")]
+async fn postgres_publish(
+    pool: &sqlx::PgPool,
+    channel: &str,
+    payload: String,
+) -> Result<(), BoxError> {
+    let mut failure: BoxError = "not published".into();
+    for _ in 0..2 {
+        let mut connection = pool.acquire().await?;
+        let notify = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(&payload)
+            .execute(&mut *connection);
+        match tokio::time::timeout(PUBLISH_LIMIT, notify).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(error)) => failure = error.into(),
+            Err(_) => failure = "the channel's server did not answer".into(),
+        }
+        drop(connection.detach());
+    }
+    Err(failure)
+}
+
+/// How long a `PUBLISH` (or a `NOTIFY`) may go unanswered before it is sent again on
+/// another connection; answered in well under a millisecond by a server that is there.
 const PUBLISH_LIMIT: Duration = Duration::from_millis(250);
 
 /// The connection invalidations are published on, replaced when a publish fails or
@@ -270,6 +293,9 @@ impl Channel {
         let publisher = sqlx::postgres::PgPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(Duration::from_secs(2))
+            // A ping before each publish would cost a round trip, and on a connection
+            // gone silent wait out the acquire timeout: `postgres_publish` has a limit.
+            .test_before_acquire(false)
             .connect(url)
             .await
             .map_err(StoreError::unavailable)?;

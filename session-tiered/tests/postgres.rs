@@ -243,6 +243,31 @@ async fn a_listener_gone_silent_stops_serving_copies_within_two_seconds() {
     a_save_on_a_reaches_b(&b, &a).await;
 }
 
+/// A publishing connection gone silent swallows no invalidation: a `NOTIFY` that
+/// goes unanswered is sent again on another connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_gone_silent_is_replaced_and_the_notification_arrives() {
+    let proxy = CuttableProxy::start(postgres_address()).await.unwrap();
+    let central = central(single_connection().await).await;
+    let channel = channel();
+    let a = TieredStore::builder(central.clone())
+        .connect_postgres(&postgres_url_via(proxy.address()), &channel)
+        .await
+        .expect("the channel connects through the proxy");
+    let b = tiered(central.clone(), &channel).await;
+    let key = random_key();
+    let first = record();
+    a.create(&key, &first).await.unwrap();
+    until_loaded(&b, &key, Some(1)).await;
+
+    proxy.cut();
+    let saved = tokio::time::timeout(Duration::from_secs(5), a.save(&key, &set(2), &first.meta))
+        .await
+        .expect("the save waited on the silent connection");
+    assert!(saved.is_ok());
+    until_loaded(&b, &key, Some(2)).await;
+}
+
 /// A channel name PostgreSQL would cut short is refused up front, rather than
 /// leaving strict reads waiting for markers that can never be published.
 #[tokio::test]
