@@ -52,12 +52,11 @@ fn silent_suffix() -> String {
         .replace('-', "_")
 }
 
-/// Every pooled connection gone silent at once (a partition, a NAT or load balancer
-/// that forgot the flows: what is sent is lost, nothing answers, nothing closes), some
-/// with queries in flight: requests that meet one fail closed within the store
-/// timeout, and the pool's next connections, made anew, serve again with the session
-/// intact. The store reaches `url`'s server through a proxy, in `table`.
-async fn a_pool_gone_silent_recovers<DB: session_sql::Dialect>(url: &str, table: &str) {
+/// An app on a store of `table` that reaches `url`'s server through a proxy.
+async fn app_through_proxy<DB: session_sql::Dialect>(
+    url: &str,
+    table: &str,
+) -> (CuttableProxy, session_testkit::App) {
     let proxy = CuttableProxy::start(common::server_address(url).await)
         .await
         .unwrap();
@@ -68,6 +67,16 @@ async fn a_pool_gone_silent_recovers<DB: session_sql::Dialect>(url: &str, table:
         .unwrap();
     store.migrate().await.unwrap();
     let app = session_testkit::app(session_core::SessionLayer::new(store), None);
+    (proxy, app)
+}
+
+/// Every pooled connection gone silent at once (a partition, a NAT or load balancer
+/// that forgot the flows: what is sent is lost, nothing answers, nothing closes), some
+/// with queries in flight: requests that meet one fail closed within the store
+/// timeout, and the pool's next connections, made anew, serve again with the session
+/// intact.
+async fn a_pool_gone_silent_recovers<DB: session_sql::Dialect>(url: &str, table: &str) {
+    let (proxy, app) = app_through_proxy::<DB>(url, table).await;
     let mut client = Client::new(&app);
     client.post("/login/cut-off-user").await;
     // Concurrent reads and writes, so that the pool holds several connections and
@@ -178,16 +187,7 @@ async fn statements_caught_by_a_silence_are_given_up<DB: session_sql::Dialect>(
     lock: impl std::future::Future<Output = TableLock>,
     held_up_by: HeldUp,
 ) {
-    let proxy = CuttableProxy::start(common::server_address(url).await)
-        .await
-        .unwrap();
-    let store = session_sql::SqlStore::<DB>::connect(&common::via(url, proxy.address()))
-        .await
-        .unwrap()
-        .with_table(table)
-        .unwrap();
-    store.migrate().await.unwrap();
-    let app = session_testkit::app(session_core::SessionLayer::new(store), None);
+    let (proxy, app) = app_through_proxy::<DB>(url, table).await;
     let mut client = Client::new(&app);
     client.post("/login/held-up-user").await;
     let lock = lock.await;

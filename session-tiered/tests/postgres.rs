@@ -221,12 +221,12 @@ async fn a_lost_listener_never_serves_stale_sessions() {
     assert_eq!(central.count("load"), 0, "the cache is not serving again");
 }
 
-/// A listening connection gone silent (its server frozen or cut off, a NAT that
-/// forgot the flow: nothing closes, nothing arrives) is noticed by the `SELECT 1` a
-/// quiet listener sends: the server stops serving its copies within about two
-/// seconds, and hears again once listening anew.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_listener_gone_silent_stops_serving_copies_within_two_seconds() {
+/// Two servers on one table and channel: `a`'s channel through a proxy, `b`'s not.
+async fn one_through_proxy() -> (
+    CuttableProxy,
+    TieredStore<PostgresStore>,
+    TieredStore<PostgresStore>,
+) {
     let proxy = CuttableProxy::start(postgres_address()).await.unwrap();
     let central = central(single_connection().await).await;
     let channel = channel();
@@ -235,7 +235,17 @@ async fn a_listener_gone_silent_stops_serving_copies_within_two_seconds() {
         .await
         .expect("the channel connects through the proxy");
     assert!(a.is_coherent());
-    let b = tiered(central.clone(), &channel).await;
+    let b = tiered(central, &channel).await;
+    (proxy, a, b)
+}
+
+/// A listening connection gone silent (its server frozen or cut off, a NAT that
+/// forgot the flow: nothing closes, nothing arrives) is noticed by the `SELECT 1` a
+/// quiet listener sends: the server stops serving its copies within about two
+/// seconds, and hears again once listening anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_gone_silent_stops_serving_copies_within_two_seconds() {
+    let (proxy, a, b) = one_through_proxy().await;
     let key = random_key();
     a.create(&key, &record()).await.unwrap();
     until_loaded(&a, &key, Some(1)).await;
@@ -247,14 +257,7 @@ async fn a_listener_gone_silent_stops_serving_copies_within_two_seconds() {
 /// goes unanswered is sent again on another connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_gone_silent_is_replaced_and_the_notification_arrives() {
-    let proxy = CuttableProxy::start(postgres_address()).await.unwrap();
-    let central = central(single_connection().await).await;
-    let channel = channel();
-    let a = TieredStore::builder(central.clone())
-        .connect_postgres(&postgres_url_via(proxy.address()), &channel)
-        .await
-        .expect("the channel connects through the proxy");
-    let b = tiered(central.clone(), &channel).await;
+    let (proxy, a, b) = one_through_proxy().await;
     let key = random_key();
     let first = record();
     a.create(&key, &first).await.unwrap();
