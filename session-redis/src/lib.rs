@@ -50,13 +50,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionLike;
 use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelServerType};
 use redis::{
-    AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, ScriptInvocation,
-    ServerErrorKind, Value,
+    AsyncConnectionConfig, ErrorKind, RedisError, ScriptInvocation, ServerErrorKind, Value,
 };
 use session_core::{
     async_trait, Changes, Created, Data, Meta, Record, Refresh, Saved, SessionKey, SessionStore,
@@ -76,52 +73,19 @@ const UPDATE_ATTEMPTS: usize = 1000;
 /// A session store in Redis or a Redis Cluster. Clones share the connection.
 #[derive(Clone)]
 pub struct RedisStore {
-    connection: Connection,
+    connection: WatchedConnection,
+    topology: Topology,
     prefix: Arc<str>,
     scripts: Arc<Scripts>,
 }
 
-/// One multiplexed connection that reconnects by itself: to a server, to whichever
-/// server Redis Sentinel names master, or to a cluster.
-#[derive(Clone)]
-enum Connection {
-    Single(WatchedConnection, Topology),
-    Cluster(ClusterConnection),
-}
-
-/// What a single connection goes to, for `Debug`.
-#[derive(Clone, Copy)]
+/// What the connection goes to: a cluster keeps a user's index in another slot than
+/// the user's sessions.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Topology {
     Standalone,
     Sentinel,
-}
-
-impl ConnectionLike for Connection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Connection::Single(c, _) => c.req_packed_command(cmd),
-            Connection::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Connection::Single(c, _) => c.req_packed_commands(pipeline, offset, count),
-            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Connection::Single(c, _) => c.get_db(),
-            Connection::Cluster(c) => c.get_db(),
-        }
-    }
+    Cluster,
 }
 
 /// How long a connection attempt may take, and on a cluster a command too, inside the
@@ -156,10 +120,7 @@ impl RedisStore {
         let connection = WatchedConnection::connect(Server::Address(client), connection_config())
             .await
             .map_err(unavailable)?;
-        Ok(Self::new(Connection::Single(
-            connection,
-            Topology::Standalone,
-        )))
+        Ok(Self::new(connection, Topology::Standalone))
     }
 
     /// Connects to a Redis Cluster through any of its nodes (`redis://host:port`).
@@ -175,8 +136,10 @@ impl RedisStore {
             .retries(2)
             .build()
             .map_err(unavailable)?;
-        let connection = client.get_async_connection().await.map_err(unavailable)?;
-        Ok(Self::new(Connection::Cluster(connection)))
+        let connection = WatchedConnection::connect(Server::Cluster(client), connection_config())
+            .await
+            .map_err(unavailable)?;
+        Ok(Self::new(connection, Topology::Cluster))
     }
 
     /// Connects to the master that the Redis Sentinels at `sentinels`
@@ -254,15 +217,13 @@ impl RedisStore {
         let connection = WatchedConnection::connect(Server::Sentinel(client), connection_config())
             .await
             .map_err(unavailable)?;
-        Ok(Self::new(Connection::Single(
-            connection,
-            Topology::Sentinel,
-        )))
+        Ok(Self::new(connection, Topology::Sentinel))
     }
 
-    fn new(connection: Connection) -> Self {
+    fn new(connection: WatchedConnection, topology: Topology) -> Self {
         Self {
             connection,
+            topology,
             prefix: Arc::from("session:"),
             scripts: Arc::new(Scripts::new(None)),
         }
@@ -337,7 +298,7 @@ impl RedisStore {
     }
 
     fn is_cluster(&self) -> bool {
-        matches!(self.connection, Connection::Cluster(_))
+        self.topology == Topology::Cluster
     }
 
     /// Runs a script `invocation` on a session with `args`, keeping the user index of
@@ -373,7 +334,7 @@ impl RedisStore {
     /// slot than the session, so it is kept by a script of its own.
     async fn index_on_cluster(
         &self,
-        connection: &mut Connection,
+        connection: &mut WatchedConnection,
         index: &str,
         session: &str,
         expires_at: &str,
@@ -393,7 +354,7 @@ impl RedisStore {
 /// new master in between, so a second `NOSCRIPT` gets one more round.
 async fn invoke<T: redis::FromRedisValue>(
     invocation: &ScriptInvocation<'_>,
-    connection: &mut Connection,
+    connection: &mut WatchedConnection,
 ) -> Result<T, StoreError> {
     match invocation.invoke_async(connection).await {
         Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
@@ -484,10 +445,10 @@ impl fmt::Debug for RedisStore {
             .field("prefix", &self.prefix)
             .field(
                 "connection",
-                &match self.connection {
-                    Connection::Single(_, Topology::Standalone) => "standalone",
-                    Connection::Single(_, Topology::Sentinel) => "sentinel",
-                    Connection::Cluster(_) => "cluster",
+                &match self.topology {
+                    Topology::Standalone => "standalone",
+                    Topology::Sentinel => "sentinel",
+                    Topology::Cluster => "cluster",
                 },
             )
             .finish()

@@ -1,10 +1,11 @@
-//! A multiplexed connection that is replaced when it fails: to a server at a fixed
-//! address, or to whichever server Redis Sentinel names master. The `redis` crate's
-//! `ConnectionManager` reconnects when a connection closes, but a connection that
-//! died without closing (a frozen server, a partition, a NAT or load balancer that
-//! forgot the flow) closes nothing and so is waited on until TCP gives up, minutes
-//! later, however soon the server can be reached again; and `SentinelClient` hands
-//! out plain connections that stay with a master after it dies or is demoted.
+//! A connection that is replaced when it fails: to a server at a fixed address, to
+//! whichever server Redis Sentinel names master, or to a Redis Cluster. The `redis`
+//! crate's `ConnectionManager` reconnects when a connection closes, and its cluster
+//! connection on some errors, but a connection that died without closing (a frozen
+//! server, a partition, a NAT or load balancer that forgot the flow) closes nothing:
+//! it is waited on until TCP gives up, minutes later, however soon the server can be
+//! reached again (the cluster connection only retries on it). And `SentinelClient`
+//! hands out plain connections that stay with a master after it dies or is demoted.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +13,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
 use redis::sentinel::SentinelClient;
 use redis::{
     AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind,
@@ -32,26 +36,80 @@ pub(crate) enum Server {
     Address(redis::Client),
     /// Whichever server the sentinels name master.
     Sentinel(SentinelClient),
+    /// A cluster, through any of its nodes (the client carries its own settings).
+    Cluster(ClusterClient),
 }
 
 impl Server {
-    async fn connect(
-        &mut self,
-        config: &AsyncConnectionConfig,
-    ) -> RedisResult<MultiplexedConnection> {
+    async fn connect(&mut self, config: &AsyncConnectionConfig) -> RedisResult<Live> {
         match self {
-            Server::Address(client) => {
-                client
-                    .get_multiplexed_async_connection_with_config(config)
-                    .await
-            }
-            Server::Sentinel(sentinel) => sentinel.get_async_connection_with_config(config).await,
+            Server::Address(client) => client
+                .get_multiplexed_async_connection_with_config(config)
+                .await
+                .map(Live::Single),
+            Server::Sentinel(sentinel) => sentinel
+                .get_async_connection_with_config(config)
+                .await
+                .map(Live::Single),
+            Server::Cluster(cluster) => cluster.get_async_connection().await.map(Live::Cluster),
         }
     }
 }
 
-/// A multiplexed connection to one server, or to the master of one Redis Sentinel
-/// service. Clones share it.
+/// A connection in use: to one server, or to every master of a cluster.
+#[derive(Clone)]
+enum Live {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl Live {
+    /// Whether every server behind the connection still answers.
+    async fn probe(&mut self) -> RedisResult<Value> {
+        let ping = redis::cmd("PING");
+        match self {
+            Live::Single(connection) => connection.send_packed_command(&ping).await,
+            Live::Cluster(connection) => {
+                let every_master = RoutingInfo::MultiNode((
+                    MultipleNodeRoutingInfo::AllMasters,
+                    Some(ResponsePolicy::AllSucceeded),
+                ));
+                connection.route_command(ping, every_master).await
+            }
+        }
+    }
+}
+
+impl ConnectionLike for Live {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Live::Single(connection) => connection.req_packed_command(cmd),
+            Live::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Live::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Live::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Live::Single(connection) => connection.get_db(),
+            Live::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+/// A connection to one server, to the master of one Redis Sentinel service, or to a
+/// Redis Cluster. Clones share it.
 ///
 /// A command that finds the connection lost gets its error (it may have run: a script
 /// is not sent twice), and the next command connects again (asking the sentinels for
@@ -77,7 +135,7 @@ struct Master {
     /// Counts connections made, so that a request that saw one fail drops that one,
     /// not a newer one another request has made meanwhile.
     generation: u64,
-    connection: Option<MultiplexedConnection>,
+    connection: Option<Live>,
     /// The last failure to reach a master, and when.
     failure: Option<(Instant, RedisError)>,
 }
@@ -107,7 +165,7 @@ impl WatchedConnection {
     }
 
     /// The connection to the server, made first if there is none.
-    async fn current(&self) -> RedisResult<(u64, MultiplexedConnection)> {
+    async fn current(&self) -> RedisResult<(u64, Live)> {
         {
             let master = self.master();
             if let Some(connection) = &master.connection {
@@ -141,6 +199,7 @@ impl WatchedConnection {
                     Server::Sentinel(_) => {
                         tracing::warn!(%error, "Redis Sentinel: no master reachable")
                     }
+                    Server::Cluster(_) => tracing::warn!(%error, "Redis Cluster: not reachable"),
                 }
                 master.failure = Some((Instant::now(), error.clone()));
                 Err(error)
@@ -167,9 +226,7 @@ impl WatchedConnection {
         let this = self.clone();
         runtime.spawn(async move {
             let mut connection = connection;
-            let ping = redis::cmd("PING");
-            let answer =
-                tokio::time::timeout(PROBE_TIMEOUT, connection.send_packed_command(&ping)).await;
+            let answer = tokio::time::timeout(PROBE_TIMEOUT, connection.probe()).await;
             if !matches!(answer, Ok(Ok(_))) {
                 tracing::warn!("Redis: the server stopped answering; connecting again");
                 this.forget(generation);
@@ -193,7 +250,7 @@ impl WatchedConnection {
     /// again and returns it).
     async fn request<T, F, R>(&self, send: F, refused: fn(&T) -> bool) -> RedisResult<T>
     where
-        F: Fn(MultiplexedConnection) -> R,
+        F: Fn(Live) -> R,
         R: Future<Output = RedisResult<T>>,
     {
         let (generation, connection) = self.current().await?;
@@ -242,7 +299,7 @@ fn is_read_only(reply: &Value) -> bool {
 impl ConnectionLike for WatchedConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(self.request(
-            move |mut connection| async move { connection.send_packed_command(cmd).await },
+            move |mut connection| async move { connection.req_packed_command(cmd).await },
             is_read_only,
         ))
     }
@@ -256,7 +313,7 @@ impl ConnectionLike for WatchedConnection {
         Box::pin(self.request(
             move |mut connection| async move {
                 connection
-                    .send_packed_commands(pipeline, offset, count)
+                    .req_packed_commands(pipeline, offset, count)
                     .await
             },
             // Refused at the first command, the server was a replica from the start:

@@ -87,3 +87,63 @@ async fn a_connection_gone_silent_is_replaced() {
     assert_eq!(proxy.connections(), connections + 1);
     eprintln!("back {back_after:?} after the cut");
 }
+
+/// The same on a Redis Cluster whose every node the store reaches through a proxy
+/// (each node announces its proxy's port): with every connection cut silently, a
+/// request that gives up has every master asked for a `PING`, and the unanswered
+/// cluster connection is replaced. (The `redis` crate's cluster connection retries a
+/// timed-out command on the same connection, and never recovered.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_gone_silent_is_reconnected() {
+    let cluster = common::Cluster::start();
+    let mut proxies = Vec::new();
+    for port in &cluster.ports {
+        let proxy = CuttableProxy::start(([127, 0, 0, 1], *port).into())
+            .await
+            .unwrap();
+        let announced = proxy.address().port().to_string();
+        common::cli(
+            *port,
+            &["CONFIG", "SET", "cluster-announce-port", &announced],
+        );
+        proxies.push(proxy);
+    }
+    // Every node tells the proxies' ports once gossip has spread them.
+    let proxied: Vec<String> = proxies
+        .iter()
+        .map(|proxy| proxy.address().port().to_string())
+        .collect();
+    let started = Instant::now();
+    while !cluster.ports.iter().all(|port| {
+        let slots = common::cli(*port, &["CLUSTER", "SLOTS"]);
+        proxied
+            .iter()
+            .all(|announced| slots.contains(announced.as_str()))
+    }) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "gossip never spread"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let store = RedisStore::connect_cluster(proxies.iter().map(CuttableProxy::redis_url))
+        .await
+        .unwrap();
+    let app = app(SessionLayer::new(store), None);
+    let mut clients = Vec::new();
+    for user in 0..6 {
+        let mut client = Client::new(&app);
+        client.post(&format!("/login/user-{user}")).await;
+        clients.push(client);
+    }
+
+    proxies.iter().for_each(CuttableProxy::cut);
+    let started = Instant::now();
+    let reply = clients[0].get("/user").await;
+    outage::assert_failed_closed(&reply, started.elapsed());
+    for (user, client) in clients.iter_mut().enumerate() {
+        outage::until_ok(client, "/user", Duration::from_secs(10)).await;
+        assert_eq!(client.get("/user").await.body, format!("user-{user}"));
+    }
+    eprintln!("every user back {:?} after the cut", started.elapsed());
+}
