@@ -202,7 +202,7 @@ impl<DB: Dialect> SqlStore<DB> {
 
     /// A plain insert: `false` when the key is taken.
     async fn insert(&self, key: &SessionKey, record: &Record) -> Result<bool, StoreError> {
-        let inserted = self
+        let insert = self
             .query(&self.statements.insert)
             .bind(text::<DB>(key.to_string()))
             .bind(text::<DB>(self.document(record)?))
@@ -210,7 +210,7 @@ impl<DB: Dialect> SqlStore<DB> {
             .bind(DB::OptionalText::from(record.meta.user_id.clone()))
             .bind(int::<DB>(record.meta.expires_at.unix_millis()));
         let mut connection = self.connection().await?;
-        let inserted = inserted
+        let inserted = insert
             .execute(DB::on_connection(connection.connection()))
             .await;
         connection.release();

@@ -73,6 +73,10 @@ impl Publisher {
     }
 }
 
+/// How long a `PUBLISH` (or a `NOTIFY`) may go unanswered before it is sent again on
+/// another connection; answered in well under a millisecond by a server that is there.
+const PUBLISH_LIMIT: Duration = Duration::from_millis(250);
+
 /// `NOTIFY` through `pool`; one that goes unanswered for [`PUBLISH_LIMIT`] is sent
 /// again on another connection, as over Redis. The connection that did not answer is
 /// closed rather than put back: sqlx tests a connection put back mid-statement with a
@@ -101,10 +105,6 @@ async fn postgres_publish(
     }
     Err(failure)
 }
-
-/// How long a `PUBLISH` (or a `NOTIFY`) may go unanswered before it is sent again on
-/// another connection; answered in well under a millisecond by a server that is there.
-const PUBLISH_LIMIT: Duration = Duration::from_millis(250);
 
 /// The connection invalidations are published on, replaced when a publish fails or
 /// goes unanswered: one that died without closing (a partition, a NAT or load
