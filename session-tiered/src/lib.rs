@@ -128,13 +128,22 @@ impl<S: SessionStore> TieredStore<S> {
         self.inner.local.is_coherent()
     }
 
-    /// The cached copy of `key`, if it may be served: in strict mode, only once the
-    /// channel has delivered every invalidation sent before this read began.
+    /// The cached copy of `key`, if it may be served.
     async fn cached(&self, key: &SessionKey) -> Option<Record> {
-        let local = &self.inner.local;
-        if !self.inner.strict {
-            return local.get(key);
+        if self.inner.strict {
+            // Boxed: every load's future would otherwise be as large as the
+            // marker's wait and its timer, and be moved whole into its box on every
+            // call, warm reads included.
+            Box::pin(self.cached_strictly(key)).await
+        } else {
+            self.inner.local.get(key)
         }
+    }
+
+    /// The cached copy of `key`, once the channel has delivered every invalidation
+    /// sent before this read began.
+    async fn cached_strictly(&self, key: &SessionKey) -> Option<Record> {
+        let local = &self.inner.local;
         // Only a session cached now is worth a marker; what the marker lets through
         // is taken after it.
         if local.holds(key) && local.barrier.pass(STRICT_WAIT).await {
