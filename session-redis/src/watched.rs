@@ -125,18 +125,19 @@ struct Shared {
     /// attempt under way, not start their own.
     server: tokio::sync::Mutex<Server>,
     config: AsyncConnectionConfig,
-    master: Mutex<Master>,
+    link: Mutex<Link>,
     /// A check of the current connection is under way.
     probing: AtomicBool,
 }
 
+/// The connection in use, if any, and what became of the last attempt to connect.
 #[derive(Default)]
-struct Master {
+struct Link {
     /// Counts connections made, so that a request that saw one fail drops that one,
     /// not a newer one another request has made meanwhile.
     generation: u64,
     connection: Option<Live>,
-    /// The last failure to reach a master, and when.
+    /// The last failure to connect, and when.
     failure: Option<(Instant, RedisError)>,
 }
 
@@ -149,17 +150,17 @@ impl WatchedConnection {
         let connection = Self(Arc::new(Shared {
             server: tokio::sync::Mutex::new(server),
             config,
-            master: Mutex::default(),
+            link: Mutex::default(),
             probing: AtomicBool::new(false),
         }));
         connection.current().await?;
         Ok(connection)
     }
 
-    fn master(&self) -> MutexGuard<'_, Master> {
+    fn link(&self) -> MutexGuard<'_, Link> {
         // The lock guards plain assignments: a panic cannot leave it half-written.
         self.0
-            .master
+            .link
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -167,31 +168,31 @@ impl WatchedConnection {
     /// The connection to the server, made first if there is none.
     async fn current(&self) -> RedisResult<(u64, Live)> {
         {
-            let master = self.master();
-            if let Some(connection) = &master.connection {
-                return Ok((master.generation, connection.clone()));
+            let link = self.link();
+            if let Some(connection) = &link.connection {
+                return Ok((link.generation, connection.clone()));
             }
         }
         let mut server = self.0.server.lock().await;
         {
-            let master = self.master();
-            if let Some(connection) = &master.connection {
-                return Ok((master.generation, connection.clone()));
+            let link = self.link();
+            if let Some(connection) = &link.connection {
+                return Ok((link.generation, connection.clone()));
             }
-            if let Some((failed_at, error)) = &master.failure {
+            if let Some((failed_at, error)) = &link.failure {
                 if failed_at.elapsed() < RESOLVE_BACKOFF {
                     return Err(error.clone());
                 }
             }
         }
         let connected = server.connect(&self.0.config).await;
-        let mut master = self.master();
+        let mut link = self.link();
         match connected {
             Ok(connection) => {
-                master.generation += 1;
-                master.connection = Some(connection.clone());
-                master.failure = None;
-                Ok((master.generation, connection))
+                link.generation += 1;
+                link.connection = Some(connection.clone());
+                link.failure = None;
+                Ok((link.generation, connection))
             }
             Err(error) => {
                 match &*server {
@@ -201,7 +202,7 @@ impl WatchedConnection {
                     }
                     Server::Cluster(_) => tracing::warn!(%error, "Redis Cluster: not reachable"),
                 }
-                master.failure = Some((Instant::now(), error.clone()));
+                link.failure = Some((Instant::now(), error.clone()));
                 Err(error)
             }
         }
@@ -211,9 +212,9 @@ impl WatchedConnection {
     /// (`PING`, within [`PROBE_TIMEOUT`]), and drops it if not. One check at a time.
     fn probe(&self, generation: u64) {
         let connection = {
-            let master = self.master();
-            match &master.connection {
-                Some(connection) if master.generation == generation => connection.clone(),
+            let link = self.link();
+            match &link.connection {
+                Some(connection) if link.generation == generation => connection.clone(),
                 _ => return,
             }
         };
@@ -237,9 +238,9 @@ impl WatchedConnection {
 
     /// Drops connection `generation` if it is still the current one.
     fn forget(&self, generation: u64) {
-        let mut master = self.master();
-        if master.generation == generation {
-            master.connection = None;
+        let mut link = self.link();
+        if link.generation == generation {
+            link.connection = None;
         }
     }
 
@@ -323,7 +324,7 @@ impl ConnectionLike for WatchedConnection {
     }
 
     fn get_db(&self) -> i64 {
-        self.master()
+        self.link()
             .connection
             .as_ref()
             .map_or(0, ConnectionLike::get_db)
