@@ -65,7 +65,7 @@ impl Publisher {
             Publisher::Beside(slot) => {
                 let connection = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let mut connection = connection.ok_or("the channel is not subscribed")?;
-                redis_publish(&mut connection, channel, payload).await
+                redis_publish(&mut connection, channel, &payload).await
             }
             #[cfg(feature = "postgres")]
             Publisher::Postgres(pool) => postgres_publish(pool, channel, payload).await,
@@ -139,7 +139,7 @@ impl RedisPublisher {
         let mut failure: BoxError = "not published".into();
         for _ in 0..2 {
             let (number, mut connection) = self.connection().await?;
-            let published = redis_publish(&mut connection, channel, payload.clone());
+            let published = redis_publish(&mut connection, channel, &payload);
             match tokio::time::timeout(PUBLISH_LIMIT, published).await {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(error)) => failure = error,
@@ -174,7 +174,7 @@ impl RedisPublisher {
 async fn redis_publish(
     connection: &mut impl redis::aio::ConnectionLike,
     channel: &str,
-    payload: String,
+    payload: &str,
 ) -> Result<(), BoxError> {
     redis::cmd("PUBLISH")
         .arg(channel)
