@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use session_testkit::outage;
-use session_testkit::proxy::CuttableProxy;
+use session_testkit::proxy::{server_address, url_via, CuttableProxy};
 use session_testkit::Client;
 
 #[cfg(feature = "postgres")]
@@ -16,7 +16,7 @@ use session_testkit::Client;
 async fn an_unreachable_postgres_fails_closed_and_recovers() {
     let url = std::env::var("POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let mut proxy = common::Proxy::start(common::server_address(&url).await).await;
+    let mut proxy = common::Proxy::start(server_address(&url)).await;
     let table = common::Table::postgres(format!("session_kit_test_fault_{}", proxy.port), &url);
     let store = session_sql::PostgresStore::connect(&common::through(&url, &proxy))
         .await
@@ -33,7 +33,7 @@ async fn an_unreachable_postgres_fails_closed_and_recovers() {
 async fn an_unreachable_mysql_fails_closed_and_recovers() {
     let url = std::env::var("MYSQL_URL")
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
-    let mut proxy = common::Proxy::start(common::server_address(&url).await).await;
+    let mut proxy = common::Proxy::start(server_address(&url)).await;
     let table = common::Table::mysql(format!("session_kit_test_fault_{}", proxy.port), &url).await;
     let store = session_sql::MySqlStore::connect(&common::through(&url, &proxy))
         .await
@@ -57,10 +57,8 @@ async fn app_through_proxy<DB: session_sql::Dialect>(
     url: &str,
     table: &str,
 ) -> (CuttableProxy, session_testkit::App) {
-    let proxy = CuttableProxy::start(common::server_address(url).await)
-        .await
-        .unwrap();
-    let store = session_sql::SqlStore::<DB>::connect(&common::via(url, proxy.address()))
+    let proxy = CuttableProxy::start(server_address(url)).await.unwrap();
+    let store = session_sql::SqlStore::<DB>::connect(&url_via(url, proxy.address()))
         .await
         .unwrap()
         .with_table(table)

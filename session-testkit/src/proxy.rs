@@ -26,7 +26,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -87,6 +87,57 @@ impl CuttableProxy {
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)
     }
+}
+
+/// The address of the server that `url` names (`scheme://[user@]host:port[/…]`), for
+/// a proxy in front of it.
+///
+/// ```
+/// use session_testkit::proxy::server_address;
+///
+/// let url = "postgres://postgres@127.0.0.1:5432/test";
+/// assert_eq!(server_address(url), "127.0.0.1:5432".parse().unwrap());
+/// ```
+///
+/// # Panics
+///
+/// If `url` names no server that resolves.
+pub fn server_address(url: &str) -> SocketAddr {
+    let (start, end) = server_span(url);
+    url[start..end]
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addresses| addresses.next())
+        .unwrap_or_else(|| panic!("no server address in {url}"))
+}
+
+/// `url` with its server replaced by `address`: the same URL, through a proxy.
+///
+/// ```
+/// use session_testkit::proxy::url_via;
+///
+/// let url = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable";
+/// assert_eq!(
+///     url_via(url, "127.0.0.1:4000".parse().unwrap()),
+///     "postgres://postgres@127.0.0.1:4000/test?sslmode=disable"
+/// );
+/// ```
+pub fn url_via(url: &str, address: SocketAddr) -> String {
+    let (start, end) = server_span(url);
+    format!("{}{address}{}", &url[..start], &url[end..])
+}
+
+/// Where the `host:port` of `url` begins and ends: after the scheme and any user,
+/// before any path or query.
+fn server_span(url: &str) -> (usize, usize) {
+    let after_scheme = url.find("://").map_or(0, |at| at + 3);
+    let end = url[after_scheme..]
+        .find(['/', '?'])
+        .map_or(url.len(), |at| after_scheme + at);
+    let start = url[after_scheme..end]
+        .rfind('@')
+        .map_or(after_scheme, |at| after_scheme + at + 1);
+    (start, end)
 }
 
 async fn accept(

@@ -10,7 +10,7 @@ use serde_json::json;
 use session_core::{Changes, Meta, Record, SessionKey, SessionStore, Timestamp};
 use session_sql::sqlx::postgres::{PgPool, PgPoolOptions};
 use session_sql::PostgresStore;
-use session_testkit::proxy::CuttableProxy;
+use session_testkit::proxy::{server_address, url_via, CuttableProxy};
 use session_testkit::{random_key, random_user, InstrumentedStore};
 use session_tiered::TieredStore;
 
@@ -20,39 +20,6 @@ mod strict;
 fn postgres_url() -> String {
     std::env::var("POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-/// `POSTGRES_URL` split around its `host:port`.
-fn postgres_url_parts() -> (String, String, String) {
-    let url = postgres_url();
-    let (scheme, rest) = url.split_once("://").expect("a URL");
-    let (user, rest) = rest.split_once('@').map_or(("", rest), |(u, r)| (u, r));
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let at = if user.is_empty() {
-        String::new()
-    } else {
-        format!("{user}@")
-    };
-    (
-        format!("{scheme}://{at}"),
-        rest[..end].to_owned(),
-        rest[end..].to_owned(),
-    )
-}
-
-/// The server's address, for a proxy in front of it.
-fn postgres_address() -> std::net::SocketAddr {
-    let (_, host, _) = postgres_url_parts();
-    std::net::ToSocketAddrs::to_socket_addrs(&host)
-        .ok()
-        .and_then(|mut addresses| addresses.next())
-        .expect("an address in POSTGRES_URL")
-}
-
-/// `POSTGRES_URL` with `address` in place of its server's.
-fn postgres_url_via(address: std::net::SocketAddr) -> String {
-    let (before, _, after) = postgres_url_parts();
-    format!("{before}{address}{after}")
 }
 
 /// One connection that lives as long as the pool: its temporary table goes with it.
@@ -227,11 +194,13 @@ async fn one_through_proxy() -> (
     TieredStore<PostgresStore>,
     TieredStore<PostgresStore>,
 ) {
-    let proxy = CuttableProxy::start(postgres_address()).await.unwrap();
+    let proxy = CuttableProxy::start(server_address(&postgres_url()))
+        .await
+        .unwrap();
     let central = central(single_connection().await).await;
     let channel = channel();
     let a = TieredStore::builder(central.clone())
-        .connect_postgres(&postgres_url_via(proxy.address()), &channel)
+        .connect_postgres(&url_via(&postgres_url(), proxy.address()), &channel)
         .await
         .expect("the channel connects through the proxy");
     assert!(a.is_coherent());

@@ -19,20 +19,7 @@ pub fn redis_url() -> String {
 
 /// The shared server's address, for a proxy in front of it.
 pub fn redis_address() -> std::net::SocketAddr {
-    let url = redis_url();
-    let host = url
-        .trim_start_matches("redis://")
-        .split(['/', '?'])
-        .next()
-        .unwrap_or_default()
-        .rsplit('@')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    std::net::ToSocketAddrs::to_socket_addrs(&host)
-        .ok()
-        .and_then(|mut addresses| addresses.next())
-        .unwrap_or_else(|| panic!("no address in REDIS_URL {url}"))
+    session_testkit::proxy::server_address(&redis_url())
 }
 
 /// A store on the shared server under a prefix no other test uses.

@@ -10,6 +10,7 @@ pub mod sql;
 use std::net::SocketAddr;
 
 use session_testkit::outage::Outage;
+use session_testkit::proxy::{server_address, url_via};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
@@ -59,33 +60,9 @@ impl Proxy {
     }
 }
 
-/// The host and port of a database URL (`scheme://user@host:port/db`).
-pub async fn server_address(url: &str) -> SocketAddr {
-    let host_port = url
-        .split('@')
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap();
-    tokio::net::lookup_host(host_port)
-        .await
-        .unwrap()
-        .next()
-        .unwrap()
-}
-
 /// `url` with its server replaced by the proxy's port.
 pub fn through(url: &str, proxy: &Proxy) -> String {
-    via(url, SocketAddr::from(([127, 0, 0, 1], proxy.port)))
-}
-
-/// `url` with its server replaced by `address`.
-pub fn via(url: &str, address: SocketAddr) -> String {
-    let host_port = url
-        .split('@')
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap();
-    url.replace(host_port, &address.to_string())
+    url_via(url, SocketAddr::from(([127, 0, 0, 1], proxy.port)))
 }
 
 /// A table of the test's own, dropped by `command` (a database client) when the test
@@ -107,7 +84,7 @@ impl Table {
     /// A MySQL/MariaDB table, dropped with the `mysql` client (user, host and port
     /// from `url`, database `test`).
     pub async fn mysql(name: String, url: &str) -> Self {
-        let address = server_address(url).await;
+        let address = server_address(url);
         let user = url
             .split("://")
             .nth(1)
