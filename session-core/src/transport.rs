@@ -65,7 +65,7 @@ impl CookieSettings {
             .flat_map(|header| header.split(';'))
             .filter_map(|pair| {
                 let (name, value) = pair.split_once('=')?;
-                (name.trim() == self.name).then(|| value.trim())
+                (name.trim_ascii() == self.name).then(|| value.trim_ascii())
             })
     }
 
@@ -156,7 +156,7 @@ impl Transport {
             Transport::Header(name) => headers
                 .get(name)
                 .and_then(|value| value.to_str().ok())
-                .and_then(|value| SessionId::parse(value.trim())),
+                .and_then(|value| SessionId::parse(value.trim_ascii())),
         }
     }
 
@@ -167,7 +167,7 @@ impl Transport {
             Transport::Header(name) => headers
                 .get(name)
                 .and_then(|value| value.to_str().ok())
-                .map(|value| value.trim().to_owned())
+                .map(|value| value.trim_ascii().to_owned())
                 .into_iter()
                 .collect(),
         }
