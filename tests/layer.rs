@@ -82,6 +82,21 @@ fn app(layer: SessionLayer) -> Router {
     routes().layer(layer)
 }
 
+/// The routes above and `handler` at `path` (a `POST`), over an instrumented
+/// `MemoryStore`.
+fn app_with<H, T>(path: &str, handler: H) -> (Store, Router)
+where
+    H: axum::handler::Handler<T, ()>,
+    T: 'static,
+{
+    let store = store();
+    let app = Router::new()
+        .route(path, post(handler))
+        .merge(routes())
+        .layer(SessionLayer::new(store.clone()));
+    (store, app)
+}
+
 struct Reply {
     status: StatusCode,
     headers: HeaderMap,
@@ -285,11 +300,7 @@ async fn a_write_before_the_first_read_shows_in_it() {
         session.insert("c", "after").await?;
         Ok(format!("{a:?} {b:?}"))
     }
-    let store = store();
-    let app = Router::new()
-        .route("/write-then-read", post(write_then_read))
-        .merge(routes())
-        .layer(SessionLayer::new(store.clone()));
+    let (store, app) = app_with("/write-then-read", write_then_read);
     let pair = send(&app, "POST", "/set/a/1", None).await.cookie_pair();
     send(&app, "POST", "/set/b/old", Some(&pair)).await;
     store.reset_counts();
@@ -311,11 +322,7 @@ async fn an_unread_write_follows_destroy_and_store_failures() {
         session.destroy().await;
         Ok(())
     }
-    let store = store();
-    let app = Router::new()
-        .route("/write-then-destroy", post(write_then_destroy))
-        .merge(routes())
-        .layer(SessionLayer::new(store.clone()));
+    let (store, app) = app_with("/write-then-destroy", write_then_destroy);
     let pair = send(&app, "POST", "/set/a/1", None).await.cookie_pair();
     let id = SessionId::parse(pair.strip_prefix("id=").unwrap()).unwrap();
     store.set_failing(true);
@@ -353,6 +360,39 @@ async fn cookieless_requests_cost_nothing() {
 
 /// SECURITY.md 16: a store that hangs gets a 503 with `Retry-After` once the store
 /// timeout passes (virtual time), and no cookie is set or cleared.
+/// Uses of one session that overlap within a request (a handler that joins futures)
+/// take turns: the first loads the record while the others wait for it, so the store
+/// is asked once, each read sees the record, and the write made meanwhile is saved.
+#[tokio::test]
+async fn overlapping_uses_of_one_session_take_turns() {
+    async fn overlapping(session: Session) -> Result<String, SessionError> {
+        let (first, second, ()) = tokio::try_join!(
+            session.get::<String>("a"),
+            session.get::<String>("a"),
+            session.insert("b", "2"),
+        )?;
+        Ok(format!("{first:?} {second:?}"))
+    }
+    let (store, app) = app_with("/overlapping", overlapping);
+    let pair = send(&app, "POST", "/set/a/1", None).await.cookie_pair();
+    store.reset_counts();
+    // The load waits in the store, holding the session, while the others queue.
+    store.set_hanging(true);
+    let request = tokio::spawn({
+        let (app, pair) = (app.clone(), pair.clone());
+        async move { send(&app, "POST", "/overlapping", Some(&pair)).await }
+    });
+    while store.count("load") == 0 {
+        tokio::task::yield_now().await;
+    }
+    store.set_hanging(false);
+    let reply = request.await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, "Some(\"1\") Some(\"1\")");
+    assert_eq!((store.count("load"), store.count("save")), (1, 1));
+    assert_eq!(send(&app, "GET", "/get/b", Some(&pair)).await.body, "\"2\"");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_hanging_store_fails_closed_after_the_timeout() {
     let store = store();
@@ -484,11 +524,7 @@ async fn store_errors_never_become_new_sessions() {
         let _ = session.insert("user", "guest").await;
         "handler ran"
     }
-    let store = store();
-    let app = Router::new()
-        .route("/careless", post(ignores_errors))
-        .merge(routes())
-        .layer(SessionLayer::new(store.clone()));
+    let (store, app) = app_with("/careless", ignores_errors);
     let pair = send(&app, "POST", "/set/user/alice", None)
         .await
         .cookie_pair();

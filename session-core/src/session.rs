@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use futures_util::lock::{Mutex, MutexGuard};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{Mutex, MutexGuard};
 
 use crate::client::{ClientStore, Kind};
 use crate::error::{SessionError, StoreError, StoreErrorKind};
@@ -462,7 +462,7 @@ impl Session {
     /// Finishes the request without waiting, if it needs no store call: the common
     /// case of a request that only read its session. `None` means it does.
     pub(crate) fn try_finish(&self) -> Option<Result<Option<IdUpdate>, StoreErrorKind>> {
-        let mut state = self.inner.state.try_lock().ok()?;
+        let mut state = self.inner.state.try_lock()?;
         if let Some(kind) = state.failed {
             return Some(Err(kind));
         }
