@@ -6,10 +6,16 @@
 //!
 //! Subcommands:
 //!
-//! - `run [--seconds N] [--cycles N]`: the whole benchmark, printing a markdown table.
+//! - `run [--store S] [--seconds N] [--cycles N] [--libs bare,L,…,PEER] [--scenarios
+//!   read,read-hot,write,write-hot]`: the whole benchmark (or the scenarios named),
+//!   printing markdown tables.
 //! - `serve --lib L --port P --cookies FILE`: one app on a one-thread runtime, with
 //!   10,000 sessions made through its own layer and their cookies written to FILE.
 //! - `memory --lib L [--sessions N]`: heap bytes per live session, in a fresh process.
+//! - `in-process --lib L [--requests N] [--scenarios S,…] [--url URL]`: nanoseconds and
+//!   heap allocations per request with no network, for every scenario or those
+//!   named (`read`, `read-hot`, `write`, `write-hot`); what
+//!   `scripts/instructions-per-request` counts under callgrind.
 //! - `concurrency --lib L [--url URL]`: the lost-update figures alone.
 //! - `commands --lib L --url URL`: Redis round trips and commands per request alone.
 //! - `coherence --lib L --url URL`: after a logout on one server, how long another
@@ -190,6 +196,22 @@ impl Scenario {
             hot: true,
         },
     ];
+
+    /// A scenario by its short name: `read`, `read-hot`, `write` or `write-hot`.
+    fn parse(name: &str) -> Result<Self, BoxError> {
+        let (route, hot) = match name.strip_suffix("-hot") {
+            Some(route) => (route, true),
+            None => (name, false),
+        };
+        let write = match route {
+            "read" => false,
+            "write" => true,
+            _ => {
+                return Err(format!("scenario {name:?}: read, read-hot, write or write-hot").into())
+            }
+        };
+        Ok(Scenario { write, hot })
+    }
 }
 
 impl fmt::Display for Scenario {
@@ -350,7 +372,13 @@ struct Measured {
 /// The load run: `libs[0]` is the bare router, the last the peer, and those in
 /// between session-kit's (and `extension-only`, what a layer costs before any session
 /// work); with a Redis server of the run's own when the store is Redis.
-fn run(store: &str, seconds: u64, cycles: usize, only: Option<&str>) -> Result<(), BoxError> {
+fn run(
+    store: &str,
+    seconds: u64,
+    cycles: usize,
+    only: Option<&str>,
+    scenarios: &[Scenario],
+) -> Result<(), BoxError> {
     let mut libs = match store {
         "memory" => vec![Lib::Bare, Lib::SessionKit, Lib::TowerSessions],
         "redis" => vec![Lib::Bare, Lib::SessionKitRedis, Lib::TowerSessionsRedis],
@@ -416,7 +444,7 @@ fn run(store: &str, seconds: u64, cycles: usize, only: Option<&str>) -> Result<(
     let (bare_lib, peer_lib) = (libs[0], libs[libs.len() - 1]);
     let kits = &libs[1..libs.len() - 1];
     let mut results: BTreeMap<Scenario, Measured> = BTreeMap::new();
-    for scenario in Scenario::ALL {
+    for &scenario in scenarios {
         let measured = results.entry(scenario).or_default();
         for cycle in 0..cycles {
             // Short slices, alternating, in a rotating order: drift over the run
@@ -940,6 +968,14 @@ fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
+/// The scenarios a comma-separated list of short names names, or all of them.
+fn scenarios(names: Option<&str>) -> Result<Vec<Scenario>, BoxError> {
+    match names {
+        Some(names) => names.split(',').map(Scenario::parse).collect(),
+        None => Ok(Scenario::ALL.to_vec()),
+    }
+}
+
 fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let lib = || Lib::parse(flag(&args, "--lib").ok_or("--lib is required")?);
@@ -949,6 +985,7 @@ fn main() -> Result<(), BoxError> {
             flag(&args, "--seconds").unwrap_or("2").parse()?,
             flag(&args, "--cycles").unwrap_or("9").parse()?,
             flag(&args, "--libs"),
+            &scenarios(flag(&args, "--scenarios"))?,
         ),
         Some("serve") => serve(
             lib()?,
@@ -958,7 +995,7 @@ fn main() -> Result<(), BoxError> {
         ),
         Some("in-process") => {
             let count = flag(&args, "--requests").unwrap_or("1000000").parse()?;
-            for scenario in Scenario::ALL {
+            for scenario in scenarios(flag(&args, "--scenarios"))? {
                 let (ns, allocations) = in_process(lib()?, scenario, count, flag(&args, "--url"))?;
                 println!(
                     "{} {scenario}: {ns:.0} ns/request, {allocations:.1} allocations/request",
@@ -991,9 +1028,9 @@ fn main() -> Result<(), BoxError> {
             flag(&args, "--sessions").unwrap_or("100000").parse()?,
         ),
         _ => Err(
-            "usage: session-bench run [--store memory|redis|postgres|sqlite|tiered|cookie] [--seconds N] [--cycles N] [--libs bare,L,…,PEER] \
+            "usage: session-bench run [--store memory|redis|postgres|sqlite|tiered|cookie] [--seconds N] [--cycles N] [--libs bare,L,…,PEER] [--scenarios S,…] \
              | serve --lib L --port P --cookies FILE [--url URL] \
-             | memory --lib L [--sessions N] | in-process --lib L [--requests N] [--url URL] \
+             | memory --lib L [--sessions N] | in-process --lib L [--requests N] [--scenarios S,…] [--url URL] \
              | concurrency --lib L [--url URL] | commands --lib L --url URL \
              | coherence --lib L --url URL | seal"
                 .into(),
