@@ -14,12 +14,17 @@
 //! | reads the session | 1 (`HGETALL`); 2 when the idle timeout is due to be pushed back, which happens at most once per quarter of it per session |
 //! | writes the session without reading it | 1: one script, which also restarts the idle timeout from the stored metadata |
 //! | reads, then writes the session | 2: the load, then one script |
+//! | `Session::update` | load, then `HGET` and one compare-and-set script per attempt |
 //!
 //! Why the push is not folded into the load: it would make the load a script, and on
 //! this project's benchmark machine a script costs Redis 7.8 µs of CPU per read where
 //! `HGETALL` costs under 3 (see BENCHMARKS.md); a second round trip once every few
 //! minutes per session is much the cheaper.
-//! | `Session::update` | load, then `HGET` and one compare-and-set script per attempt |
+//!
+//! An update's attempt fails only when the field changed since it was read. Updates
+//! of one field from one process take turns before they read it, so that only
+//! updates from other processes make attempts fail: N concurrent increments through
+//! one store cost N scripts, not the N²/2 they would racing each other.
 //!
 //! With [`with_invalidation_channel`](RedisStore::with_invalidation_channel), each
 //! script that changes or ends a session also publishes its invalidation, for the
@@ -44,6 +49,7 @@
 //! ```
 
 mod scripts;
+mod turns;
 mod watched;
 
 use std::fmt;
@@ -61,13 +67,15 @@ use session_core::{
 };
 
 use crate::scripts::Scripts;
+use crate::turns::Turns;
 use crate::watched::{Server, WatchedConnection};
 
 /// The `redis` crate, whose errors are the sources of this store's errors.
 pub use redis;
 
-/// How many times `update` retries a compare-and-set that lost a race before it
-/// reports an error: far beyond what contention on one field of one session produces.
+/// How many times `update` retries a compare-and-set that lost a race (to another
+/// process: this one's take turns) before it reports an error: far beyond what
+/// contention on one field of one session produces.
 const UPDATE_ATTEMPTS: usize = 1000;
 
 /// A session store in Redis or a Redis Cluster. Clones share the connection.
@@ -77,6 +85,7 @@ pub struct RedisStore {
     topology: Topology,
     prefix: Arc<str>,
     scripts: Arc<Scripts>,
+    turns: Arc<Turns>,
 }
 
 /// What the connection goes to: a cluster keeps a user's index in another slot than
@@ -226,6 +235,7 @@ impl RedisStore {
             topology,
             prefix: Arc::from("session:"),
             scripts: Arc::new(Scripts::new(None)),
+            turns: Arc::default(),
         }
     }
 
@@ -584,6 +594,8 @@ impl SessionStore for RedisStore {
     ) -> Result<Updated, StoreError> {
         let session = self.session_key(key);
         let field = data_field(field);
+        // Read after the turn starts: a value read before it would be stale by then.
+        let _turn = self.turns.take(format!("{session}\0{field}")).await;
         let mut connection = self.connection.clone();
         let mut current: Option<String> = redis::cmd("HGET")
             .arg(&session)
