@@ -12,6 +12,9 @@ use reqwest::StatusCode;
 
 use super::common::free_port;
 
+/// How many of an admin server's last log lines a failed test shows.
+const LOG_LINES_SHOWN: usize = 30;
+
 /// The admin example, built once per test run with every shared store.
 fn admin_binary() -> &'static PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
@@ -62,19 +65,27 @@ pub(crate) struct AdminServer {
     store: Store,
     extra_env: Vec<(String, String)>,
     child: Option<Child>,
+    /// Its warnings (a failed store call says which and why), kept across restarts
+    /// and shown if the test fails.
+    log: PathBuf,
 }
 
 impl AdminServer {
     pub(crate) fn start(id: &str, store: &Store, extra_env: &[(&str, &str)]) -> Self {
+        let port = free_port();
         let mut server = Self {
             id: id.to_owned(),
-            port: free_port(),
+            port,
             store: store.clone(),
             extra_env: extra_env
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             child: None,
+            log: std::env::temp_dir().join(format!(
+                "session-kit-admin-{}-{id}-{port}.log",
+                std::process::id()
+            )),
         };
         server.restart();
         server
@@ -91,13 +102,19 @@ impl AdminServer {
     /// Starts it again, same port, same store: memory sessions are gone.
     pub(crate) fn restart(&mut self) {
         self.kill();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("the admin example's log file opens");
         let child = Command::new(admin_binary())
             .env("PORT", self.port.to_string())
             .env("SERVER_ID", &self.id)
             .env("SESSION_STORE", self.store.spec())
             .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
             .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::null())
+            .stdout(log)
             .spawn()
             .expect("the admin example starts");
         self.child = Some(child);
@@ -120,6 +137,22 @@ impl AdminServer {
 impl Drop for AdminServer {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let last = &lines[lines.len().saturating_sub(LOG_LINES_SHOWN)..];
+            match last {
+                [] => eprintln!("--- {}: no warnings ---", self.id),
+                _ => eprintln!(
+                    "--- {}: the last {} of its {} warnings ---\n{}",
+                    self.id,
+                    last.len(),
+                    lines.len(),
+                    last.join("\n")
+                ),
+            }
+        }
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
