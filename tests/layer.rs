@@ -615,6 +615,32 @@ async fn hostile_cookies_give_a_fresh_session() {
     assert_eq!(store.inner().len(), 1, "hostile input changed the store");
 }
 
+/// Other cookies of the site may hold bytes that are not visible ASCII (browsers send
+/// a script's `document.cookie = "name=José"` as raw UTF-8): the session's cookie
+/// beside them still names the session, signed or not.
+#[tokio::test]
+async fn a_cookie_beside_non_ascii_cookies_still_names_the_session() {
+    let signed = SessionLayer::builder(MemoryStore::new()).with_signing_key(Key::from(&[42; 64]));
+    let layers = [
+        ("unsigned", SessionLayer::new(MemoryStore::new())),
+        ("signed", signed.build().unwrap()),
+    ];
+    for (kind, layer) in layers {
+        let app = app(layer);
+        let pair = send(&app, "POST", "/set/a/1", None).await.cookie_pair();
+        let mut cookies = "name=Jos\u{e9}; ".as_bytes().to_vec();
+        cookies.extend_from_slice(pair.as_bytes());
+        cookies.extend_from_slice(b"; city=K\xf6ln");
+        let mut request = Request::get("/get/a").body(Body::empty()).unwrap();
+        request.headers_mut().insert(
+            header::COOKIE,
+            header::HeaderValue::from_bytes(&cookies).unwrap(),
+        );
+        let response = reply(app.clone().oneshot(request).await.unwrap()).await;
+        assert_eq!(response.body, "\"1\"", "{kind}: the session was not found");
+    }
+}
+
 mod cookie_parsing {
     use super::*;
     use proptest::prelude::*;

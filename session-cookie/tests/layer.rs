@@ -469,6 +469,30 @@ async fn duplicate_and_oversized_cookies() {
     }
 }
 
+/// Other cookies of the site may hold bytes that are not visible ASCII (browsers send
+/// a script's `document.cookie = "name=José"` as raw UTF-8): the sealed cookie beside
+/// them still opens.
+#[tokio::test]
+async fn a_cookie_beside_non_ascii_cookies_still_opens() {
+    let app = cookie_app(CookieStore::new(key(17)));
+    let mut client = Client::new(&app);
+    client.post("/login/alice").await;
+    let good = client.cookie.clone().expect("a cookie");
+    let cookies = [
+        "name=Jos\u{e9}; id=".as_bytes(),
+        good.as_bytes(),
+        b"; city=K\xf6ln",
+    ]
+    .concat();
+    let mut request = Request::get("/user").body(String::new()).expect("request");
+    request.headers_mut().insert(
+        COOKIE,
+        http::HeaderValue::from_bytes(&cookies).expect("a header value"),
+    );
+    let response = app.clone().oneshot(request).await.expect("infallible");
+    assert_eq!(response.into_body(), "alice");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 

@@ -56,23 +56,28 @@ impl Default for CookieSettings {
 }
 
 impl CookieSettings {
-    /// The raw values of the request's cookies of our name, in order.
-    fn raw_values<'h>(&'h self, headers: &'h HeaderMap) -> impl Iterator<Item = &'h str> + 'h {
+    /// The raw values of the request's cookies of our name, in order. The header is
+    /// split as bytes: other cookies of the site may hold bytes that are not visible
+    /// ASCII (a script's `document.cookie = "name=José"` arrives as raw UTF-8), which
+    /// must not hide ours.
+    fn raw_values<'h>(&'h self, headers: &'h HeaderMap) -> impl Iterator<Item = &'h [u8]> + 'h {
         headers
             .get_all(COOKIE)
             .iter()
-            .filter_map(|header| header.to_str().ok())
-            .flat_map(|header| header.split(';'))
+            .flat_map(|header| header.as_bytes().split(|&byte| byte == b';'))
             .filter_map(|pair| {
-                let (name, value) = pair.split_once('=')?;
-                (name.trim_ascii() == self.name).then(|| value.trim_ascii())
+                let equals = pair.iter().position(|&byte| byte == b'=')?;
+                let (name, value) = (&pair[..equals], &pair[equals + 1..]);
+                (name.trim_ascii() == self.name.as_bytes()).then(|| value.trim_ascii())
             })
     }
 
     /// The values of the request's cookies of our name, in order, each with its
-    /// signature checked and removed if the layer signs.
+    /// signature checked and removed if the layer signs. Values that are not text are
+    /// none of ours.
     fn values<'h>(&'h self, headers: &'h HeaderMap) -> impl Iterator<Item = String> + 'h {
         self.raw_values(headers)
+            .filter_map(|value| std::str::from_utf8(value).ok())
             .filter_map(|value| self.verified(value))
     }
 
@@ -98,7 +103,7 @@ impl CookieSettings {
                 .find_map(|value| SessionId::parse(&value));
         }
         // Unsigned ids are parsed in place: no allocation on the hot path.
-        self.raw_values(headers).find_map(SessionId::parse)
+        self.raw_values(headers).find_map(SessionId::parse_bytes)
     }
 
     /// The `Set-Cookie` value that carries `update`.
@@ -155,8 +160,7 @@ impl Transport {
             Transport::Cookie(settings) => settings.read_id(headers),
             Transport::Header(name) => headers
                 .get(name)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| SessionId::parse(value.trim_ascii())),
+                .and_then(|value| SessionId::parse_bytes(value.as_bytes().trim_ascii())),
         }
     }
 
