@@ -92,12 +92,22 @@ async fn corrupt_records_are_treated_as_absent() {
 
     let mut connection = raw(&common::redis_url()).await;
     let redis_key = format!("{prefix}{{{key}}}");
+    // Bytes that are no text, in a field's name, the user or the expiry, are as
+    // corrupt as text that does not parse.
     for (field, garbage) in [
-        ("d:a", "{not json"),
-        ("m", "[]"),
-        ("e", "soon"),
-        ("zz", "1"),
+        (&b"d:a"[..], &b"{not json"[..]),
+        (b"m", b"[]"),
+        (b"e", b"soon"),
+        (b"zz", b"1"),
+        (b"d:\xff", b"1"),
+        (b"u", b"\xff\xfe"),
+        (b"e", b"\xff"),
     ] {
+        let shown = format!(
+            "{}={}",
+            String::from_utf8_lossy(field),
+            String::from_utf8_lossy(garbage)
+        );
         let saved: Vec<(String, String)> = redis::cmd("HGETALL")
             .arg(&redis_key)
             .query_async(&mut connection)
@@ -110,7 +120,7 @@ async fn corrupt_records_are_treated_as_absent() {
             .query_async::<i64>(&mut connection)
             .await
             .unwrap();
-        assert_eq!(store.load(&key).await.unwrap(), None, "{field}={garbage}");
+        assert_eq!(store.load(&key).await.unwrap(), None, "{shown}");
         let mut replay = client.clone();
         let reply = replay.get("/get/a").await;
         assert_eq!(
@@ -121,9 +131,9 @@ async fn corrupt_records_are_treated_as_absent() {
         // metadata does not decode is no session, so the write starts a new one.
         let mut writer = client.clone();
         let reply = writer.post("/set/b/2").await;
-        assert_eq!(reply.status, StatusCode::OK, "{field}={garbage}");
-        if ["m", "e"].contains(&field) {
-            assert_ne!(writer.key(), Some(key), "{field}={garbage}");
+        assert_eq!(reply.status, StatusCode::OK, "{shown}");
+        if [&b"m"[..], b"e"].contains(&field) {
+            assert_ne!(writer.key(), Some(key), "{shown}");
             store.delete(&writer.key().unwrap()).await.unwrap();
         }
         // Put the record back as it was for the next kind of corruption.
