@@ -97,13 +97,18 @@ mod tests {
         future.poll(&mut Context::from_waker(noop_waker_ref()))
     }
 
+    /// A turn at `field` that nothing else holds: it starts at once.
+    fn take_now<'a>(turns: &'a Turns, field: &str) -> Turn<'a> {
+        match poll_once(pin!(turns.take(field.into()))) {
+            Poll::Ready(turn) => turn,
+            Poll::Pending => panic!("an update waited for a field nobody held"),
+        }
+    }
+
     #[test]
     fn updates_of_one_field_take_turns_in_order_and_leave_nothing_behind() {
         let turns = Turns::default();
-        let first = pin!(turns.take("s\0a".into()));
-        let Poll::Ready(first) = poll_once(first) else {
-            panic!("the first update waited");
-        };
+        let first = take_now(&turns, "s\0a");
         let mut second = pin!(turns.take("s\0a".into()));
         let mut third = pin!(turns.take("s\0a".into()));
         assert!(poll_once(second.as_mut()).is_pending());
@@ -130,10 +135,7 @@ mod tests {
     #[test]
     fn an_update_dropped_while_waiting_leaves_its_entry() {
         let turns = Turns::default();
-        let first = pin!(turns.take("s\0a".into()));
-        let Poll::Ready(first) = poll_once(first) else {
-            panic!("the first update waited");
-        };
+        let first = take_now(&turns, "s\0a");
         {
             let mut waiting = Box::pin(turns.take("s\0a".into()));
             assert!(poll_once(waiting.as_mut()).is_pending());
