@@ -205,8 +205,14 @@ impl SessionKey {
 
 impl fmt::Display for SessionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Encoded on the stack: stores format a key for every call they make.
+        let mut text = [0u8; KEY_TEXT_LEN - KEY_PREFIX.len()];
+        let written = URL_SAFE_NO_PAD
+            .encode_slice(self.0, &mut text)
+            .map_err(|_| fmt::Error)?;
+        let encoded = std::str::from_utf8(&text[..written]).map_err(|_| fmt::Error)?;
         f.write_str(KEY_PREFIX)?;
-        f.write_str(&URL_SAFE_NO_PAD.encode(self.0))
+        f.write_str(encoded)
     }
 }
 
