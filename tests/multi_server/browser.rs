@@ -3,6 +3,7 @@
 //! server has answered while it stays logged in, opens the sessions page and logs out.
 //! Screenshots go to `target/multi-server-screenshots/`.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -43,8 +44,11 @@ impl Browser {
             "chromium",
         );
         let port = free_port();
+        // A process group of its own: Chromium's processes join it, and ending the
+        // group ends them all, however the test ends.
         let driver = Command::new(chromedriver)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -67,6 +71,9 @@ impl Browser {
                 "binary": chromium,
                 "args": [
                     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    // Its crash handler would start in a session of its own, outside
+                    // the group.
+                    "--disable-breakpad",
                     "--no-first-run", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync",
                     "--window-size=1000,700",
@@ -202,7 +209,11 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        // The whole group: killing chromedriver alone left Chromium running, orphaned,
+        // after every run.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .status();
         let _ = self.driver.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
     }
