@@ -399,6 +399,13 @@ fn push_changes(args: &mut Vec<String>, changes: &Changes) {
     }
 }
 
+/// A field's value as `update` compares and sends it back: bytes that are no text
+/// are as corrupt as text that is no JSON (as `load` finds them). Read as text, they
+/// failed as if Redis were down; replaced lossily, they never compared equal again.
+fn stored_text(bytes: Vec<u8>) -> Result<String, StoreError> {
+    String::from_utf8(bytes).map_err(StoreError::corrupt)
+}
+
 fn data_field(name: &str) -> String {
     format!("d:{name}")
 }
@@ -620,12 +627,13 @@ impl SessionStore for RedisStore {
         // Read after the turn starts: a value read before it would be stale by then.
         let _turn = self.turns.take(format!("{session}\0{field}")).await;
         let mut connection = self.connection.clone();
-        let mut current: Option<String> = redis::cmd("HGET")
+        let stored: Option<Vec<u8>> = redis::cmd("HGET")
             .arg(&session)
             .arg(&field)
             .query_async(&mut connection)
             .await
             .map_err(unavailable)?;
+        let mut current = stored.map(stored_text).transpose()?;
         let expires_at = meta.expires_at.unix_millis().to_string();
         let meta_text = meta_json(meta)?;
         for _ in 0..UPDATE_ATTEMPTS {
@@ -661,10 +669,8 @@ impl SessionStore for RedisStore {
                 Some(Value::Int(1)) => return Ok(Updated::Stored(new)),
                 Some(Value::Int(0)) => return Ok(Updated::Missing),
                 _ => {
-                    current = match outcome.get(1) {
-                        Some(Value::BulkString(bytes)) => {
-                            Some(String::from_utf8_lossy(bytes).into_owned())
-                        }
+                    current = match outcome.into_iter().nth(1) {
+                        Some(Value::BulkString(bytes)) => Some(stored_text(bytes)?),
                         _ => None,
                     };
                 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::OwnRedis;
 use http::StatusCode;
-use session_core::{Meta, Record, SessionLayer, SessionStore, Timestamp};
+use session_core::{Meta, Record, SessionLayer, SessionStore, StoreErrorKind, Timestamp};
 use session_redis::RedisStore;
 use session_testkit::{app, random_key, random_user, Client, MockClock};
 
@@ -405,6 +405,41 @@ async fn a_write_past_its_expiry_leaves_no_key() {
     let set_one = |_: Option<&serde_json::Value>| Some(serde_json::json!(1));
     store.update(&key, "n", &set_one, &past).await.unwrap();
     assert_eq!(server.cli(&["dbsize"]).trim(), "0", "an update left a key");
+}
+
+/// `update` of a field whose bytes are no text reports corrupt data, as for text that
+/// is no JSON, and leaves the field as it was: not "Redis is down".
+#[tokio::test]
+async fn an_update_of_a_field_that_is_no_text_reports_corrupt_data() {
+    let server = OwnRedis::start();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let now = Timestamp::now();
+    let key = random_key();
+    let meta = Meta::new(now, now.saturating_add(Duration::from_secs(60)));
+    let created = Record {
+        data: Default::default(),
+        meta: meta.clone(),
+    };
+    store.create(&key, &created).await.unwrap();
+    let redis_key = format!("session:{{{key}}}");
+    let mut connection = raw(&server.url()).await;
+    redis::cmd("HSET")
+        .arg(&redis_key)
+        .arg("d:n")
+        .arg(&b"\xff\xfe"[..])
+        .query_async::<i64>(&mut connection)
+        .await
+        .unwrap();
+    let set_one = |_: Option<&serde_json::Value>| Some(serde_json::json!(1));
+    let error = store.update(&key, "n", &set_one, &meta).await.unwrap_err();
+    assert_eq!(error.kind(), StoreErrorKind::Corrupt, "{error}");
+    let field: Vec<u8> = redis::cmd("HGET")
+        .arg(&redis_key)
+        .arg("d:n")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(field, b"\xff\xfe", "the update changed the field");
 }
 
 /// Concurrent updates of one field through one store take turns instead of racing:
