@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use common::OwnRedis;
 use http::StatusCode;
-use session_core::{Meta, Record, SessionLayer, SessionStore, StoreErrorKind, Timestamp};
+use session_core::{
+    Meta, Record, SessionKey, SessionLayer, SessionStore, StoreErrorKind, Timestamp,
+};
 use session_redis::RedisStore;
 use session_testkit::{app, random_key, random_user, Client, MockClock};
 
@@ -375,10 +377,9 @@ async fn expired_sessions_leave_no_index_behind() {
     );
 }
 
-/// A write whose expiry has already passed (a deadline reached while the request
-/// ran) ends the session: it never leaves a key without a TTL behind.
-#[tokio::test]
-async fn a_write_past_its_expiry_leaves_no_key() {
+/// A redis-server of the test's own, a store on it, and a session in it with no data
+/// that expires in a minute.
+async fn own_server_with_a_session() -> (OwnRedis, RedisStore, SessionKey, Record) {
     let server = OwnRedis::start();
     let store = RedisStore::connect(&server.url()).await.unwrap();
     let now = Timestamp::now();
@@ -388,6 +389,15 @@ async fn a_write_past_its_expiry_leaves_no_key() {
         meta: Meta::new(now, now.saturating_add(Duration::from_secs(60))),
     };
     store.create(&key, &created).await.unwrap();
+    (server, store, key, created)
+}
+
+/// A write whose expiry has already passed (a deadline reached while the request
+/// ran) ends the session: it never leaves a key without a TTL behind.
+#[tokio::test]
+async fn a_write_past_its_expiry_leaves_no_key() {
+    let (server, store, key, created) = own_server_with_a_session().await;
+    let now = created.meta.created_at;
     let mut past = created.meta.clone();
     past.expires_at = Timestamp::from_unix_millis(now.unix_millis() - 1_000);
     let changes = session_core::Changes {
@@ -411,16 +421,7 @@ async fn a_write_past_its_expiry_leaves_no_key() {
 /// is no JSON, and leaves the field as it was: not "Redis is down".
 #[tokio::test]
 async fn an_update_of_a_field_that_is_no_text_reports_corrupt_data() {
-    let server = OwnRedis::start();
-    let store = RedisStore::connect(&server.url()).await.unwrap();
-    let now = Timestamp::now();
-    let key = random_key();
-    let meta = Meta::new(now, now.saturating_add(Duration::from_secs(60)));
-    let created = Record {
-        data: Default::default(),
-        meta: meta.clone(),
-    };
-    store.create(&key, &created).await.unwrap();
+    let (server, store, key, Record { meta, .. }) = own_server_with_a_session().await;
     let redis_key = format!("session:{{{key}}}");
     let mut connection = raw(&server.url()).await;
     redis::cmd("HSET")
@@ -447,16 +448,8 @@ async fn an_update_of_a_field_that_is_no_text_reports_corrupt_data() {
 /// thousands), and every one of them lands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_updates_through_one_store_cost_one_script_each() {
-    let server = OwnRedis::start();
-    let store = Arc::new(RedisStore::connect(&server.url()).await.unwrap());
-    let now = Timestamp::now();
-    let key = random_key();
-    let meta = Meta::new(now, now.saturating_add(Duration::from_secs(60)));
-    let created = Record {
-        data: Default::default(),
-        meta: meta.clone(),
-    };
-    store.create(&key, &created).await.unwrap();
+    let (server, store, key, Record { meta, .. }) = own_server_with_a_session().await;
+    let store = Arc::new(store);
     let increment = |n: Option<&serde_json::Value>| {
         Some(serde_json::json!(
             n.and_then(serde_json::Value::as_u64).unwrap_or(0) + 1
