@@ -411,7 +411,10 @@ impl User {
     pub(crate) async fn me(&mut self, base: &str) -> Me {
         let response = self.send(self.client.get(format!("{base}/api/me"))).await;
         let status = response.status();
-        let body: serde_json::Value = response.json().await.expect("JSON from /api/me");
+        let body = response.bytes().await.expect("the body of /api/me");
+        // An error response (a 503 while the store is out) has no JSON body: its
+        // status is what the caller checks.
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         Me {
             status,
             user: body["user"].as_str().map(str::to_owned),
