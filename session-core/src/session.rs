@@ -735,9 +735,12 @@ impl Session {
             let found = match (&shared.backend, &state.incoming) {
                 (Kind::Server(store), Some(Incoming::Id(id))) => {
                     let id = id.clone();
-                    let record = call(shared, "load", store.load(&id.key()))
-                        .await
-                        .map_err(|e| state.fail(e))?;
+                    let key = id.key();
+                    let loaded = match store.load_without_waiting(&key, state.now) {
+                        Some(loaded) => loaded,
+                        None => call(shared, "load", store.load(&key)).await,
+                    };
+                    let record = loaded.map_err(|e| state.fail(e))?;
                     record.map(|record| (id, record, false))
                 }
                 (Kind::Client(client), Some(Incoming::Sealed(values))) => {

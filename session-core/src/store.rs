@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::error::StoreError;
 use crate::id::SessionKey;
-use crate::record::{Changes, Meta, Record, Refresh};
+use crate::record::{Changes, Meta, Record, Refresh, Timestamp};
 
 /// How [`SessionStore::update`] computes a field's new value from its current one:
 /// `None` in means the field is absent; `None` out leaves it as it is. It may be called
@@ -78,6 +78,22 @@ pub struct UserSession {
 pub trait SessionStore: Send + Sync + 'static {
     /// The live record under `key`, if any.
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>, StoreError>;
+
+    /// What [`load`](Self::load) would return, if the store can tell without waiting
+    /// for anything (it holds the session in memory); `None` sends the caller to
+    /// `load`. `now` is the time of the request, which the store judges expiry by
+    /// instead of reading the clock again.
+    ///
+    /// The layer asks it first: a store that answers from memory saves each read the
+    /// allocation and polling of `load`'s future. The default answers `None`.
+    fn load_without_waiting(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+    ) -> Option<Result<Option<Record>, StoreError>> {
+        let _ = (key, now);
+        None
+    }
 
     /// Writes a new record under `key`, unless a live one is there already.
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created, StoreError>;
@@ -180,6 +196,14 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
         Self: 'async_trait,
     {
         (**self).load(key)
+    }
+
+    fn load_without_waiting(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+    ) -> Option<Result<Option<Record>, StoreError>> {
+        (**self).load_without_waiting(key, now)
     }
 
     fn create<'life0, 'life1, 'life2, 'async_trait>(

@@ -76,6 +76,15 @@ impl MemoryStore {
         self.inner.sessions.is_empty()
     }
 
+    /// The record under `key`, if it is live at `now`.
+    fn live(&self, key: &SessionKey, now: Timestamp) -> Option<Record> {
+        self.inner
+            .sessions
+            .get(key)
+            .filter(|record| !record.meta.is_expired(now))
+            .map(|record| record.clone())
+    }
+
     /// Starts the sweeper once, if a tokio runtime is there to run it. It holds only a
     /// weak reference, and ends when the last clone of the store is dropped.
     fn start_sweeper(&self) {
@@ -171,13 +180,15 @@ fn adopt_meta(stored: &mut Meta, written: &Meta) {
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>, StoreError> {
-        let now = Timestamp::now();
-        Ok(self
-            .inner
-            .sessions
-            .get(key)
-            .filter(|record| !record.meta.is_expired(now))
-            .map(|record| record.clone()))
+        Ok(self.live(key, Timestamp::now()))
+    }
+
+    fn load_without_waiting(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+    ) -> Option<Result<Option<Record>, StoreError>> {
+        Some(Ok(self.live(key, now)))
     }
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created, StoreError> {

@@ -67,6 +67,30 @@ pub async fn create_then_load_round_trips<S: SessionStore>(store: S) {
     store.delete(&key).await.expect("delete");
 }
 
+/// A store that answers a load without waiting gives what `load` gives, judged at the
+/// time it is handed: never a record that has expired by then, nor one deleted.
+pub async fn load_without_waiting_agrees_with_load<S: SessionStore>(store: S) {
+    let absent = |answer: Option<Result<Option<Record>, _>>, when: &str| match answer {
+        None | Some(Ok(None)) => {}
+        Some(other) => panic!("load without waiting {when}: {other:?}"),
+    };
+    let key = random_key();
+    let now = Timestamp::now();
+    absent(store.load_without_waiting(&key, now), "of an unknown key");
+    let written = record(json!({"a": 1}), HOUR);
+    store.create(&key, &written).await.expect("create");
+    let loaded = store.load(&key).await.expect("load");
+    if let Some(answer) = store.load_without_waiting(&key, now) {
+        assert_eq!(answer.expect("load without waiting"), loaded);
+    }
+    absent(
+        store.load_without_waiting(&key, written.meta.expires_at),
+        "at the record's expiry",
+    );
+    store.delete(&key).await.expect("delete");
+    absent(store.load_without_waiting(&key, now), "after delete");
+}
+
 /// SECURITY.md 5: creating under the key of a live record writes nothing and says so.
 pub async fn create_never_overwrites<S: SessionStore>(store: S) {
     let key = random_key();

@@ -105,6 +105,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@tests ($store)
             load_of_unknown_key_is_none
             create_then_load_round_trips
+            load_without_waiting_agrees_with_load
             create_never_overwrites
             save_applies_changes_not_snapshots
 

@@ -469,6 +469,22 @@ impl<S: SessionStore> SessionStore for TieredStore<S> {
         Ok(loaded)
     }
 
+    /// A warm read: the cached copy, if it is live at `now` and strict mode does not
+    /// have to wait for the channel first.
+    fn load_without_waiting(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+    ) -> Option<Result<Option<Record>, StoreError>> {
+        if self.inner.strict {
+            return None;
+        }
+        let record = self.inner.local.get(key)?;
+        // An expired copy goes to `load`, which asks the central store whether
+        // another server extended the session meanwhile.
+        (!record.meta.is_expired(now)).then_some(Ok(Some(record)))
+    }
+
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created, StoreError> {
         // A new session is cached as created, so the request after a login is warm.
         // No other server has a copy of a key that had no session to drop.
