@@ -265,6 +265,33 @@ async fn read_only_requests_do_not_write() {
     assert_eq!(store.count("load"), 101);
 }
 
+/// A store that holds sessions in memory answers reads without a future: the layer
+/// never asks it to `load`, also for a session that has expired by the layer's clock.
+#[tokio::test]
+async fn reads_a_store_answers_at_once_never_wait_on_load() {
+    let store = store();
+    store.set_answering_without_waiting(true);
+    let clock = MockClock::new();
+    let layer = SessionLayer::builder(store.clone())
+        .with_clock(clock.now_fn())
+        .with_expiry(Expiry::on_inactivity(Duration::from_secs(60)))
+        .build()
+        .expect("a valid layer");
+    let app = app(layer);
+    let pair = send(&app, "POST", "/set/a/1", None).await.cookie_pair();
+    store.reset_counts();
+    let reply = send(&app, "GET", "/get/a", Some(&pair)).await;
+    assert_eq!(reply.body, "\"1\"");
+    // Past its idle timeout by the layer's clock: a fresh session.
+    clock.set_ahead(Duration::from_secs(61));
+    let reply = send(&app, "GET", "/get/a", Some(&pair)).await;
+    assert_eq!(reply.body, "null");
+    assert_eq!(
+        (store.count("load_without_waiting"), store.count("load")),
+        (2, 0)
+    );
+}
+
 /// A write to an existing session that the request never read is one store call,
 /// the save; after a read it is the load and the save. Neither sets a cookie.
 #[tokio::test]
@@ -358,8 +385,6 @@ async fn cookieless_requests_cost_nothing() {
     assert!(store.inner().is_empty());
 }
 
-/// SECURITY.md 16: a store that hangs gets a 503 with `Retry-After` once the store
-/// timeout passes (virtual time), and no cookie is set or cleared.
 /// Uses of one session that overlap within a request (a handler that joins futures)
 /// take turns: the first loads the record while the others wait for it, so the store
 /// is asked once, each read sees the record, and the write made meanwhile is saved.
@@ -393,6 +418,8 @@ async fn overlapping_uses_of_one_session_take_turns() {
     assert_eq!(send(&app, "GET", "/get/b", Some(&pair)).await.body, "\"2\"");
 }
 
+/// SECURITY.md 16: a store that hangs gets a 503 with `Retry-After` once the store
+/// timeout passes (virtual time), and no cookie is set or cleared.
 #[tokio::test(start_paused = true)]
 async fn a_hanging_store_fails_closed_after_the_timeout() {
     let store = store();

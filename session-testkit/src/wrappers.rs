@@ -7,15 +7,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use session_core::{
-    Changes, Created, Meta, Record, Refresh, Saved, SessionKey, SessionStore, StoreError, UpdateFn,
-    Updated, UserSession,
+    Changes, Created, Meta, Record, Refresh, Saved, SessionKey, SessionStore, StoreError,
+    Timestamp, UpdateFn, Updated, UserSession,
 };
 use tokio::sync::Notify;
 
 /// Wraps a store: counts the calls made to it by operation name (`load`, `create`,
 /// `save`, `update`, `touch`, `delete`, `user_sessions`, `delete_user_sessions`), and
 /// on demand makes them fail or hang, or sends the next `create` to a chosen key.
-/// Clones share the counters and switches.
+/// Clones share the counters and switches. By default it answers no read without
+/// waiting ([`SessionStore::load_without_waiting`]), whatever it wraps: every read is
+/// a counted `load`, as against a store over the network.
 #[derive(Clone)]
 pub struct InstrumentedStore<S> {
     inner: S,
@@ -27,6 +29,7 @@ struct Instruments {
     counts: Mutex<HashMap<&'static str, usize>>,
     failing: AtomicBool,
     hanging: AtomicBool,
+    answering_without_waiting: AtomicBool,
     released: Notify,
     forced_key: Mutex<Option<SessionKey>>,
 }
@@ -62,9 +65,13 @@ impl<S> InstrumentedStore<S> {
         lock(&self.shared.counts).values().sum()
     }
 
-    /// Calls that write (all but `load` and `user_sessions`).
+    /// Calls that write (all but the reads: `load`, `load_without_waiting` and
+    /// `user_sessions`).
     pub fn writes(&self) -> usize {
-        self.total() - self.count("load") - self.count("user_sessions")
+        self.total()
+            - self.count("load")
+            - self.count("load_without_waiting")
+            - self.count("user_sessions")
     }
 
     /// Forgets the counts.
@@ -75,6 +82,15 @@ impl<S> InstrumentedStore<S> {
     /// While `on`, every call returns an `Unavailable` error without reaching the store.
     pub fn set_failing(&self, on: bool) {
         self.shared.failing.store(on, Ordering::SeqCst);
+    }
+
+    /// While `on` (and the store is neither failing nor hanging), reads that the
+    /// wrapped store answers without waiting are answered so, and counted as
+    /// `load_without_waiting`: the layer then sees the store as it would unwrapped.
+    pub fn set_answering_without_waiting(&self, on: bool) {
+        self.shared
+            .answering_without_waiting
+            .store(on, Ordering::SeqCst);
     }
 
     /// While `on`, every call waits before it reaches the store (the layer's timeout
@@ -97,8 +113,12 @@ impl<S> InstrumentedStore<S> {
         lock(&self.shared.forced_key).is_some()
     }
 
-    async fn enter(&self, operation: &'static str) -> Result<(), StoreError> {
+    fn tally(&self, operation: &'static str) {
         *lock(&self.shared.counts).entry(operation).or_default() += 1;
+    }
+
+    async fn enter(&self, operation: &'static str) -> Result<(), StoreError> {
+        self.tally(operation);
         loop {
             // Made before the check, so that a release in between is not missed.
             let released = self.shared.released.notified();
@@ -122,6 +142,23 @@ impl<S: SessionStore> SessionStore for InstrumentedStore<S> {
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>, StoreError> {
         self.enter("load").await?;
         self.inner.load(key).await
+    }
+
+    fn load_without_waiting(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+    ) -> Option<Result<Option<Record>, StoreError>> {
+        let shared = &self.shared;
+        if !shared.answering_without_waiting.load(Ordering::SeqCst)
+            || shared.failing.load(Ordering::SeqCst)
+            || shared.hanging.load(Ordering::SeqCst)
+        {
+            return None;
+        }
+        let answer = self.inner.load_without_waiting(key, now)?;
+        self.tally("load_without_waiting");
+        Some(answer)
     }
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created, StoreError> {
