@@ -64,9 +64,9 @@ impl CookieSettings {
         headers
             .get_all(COOKIE)
             .iter()
-            .flat_map(|header| header.as_bytes().split(|&byte| byte == b';'))
+            .flat_map(|header| pairs(header.as_bytes()))
             .filter_map(|pair| {
-                let equals = pair.iter().position(|&byte| byte == b'=')?;
+                let equals = memchr::memchr(b'=', pair)?;
                 let (name, value) = (&pair[..equals], &pair[equals + 1..]);
                 (name.trim_ascii() == self.name.as_bytes()).then(|| value.trim_ascii())
             })
@@ -142,6 +142,25 @@ impl CookieSettings {
             .map(|cookie| cookie.value().to_owned())
             .unwrap_or_default()
     }
+}
+
+/// The `;`-separated pairs of a `Cookie` header, found by `memchr`: the header holds
+/// every cookie of the site, often hundreds of bytes, of which ours is one.
+fn pairs(header: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(header);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match memchr::memchr(b';', current) {
+            Some(end) => {
+                rest = Some(&current[end + 1..]);
+                Some(&current[..end])
+            }
+            None => {
+                rest = None;
+                Some(current)
+            }
+        }
+    })
 }
 
 /// Where the id is read from and written to.
@@ -225,5 +244,26 @@ impl Transport {
         };
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pairs;
+
+    #[test]
+    fn pairs_are_the_pieces_between_semicolons() {
+        for header in [
+            &b""[..],
+            b";",
+            b"id=abc",
+            b"a=1; id=abc",
+            b"a=1;id=abc;",
+            b";;a=1;; b=\xc3\xa9 ;",
+            b"   ",
+        ] {
+            let expected: Vec<&[u8]> = header.split(|&byte| byte == b';').collect();
+            assert_eq!(pairs(header).collect::<Vec<_>>(), expected, "{header:?}");
+        }
     }
 }
