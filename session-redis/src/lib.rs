@@ -475,7 +475,10 @@ fn decode_previous(reply: &[Value]) -> Result<Meta, String> {
         Some(Value::BulkString(bytes)) => Some(bytes.as_slice()),
         _ => None,
     };
-    let user = bytes(3).and_then(|user| String::from_utf8(user.to_vec()).ok());
+    // A user that is no text makes the record corrupt, as it does for `load`.
+    let user = bytes(3)
+        .map(|user| String::from_utf8(user.to_vec()).map_err(|e| e.to_string()))
+        .transpose()?;
     stored_meta(bytes(1), bytes(2), user)
 }
 
