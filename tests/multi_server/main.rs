@@ -369,21 +369,14 @@ async fn a_redis_failover_behind_sentinel_logs_nobody_out(scheme: &str, window: 
             let base = base.clone();
             tokio::spawn(async move {
                 let expected = if i % 2 == 0 { ALICE.0 } else { BOB.0 };
-                let mut unavailable = 0;
-                loop {
-                    let response = user.get(&base, "/api/me").await;
-                    match response.status() {
-                        StatusCode::OK => {
-                            let body: serde_json::Value = response.json().await.unwrap();
-                            assert_eq!(body["user"], expected, "user {i} lost their session");
-                            return (user, unavailable, killed.elapsed());
-                        }
-                        StatusCode::SERVICE_UNAVAILABLE => unavailable += 1,
-                        other => panic!("user {i}: {other} during the failover"),
-                    }
-                    assert!(killed.elapsed() < Duration::from_secs(30), "no recovery");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+                let (me, unavailable) =
+                    answered_after_failover(&mut user, &base, killed, &format!("user {i}")).await;
+                assert_eq!(
+                    me.user.as_deref(),
+                    Some(expected),
+                    "user {i} lost their session"
+                );
+                (user, unavailable, killed.elapsed())
             })
         })
         .collect();
@@ -398,19 +391,7 @@ async fn a_redis_failover_behind_sentinel_logs_nobody_out(scheme: &str, window: 
     // A user is back once one server has followed the failover; the others may still
     // be connecting (or waiting out a failed attempt), so each is asked in turn.
     for server in &servers {
-        loop {
-            let me = users[0].clone().me(&server.url()).await;
-            if me.status == StatusCode::OK {
-                break;
-            }
-            assert_eq!(me.status, StatusCode::SERVICE_UNAVAILABLE, "{}", server.id);
-            assert!(
-                killed.elapsed() < Duration::from_secs(30),
-                "{} never followed",
-                server.id
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        answered_after_failover(&mut users[0].clone(), &server.url(), killed, &server.id).await;
     }
     println!(
         "METRIC approach={scheme}redis-sentinel+round-robin event=master-killed \
@@ -440,6 +421,31 @@ async fn a_redis_failover_behind_sentinel_logs_nobody_out(scheme: &str, window: 
             "{} still served the session after the failover",
             me.server
         );
+    }
+}
+
+/// `user`'s `/api/me` through `url`, asked every 20 ms until it is answered 200, and
+/// the 503s met before that. Any other status fails, as does no answer 30 s after the
+/// master was `killed`; `who` names the asker in the failure.
+async fn answered_after_failover(
+    user: &mut User,
+    url: &str,
+    killed: Instant,
+    who: &str,
+) -> (Me, usize) {
+    let mut unavailable = 0;
+    loop {
+        let me = user.me(url).await;
+        match me.status {
+            StatusCode::OK => return (me, unavailable),
+            StatusCode::SERVICE_UNAVAILABLE => unavailable += 1,
+            other => panic!("{who}: {other} during the failover"),
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "{who}: no recovery"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
