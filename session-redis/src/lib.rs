@@ -437,7 +437,7 @@ fn decode(reply: Value) -> Result<Option<Record>, String> {
         match field.as_slice() {
             b"m" => meta = Some(value),
             b"e" => expires_at = Some(value),
-            b"u" => user = Some(String::from_utf8(value).map_err(|e| e.to_string())?),
+            b"u" => user = Some(value),
             _ => {
                 let name = field.strip_prefix(b"d:").ok_or("unknown field")?;
                 let name = std::str::from_utf8(name).map_err(|e| e.to_string())?;
@@ -452,11 +452,12 @@ fn decode(reply: Value) -> Result<Option<Record>, String> {
 
 /// A session's metadata from its fields `e`, `m` and `u`: the expiry and the user are
 /// kept apart from the metadata's JSON (scripts move the expiry alone, and index the
-/// user), and override what it says.
+/// user), and override what it says. Any of them that is no text makes the record
+/// corrupt.
 fn stored_meta(
     expires_at: Option<&[u8]>,
     meta: Option<&[u8]>,
-    user: Option<String>,
+    user: Option<Vec<u8>>,
 ) -> Result<Meta, String> {
     let expires_at = std::str::from_utf8(expires_at.ok_or("no expiry")?)
         .map_err(|e| e.to_string())?
@@ -465,7 +466,9 @@ fn stored_meta(
     let mut meta =
         serde_json::from_slice::<Meta>(meta.ok_or("no metadata")?).map_err(|e| e.to_string())?;
     meta.expires_at = Timestamp::from_unix_millis(expires_at);
-    meta.user_id = user;
+    meta.user_id = user
+        .map(|user| String::from_utf8(user).map_err(|e| e.to_string()))
+        .transpose()?;
     Ok(meta)
 }
 
@@ -475,11 +478,7 @@ fn decode_previous(reply: &[Value]) -> Result<Meta, String> {
         Some(Value::BulkString(bytes)) => Some(bytes.as_slice()),
         _ => None,
     };
-    // A user that is no text makes the record corrupt, as it does for `load`.
-    let user = bytes(3)
-        .map(|user| String::from_utf8(user.to_vec()).map_err(|e| e.to_string()))
-        .transpose()?;
-    stored_meta(bytes(1), bytes(2), user)
+    stored_meta(bytes(1), bytes(2), bytes(3).map(<[u8]>::to_vec))
 }
 
 impl fmt::Debug for RedisStore {
