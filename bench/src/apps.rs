@@ -25,6 +25,12 @@ pub(crate) enum Lib {
     TowerSessions,
     SessionKitRedis,
     TowerSessionsRedis,
+    /// tower-sessions' Redis store with the expiry session-kit has by default: a
+    /// 30-minute idle timeout that activity pushes back. tower-sessions pushes it back
+    /// by saving the session on every request (`Expiry::OnInactivity` with
+    /// `with_always_save(true)`, as its documentation advises), where session-kit
+    /// pushes it at most once per quarter of the timeout.
+    TowerSessionsRedisSliding,
     SessionKitPostgres,
     TowerSessionsPostgres,
     SessionKitSqlite,
@@ -50,13 +56,14 @@ pub(crate) enum Backend {
 }
 
 impl Lib {
-    pub(crate) const ALL: [Lib; 15] = [
+    pub(crate) const ALL: [Lib; 16] = [
         Lib::Bare,
         Lib::ExtensionOnly,
         Lib::SessionKit,
         Lib::TowerSessions,
         Lib::SessionKitRedis,
         Lib::TowerSessionsRedis,
+        Lib::TowerSessionsRedisSliding,
         Lib::SessionKitPostgres,
         Lib::TowerSessionsPostgres,
         Lib::SessionKitSqlite,
@@ -83,6 +90,7 @@ impl Lib {
             Lib::TowerSessions => "tower-sessions",
             Lib::SessionKitRedis => "session-kit-redis",
             Lib::TowerSessionsRedis => "tower-sessions-redis",
+            Lib::TowerSessionsRedisSliding => "tower-sessions-redis-sliding",
             Lib::SessionKitPostgres => "session-kit-postgres",
             Lib::TowerSessionsPostgres => "tower-sessions-postgres",
             Lib::SessionKitSqlite => "session-kit-sqlite",
@@ -95,6 +103,12 @@ impl Lib {
         }
     }
 
+    /// Whether this is a peer library (tower-sessions), against which session-kit's
+    /// are compared.
+    pub(crate) fn is_peer(self) -> bool {
+        self.name().starts_with("tower-sessions")
+    }
+
     pub(crate) fn backend(self) -> Backend {
         match self {
             Lib::Bare | Lib::ExtensionOnly | Lib::SessionKit | Lib::TowerSessions => {
@@ -102,6 +116,7 @@ impl Lib {
             }
             Lib::SessionKitRedis
             | Lib::TowerSessionsRedis
+            | Lib::TowerSessionsRedisSliding
             | Lib::SessionKitTiered
             | Lib::SessionKitTieredStrict
             | Lib::TowerSessionsRedisMoka => Backend::Redis,
@@ -246,6 +261,14 @@ pub(crate) async fn router(lib: Lib, url: Option<&str>) -> Result<Router, BoxErr
         }
         Lib::TowerSessionsRedis => {
             tower_sessions_app!(tower_sessions_014, tower_sessions_redis(url()?).await?)
+        }
+        Lib::TowerSessionsRedisSliding => {
+            use tower_sessions_014::{cookie::time, Expiry, SessionManagerLayer};
+            let layer = SessionManagerLayer::new(tower_sessions_redis(url()?).await?)
+                .with_secure(false)
+                .with_expiry(Expiry::OnInactivity(time::Duration::minutes(30)))
+                .with_always_save(true);
+            tower_sessions_app!(tower_sessions_014, layer = layer)
         }
         Lib::SessionKitPostgres => {
             let store = session_kit::PostgresStore::connect(url()?).await?;

@@ -6,7 +6,7 @@
 //!
 //! Subcommands:
 //!
-//! - `run [--store S] [--seconds N] [--cycles N] [--libs bare,L,…,PEER] [--scenarios
+//! - `run [--store S] [--seconds N] [--cycles N] [--libs bare,L,…] [--scenarios
 //!   read,read-hot,write,write-hot]`: the whole benchmark (or the scenarios named),
 //!   printing markdown tables.
 //! - `serve --lib L --port P --cookies FILE`: one app on a one-thread runtime, with
@@ -366,12 +366,14 @@ struct Measured {
     rps: BTreeMap<Lib, Vec<f64>>,
     cpu: BTreeMap<Lib, Vec<f64>>,
     ratio_to_bare: BTreeMap<Lib, Vec<f64>>,
-    ratio_to_peer: BTreeMap<Lib, Vec<f64>>,
+    /// Per session-kit library and peer.
+    ratio_to_peer: BTreeMap<(Lib, Lib), Vec<f64>>,
 }
 
-/// The load run: `libs[0]` is the bare router, the last the peer, and those in
-/// between session-kit's (and `extension-only`, what a layer costs before any session
-/// work); with a Redis server of the run's own when the store is Redis.
+/// The load run: `libs[0]` is the bare router, then session-kit's (and
+/// `extension-only`, what a layer costs before any session work) and the peers
+/// (tower-sessions, in one configuration or more); with a Redis server of the run's own
+/// when the store is Redis.
 fn run(
     store: &str,
     seconds: u64,
@@ -381,7 +383,12 @@ fn run(
 ) -> Result<(), BoxError> {
     let mut libs = match store {
         "memory" => vec![Lib::Bare, Lib::SessionKit, Lib::TowerSessions],
-        "redis" => vec![Lib::Bare, Lib::SessionKitRedis, Lib::TowerSessionsRedis],
+        "redis" => vec![
+            Lib::Bare,
+            Lib::SessionKitRedis,
+            Lib::TowerSessionsRedis,
+            Lib::TowerSessionsRedisSliding,
+        ],
         "postgres" => vec![
             Lib::Bare,
             Lib::SessionKitPostgres,
@@ -407,8 +414,8 @@ fn run(
     if let Some(names) = only {
         // Libraries of the store's set, or the in-memory ones beside them.
         libs = names.split(',').map(Lib::parse).collect::<Result<_, _>>()?;
-        if libs.len() < 3 || libs[0] != Lib::Bare {
-            return Err("--libs: bare, then session-kit's, then the peer".into());
+        if libs.len() < 2 || libs[0] != Lib::Bare {
+            return Err("--libs: bare, then the libraries to load beside it".into());
         }
     }
     let dir = std::env::temp_dir().join(format!("session-bench-{}", std::process::id()));
@@ -441,8 +448,8 @@ fn run(
         server.wait_ready()?;
     }
 
-    let (bare_lib, peer_lib) = (libs[0], libs[libs.len() - 1]);
-    let kits = &libs[1..libs.len() - 1];
+    let bare_lib = libs[0];
+    let (peers, kits): (Vec<Lib>, Vec<Lib>) = libs[1..].iter().partition(|lib| lib.is_peer());
     let mut results: BTreeMap<Scenario, Measured> = BTreeMap::new();
     for &scenario in scenarios {
         let measured = results.entry(scenario).or_default();
@@ -460,7 +467,6 @@ fn run(
                 slices.insert(server.lib, slice);
             }
             let bare = slices[&bare_lib].requests_per_second;
-            let peer = slices[&peer_lib].requests_per_second;
             for (lib, slice) in &slices {
                 measured
                     .rps
@@ -478,11 +484,13 @@ fn run(
                     .or_default()
                     .push(slice.requests_per_second / bare);
                 if kits.contains(lib) {
-                    measured
-                        .ratio_to_peer
-                        .entry(*lib)
-                        .or_default()
-                        .push(slice.requests_per_second / peer);
+                    for peer in &peers {
+                        measured
+                            .ratio_to_peer
+                            .entry((*lib, *peer))
+                            .or_default()
+                            .push(slice.requests_per_second / slices[peer].requests_per_second);
+                    }
                 }
             }
         }
@@ -501,13 +509,17 @@ fn run(
     for lib in served {
         header += &format!(" {lib} / bare |");
     }
-    for lib in kits {
-        header += &format!(" {lib} / {peer_lib} |");
+    let kit_peer_pairs: Vec<(Lib, Lib)> = kits
+        .iter()
+        .flat_map(|&kit| peers.iter().map(move |&peer| (kit, peer)))
+        .collect();
+    for (kit, peer) in &kit_peer_pairs {
+        header += &format!(" {kit} / {peer} |");
     }
     println!("{header}");
     println!(
         "| --- |{}",
-        " ---: |".repeat(libs.len() + served.len() + kits.len())
+        " ---: |".repeat(libs.len() + served.len() + kit_peer_pairs.len())
     );
     for (scenario, m) in &mut results {
         let mut row = format!("| {scenario} |");
@@ -520,10 +532,10 @@ fn run(
                 median(m.ratio_to_bare.get_mut(lib).expect("measured"))
             );
         }
-        for lib in kits {
+        for pair in &kit_peer_pairs {
             row += &format!(
                 " {:.2} |",
-                median(m.ratio_to_peer.get_mut(lib).expect("measured"))
+                median(m.ratio_to_peer.get_mut(pair).expect("measured"))
             );
         }
         println!("{row}");
@@ -578,9 +590,11 @@ fn run(
         println!("| | channel | p50 | p99 | max | refused at once | still served after 1 s |");
         println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
         let redis_url = store_url.as_deref().ok_or("no Redis")?;
-        // The peer only when it is the caching store (`--libs` may end with another,
+        // The peer only when it is the caching store (`--libs` may name another,
         // whose sessions two servers do not share).
-        let peer = (peer_lib == Lib::TowerSessionsRedisMoka).then_some(peer_lib);
+        let peer = peers
+            .contains(&Lib::TowerSessionsRedisMoka)
+            .then_some(Lib::TowerSessionsRedisMoka);
         for lib in [Lib::SessionKitTiered, Lib::SessionKitTieredStrict]
             .into_iter()
             .chain(peer)
@@ -1028,7 +1042,7 @@ fn main() -> Result<(), BoxError> {
             flag(&args, "--sessions").unwrap_or("100000").parse()?,
         ),
         _ => Err(
-            "usage: session-bench run [--store memory|redis|postgres|sqlite|tiered|cookie] [--seconds N] [--cycles N] [--libs bare,L,…,PEER] [--scenarios S,…] \
+            "usage: session-bench run [--store memory|redis|postgres|sqlite|tiered|cookie] [--seconds N] [--cycles N] [--libs bare,L,…] [--scenarios S,…] \
              | serve --lib L --port P --cookies FILE [--url URL] \
              | memory --lib L [--sessions N] | in-process --lib L [--requests N] [--scenarios S,…] [--url URL] \
              | concurrency --lib L [--url URL] | commands --lib L --url URL \
