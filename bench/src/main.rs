@@ -22,6 +22,7 @@
 //!   still serves the session (two servers in process on one Redis).
 
 mod apps;
+mod speed;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -36,6 +37,7 @@ use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use tower::ServiceExt;
 
 use crate::apps::{router, Backend, Lib};
+use crate::speed::SpeedWatch;
 
 #[global_allocator]
 static ALLOCATOR: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
@@ -438,6 +440,7 @@ fn run(
     let lib_url = |lib: Lib| store_url.as_ref().map(|url| url.replace("LIB", lib.name()));
 
     // All three servers run at once; only the one under load uses the CPU.
+    let speed = SpeedWatch::start();
     let servers = libs
         .iter()
         .copied()
@@ -451,20 +454,50 @@ fn run(
     let bare_lib = libs[0];
     let (peers, kits): (Vec<Lib>, Vec<Lib>) = libs[1..].iter().partition(|lib| lib.is_peer());
     let mut results: BTreeMap<Scenario, Measured> = BTreeMap::new();
+    // Cycles the machine slowed in: retaken, up to as many as the run asked for per
+    // scenario, and after that kept.
+    let (mut retaken, mut kept_slow) = (0, 0);
     for &scenario in scenarios {
         let measured = results.entry(scenario).or_default();
-        for cycle in 0..cycles {
+        let mut retakes_left = cycles;
+        let mut cycle = 0;
+        while cycle < cycles {
             // Short slices, alternating, in a rotating order: drift over the run
             // touches the libraries of one cycle alike, and their ratio cancels it.
             let mut slices = BTreeMap::new();
+            let mut slow = false;
             for i in 0..servers.len() {
                 let server = &servers[(cycle + i) % servers.len()];
+                let began = Instant::now();
                 let slice = server.load(scenario, seconds, &script)?;
+                let (slow_probes, probes) = speed.slow_since(began);
+                let slice_slow = slow_probes > 0;
                 eprintln!(
-                    "{scenario:<28} cycle {cycle:>2} {:>14} {:>9.0} req/s {:>6.1} µs CPU/req",
-                    server.lib, slice.requests_per_second, slice.cpu_us_per_request
+                    "{scenario:<28} cycle {cycle:>2} {:>14} {:>9.0} req/s {:>6.1} µs CPU/req{}",
+                    server.lib,
+                    slice.requests_per_second,
+                    slice.cpu_us_per_request,
+                    if slice_slow {
+                        format!("  (machine slow: {slow_probes} of {probes} probes)")
+                    } else {
+                        String::new()
+                    }
                 );
                 slices.insert(server.lib, slice);
+                slow |= slice_slow;
+                if slow && retakes_left > 0 {
+                    break;
+                }
+            }
+            if slow {
+                if retakes_left > 0 {
+                    retakes_left -= 1;
+                    retaken += 1;
+                    eprintln!("cycle {cycle} retaken: the machine ran slow during it");
+                    speed.wait_for_full_speed(Duration::from_secs(600));
+                    continue;
+                }
+                kept_slow += 1;
             }
             let bare = slices[&bare_lib].requests_per_second;
             for (lib, slice) in &slices {
@@ -493,13 +526,18 @@ fn run(
                     }
                 }
             }
+            cycle += 1;
         }
     }
     drop(servers);
 
     println!(
         "{store} store: {cycles} cycles of {seconds} s slices per scenario, alternating; \
-         wrk -t1 -c32; each server on one thread. Medians.\n"
+         wrk -t1 -c32; each server on one thread. Medians."
+    );
+    println!(
+        "Cycles in which the machine ran slow: {retaken} retaken, {kept_slow} kept \
+         (after as many retakes as cycles).\n"
     );
     let served = &libs[1..];
     let mut header = String::from("| scenario |");
