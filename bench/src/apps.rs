@@ -21,6 +21,14 @@ pub(crate) enum Lib {
     /// value and answer with a `String`: what any session layer costs before it does
     /// any session work.
     ExtensionOnly,
+    /// The same routes with no session layer, whose handlers each make one Redis
+    /// round trip through the `redis` crate (a `GET` on reads, a `SET` on writes): the
+    /// least any library that keeps sessions in Redis and reaches it once per request
+    /// can cost.
+    RedisRoundTrip,
+    /// As `RedisRoundTrip`, but a write is the least conditional script: one field of
+    /// a hash changed only while the hash exists, its expiry pushed back.
+    RedisConditionalWrite,
     SessionKit,
     TowerSessions,
     SessionKitRedis,
@@ -56,9 +64,11 @@ pub(crate) enum Backend {
 }
 
 impl Lib {
-    pub(crate) const ALL: [Lib; 16] = [
+    pub(crate) const ALL: [Lib; 18] = [
         Lib::Bare,
         Lib::ExtensionOnly,
+        Lib::RedisRoundTrip,
+        Lib::RedisConditionalWrite,
         Lib::SessionKit,
         Lib::TowerSessions,
         Lib::SessionKitRedis,
@@ -86,6 +96,8 @@ impl Lib {
         match self {
             Lib::Bare => "bare",
             Lib::ExtensionOnly => "extension-only",
+            Lib::RedisRoundTrip => "redis-round-trip",
+            Lib::RedisConditionalWrite => "redis-conditional-write",
             Lib::SessionKit => "session-kit",
             Lib::TowerSessions => "tower-sessions",
             Lib::SessionKitRedis => "session-kit-redis",
@@ -109,12 +121,24 @@ impl Lib {
         self.name().starts_with("tower-sessions")
     }
 
+    /// Whether the library keeps sessions: the bounds beside the libraries
+    /// (`extension-only`, `redis-round-trip`, `redis-conditional-write`) serve the
+    /// load's routes and no others.
+    pub(crate) fn has_sessions(self) -> bool {
+        !matches!(
+            self,
+            Lib::ExtensionOnly | Lib::RedisRoundTrip | Lib::RedisConditionalWrite
+        )
+    }
+
     pub(crate) fn backend(self) -> Backend {
         match self {
             Lib::Bare | Lib::ExtensionOnly | Lib::SessionKit | Lib::TowerSessions => {
                 Backend::Memory
             }
-            Lib::SessionKitRedis
+            Lib::RedisRoundTrip
+            | Lib::RedisConditionalWrite
+            | Lib::SessionKitRedis
             | Lib::TowerSessionsRedis
             | Lib::TowerSessionsRedisSliding
             | Lib::SessionKitTiered
@@ -242,6 +266,8 @@ pub(crate) async fn router(lib: Lib, url: Option<&str>) -> Result<Router, BoxErr
     Ok(match lib {
         Lib::Bare => bare(),
         Lib::ExtensionOnly => extension_only(),
+        Lib::RedisRoundTrip => redis_round_trip(url()?, false).await?,
+        Lib::RedisConditionalWrite => redis_round_trip(url()?, true).await?,
         Lib::SessionKit => session_kit(session_kit::MemoryStore::new()),
         Lib::SessionKitRedis => {
             let store = session_kit::RedisStore::connect(url()?).await?;
@@ -357,6 +383,72 @@ fn extension_only() -> Router {
         .route("/login", post(|| async { "ok" }))
         .layer(Extension(Arc::<str>::from("user-0")))
         .with_state(Counter::default())
+}
+
+/// The routes over one Redis round trip each and no session work: a read `GET`s a
+/// value; a write `SET`s one, or, `conditional`, runs the least script that changes
+/// one field of a hash only while the hash exists and pushes its expiry back, which
+/// is what a write must do at the least that never re-creates a session a logout
+/// ended and changes only what it set.
+async fn redis_round_trip(url: &str, conditional: bool) -> Result<Router, BoxError> {
+    use redis::aio::MultiplexedConnection;
+    use redis::AsyncCommands;
+
+    const KEY: &str = "bench:redis-round-trip";
+    const HASH: &str = "bench:redis-round-trip:hash";
+    const CONDITIONAL_WRITE: &str = "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end \
+         redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) \
+         redis.call('PEXPIRE', KEYS[1], ARGV[3]) return 1";
+
+    #[derive(Clone)]
+    struct Redis {
+        connection: MultiplexedConnection,
+        conditional_write: Option<Arc<redis::Script>>,
+        counter: Counter,
+    }
+    fn failed(_: redis::RedisError) -> StatusCode {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+    async fn read(State(mut redis): State<Redis>) -> Result<String, StatusCode> {
+        let user: Option<String> = redis.connection.get(KEY).await.map_err(failed)?;
+        Ok(user.unwrap_or_default())
+    }
+    async fn write(State(mut redis): State<Redis>) -> Result<(), StatusCode> {
+        let value = next(&redis.counter);
+        match &redis.conditional_write {
+            None => redis.connection.set(KEY, value).await.map_err(failed),
+            Some(script) => {
+                let written: i64 = script
+                    .key(HASH)
+                    .arg("d:last")
+                    .arg(value)
+                    .arg(1_800_000)
+                    .invoke_async(&mut redis.connection)
+                    .await
+                    .map_err(failed)?;
+                if written == 1 {
+                    Ok(())
+                } else {
+                    Err(StatusCode::INTERNAL_SERVER_ERROR)
+                }
+            }
+        }
+    }
+    let mut connection = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let () = connection.set(KEY, "user-0").await?;
+    let () = connection.hset(HASH, "d:user", "user-0").await?;
+    let state = Redis {
+        connection,
+        conditional_write: conditional.then(|| Arc::new(redis::Script::new(CONDITIONAL_WRITE))),
+        counter: Counter::default(),
+    };
+    Ok(Router::new()
+        .route("/read", get(read))
+        .route("/write", post(write))
+        .route("/login", post(|| async { "ok" }))
+        .with_state(state))
 }
 
 fn session_kit(store: impl Into<session_kit::Backend>) -> Router {

@@ -387,6 +387,8 @@ fn run(
         "memory" => vec![Lib::Bare, Lib::SessionKit, Lib::TowerSessions],
         "redis" => vec![
             Lib::Bare,
+            Lib::RedisRoundTrip,
+            Lib::RedisConditionalWrite,
             Lib::SessionKitRedis,
             Lib::TowerSessionsRedis,
             Lib::TowerSessionsRedisSliding,
@@ -597,11 +599,11 @@ fn run(
     if store == "cookie" {
         print!("{}", seal_and_open()?);
     }
-    // The rest asks each library about its sessions, which extension-only has none of.
+    // The rest asks each library about its sessions, which the bounds have none of.
     let served: Vec<Lib> = served
         .iter()
         .copied()
-        .filter(|&lib| lib != Lib::ExtensionOnly)
+        .filter(|&lib| lib.has_sessions())
         .collect();
     if store == "memory" {
         for &lib in &served {
