@@ -58,15 +58,13 @@ use std::time::Duration;
 
 use redis::cluster::ClusterClient;
 use redis::sentinel::{SentinelClient, SentinelServerType};
-use redis::{
-    AsyncConnectionConfig, ErrorKind, RedisError, ScriptInvocation, ServerErrorKind, Value,
-};
+use redis::{AsyncConnectionConfig, RedisError, Value};
 use session_core::{
     async_trait, Changes, Created, Data, Meta, Record, Refresh, Saved, SessionKey, SessionStore,
     StoreError, StoreErrorKind, Timestamp, UpdateFn, Updated, UserSession,
 };
 
-use crate::scripts::Scripts;
+use crate::scripts::{ScriptCall, Scripts, StoreScript, DATA_FIELD_PREFIX};
 use crate::turns::Turns;
 use crate::watched::{Server, WatchedConnection};
 
@@ -77,6 +75,9 @@ pub use redis;
 /// process: this one's take turns) before it reports an error: far beyond what
 /// contention on one field of one session produces.
 const UPDATE_ATTEMPTS: usize = 1000;
+
+/// What follows the store's prefix in the keys of user indices.
+const INDEX_INFIX: &str = "user:";
 
 /// A session store in Redis or a Redis Cluster. Clones share the connection.
 #[derive(Clone)]
@@ -293,13 +294,10 @@ impl RedisStore {
         SessionKey::parse(tagged.strip_prefix('{')?.strip_suffix('}')?)
     }
 
-    /// What user index keys start with; the user, in a hash tag, follows.
-    fn index_prefix(&self) -> String {
-        format!("{}user:", self.prefix)
-    }
-
+    /// The key of `user`'s index: the store's prefix, [`INDEX_INFIX`], then the user
+    /// in a hash tag.
     fn index_key(&self, user: &str) -> String {
-        format!("{}{{{user}}}", self.index_prefix())
+        format!("{}{INDEX_INFIX}{{{user}}}", self.prefix)
     }
 
     /// A record nobody can read is no session: the client gets a new one, and the
@@ -315,30 +313,30 @@ impl RedisStore {
         self.topology == Topology::Cluster
     }
 
-    /// Runs a script `invocation` on a session with `args`, keeping the user index of
-    /// `user` with it (the member's score is `expires_at`): in the same script on a
-    /// standalone server, in a second call on a cluster, where the index is in
-    /// another slot.
+    /// Runs `script` on the session `key`, with the arguments `args` writes, keeping
+    /// the user index of `user` with it (the member's score is `expires_at`): in the
+    /// same script on a standalone server, in a second call on a cluster, where the
+    /// index is in another slot.
     async fn run_with_index<T: redis::FromRedisValue>(
         &self,
-        mut invocation: ScriptInvocation<'_>,
-        session: &str,
+        script: &StoreScript,
+        key: &SessionKey,
         user: Option<&str>,
-        expires_at: &str,
+        expires_at: i64,
         create: bool,
-        args: &[&str],
+        args: impl FnOnce(&mut ScriptCall<'_>) -> Result<(), StoreError>,
     ) -> Result<T, StoreError> {
+        let session = self.session_key(key);
         let index = user.map(|user| self.index_key(user));
-        if let (Some(index), false) = (&index, self.is_cluster()) {
-            invocation.key(index);
-        }
-        for arg in args {
-            invocation.arg(*arg);
-        }
+        let mut call = match (&index, self.is_cluster()) {
+            (Some(index), false) => self.scripts.call(script, &[&session, index], key),
+            _ => self.scripts.call(script, &[&session], key),
+        };
+        args(&mut call)?;
         let mut connection = self.connection.clone();
-        let result: T = invoke(&invocation, &mut connection).await?;
+        let result: T = call.invoke(&mut connection).await?;
         if let (Some(index), true) = (&index, self.is_cluster()) {
-            self.index_on_cluster(&mut connection, index, session, expires_at, create)
+            self.index_on_cluster(&mut connection, key, index, &session, expires_at, create)
                 .await?;
         }
         Ok(result)
@@ -349,53 +347,38 @@ impl RedisStore {
     async fn index_on_cluster(
         &self,
         connection: &mut WatchedConnection,
+        key: &SessionKey,
         index: &str,
         session: &str,
-        expires_at: &str,
+        expires_at: i64,
         create: bool,
     ) -> Result<(), StoreError> {
-        let mut invocation = self.scripts.index.key(index);
-        invocation
-            .arg(session)
+        let mut call = self.scripts.call(&self.scripts.index, &[index], key);
+        call.arg(session)
             .arg(expires_at)
             .arg(if create { "1" } else { "0" });
-        invoke::<i64>(&invocation, connection).await.map(drop)
+        call.invoke::<i64>(connection).await.map(drop)
     }
 }
 
-/// Runs a script. `invoke_async` loads a script the server lacks, once; the script can
-/// be missing again at the call after the load, when a Sentinel connection moved to a
-/// new master in between, so a second `NOSCRIPT` gets one more round.
-async fn invoke<T: redis::FromRedisValue>(
-    invocation: &ScriptInvocation<'_>,
-    connection: &mut WatchedConnection,
-) -> Result<T, StoreError> {
-    match invocation.invoke_async(connection).await {
-        Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-            invocation.invoke_async(connection).await
-        }
-        result => result,
-    }
-    .map_err(unavailable)
+fn meta_error(error: serde_json::Error) -> StoreError {
+    StoreError::new(StoreErrorKind::Other, error)
 }
 
 fn meta_json(meta: &Meta) -> Result<String, StoreError> {
-    serde_json::to_string(meta).map_err(|e| StoreError::new(StoreErrorKind::Other, e))
-}
-
-fn value_json(value: &serde_json::Value) -> String {
-    value.to_string()
+    serde_json::to_string(meta).map_err(meta_error)
 }
 
 /// A save's changes as its scripts take them: '1' if cleared, the number of removed
 /// fields, the removed fields, then field/value pairs to set.
-fn push_changes(args: &mut Vec<String>, changes: &Changes) {
-    args.push(if changes.cleared { "1" } else { "0" }.to_owned());
-    args.push(changes.removed.len().to_string());
-    args.extend(changes.removed.iter().map(|name| data_field(name)));
+fn push_changes(call: &mut ScriptCall<'_>, changes: &Changes) {
+    call.arg(if changes.cleared { "1" } else { "0" })
+        .arg(changes.removed.len());
+    for name in &changes.removed {
+        call.data_field(name);
+    }
     for (name, value) in changes.set.iter() {
-        args.push(data_field(name));
-        args.push(value_json(value));
+        call.data_field(name).json(value);
     }
 }
 
@@ -407,7 +390,7 @@ fn stored_text(bytes: Vec<u8>) -> Result<String, StoreError> {
 }
 
 fn data_field(name: &str) -> String {
-    format!("d:{name}")
+    format!("{DATA_FIELD_PREFIX}{name}")
 }
 
 /// Reads a session hash (`HGETALL`'s reply) back into a record; `None` for an empty
@@ -439,7 +422,9 @@ fn decode(reply: Value) -> Result<Option<Record>, String> {
             b"e" => expires_at = Some(value),
             b"u" => user = Some(value),
             _ => {
-                let name = field.strip_prefix(b"d:").ok_or("unknown field")?;
+                let name = field
+                    .strip_prefix(DATA_FIELD_PREFIX.as_bytes())
+                    .ok_or("unknown field")?;
                 let name = std::str::from_utf8(name).map_err(|e| e.to_string())?;
                 let value = serde_json::from_slice(&value).map_err(|e| e.to_string())?;
                 data.insert(name.to_owned(), value);
@@ -510,28 +495,19 @@ impl SessionStore for RedisStore {
     }
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created, StoreError> {
-        let expires_at = record.meta.expires_at.unix_millis().to_string();
-        let mut args: Vec<String> = vec![
-            expires_at.clone(),
-            meta_json(&record.meta)?,
-            record.meta.user_id.clone().unwrap_or_default(),
-        ];
-        for (name, value) in record.data.iter() {
-            args.push(data_field(name));
-            args.push(value_json(value));
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let session = self.session_key(key);
+        let expires_at = record.meta.expires_at.unix_millis();
         let user = record.meta.user_id.as_deref();
         let created: i64 = self
-            .run_with_index(
-                self.scripts.create.key(&session),
-                &session,
-                user,
-                &expires_at,
-                true,
-                &args,
-            )
+            .run_with_index(&self.scripts.create, key, user, expires_at, true, |call| {
+                call.arg(expires_at)
+                    .meta(&record.meta)
+                    .map_err(meta_error)?
+                    .arg(user.unwrap_or_default());
+                for (name, value) in record.data.iter() {
+                    call.data_field(name).json(value);
+                }
+                Ok(())
+            })
             .await?;
         Ok(if created == 1 {
             Created::Created
@@ -546,21 +522,14 @@ impl SessionStore for RedisStore {
         changes: &Changes,
         meta: &Meta,
     ) -> Result<Saved, StoreError> {
-        let expires_at = meta.expires_at.unix_millis().to_string();
-        let mut args: Vec<String> = vec![expires_at.clone(), meta_json(meta)?];
-        push_changes(&mut args, changes);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let session = self.session_key(key);
+        let expires_at = meta.expires_at.unix_millis();
         let user = meta.user_id.as_deref();
         let saved: i64 = self
-            .run_with_index(
-                self.scripts.announcing(&self.scripts.save, &session, key),
-                &session,
-                user,
-                &expires_at,
-                false,
-                &args,
-            )
+            .run_with_index(&self.scripts.save, key, user, expires_at, false, |call| {
+                call.arg(expires_at).meta(meta).map_err(meta_error)?;
+                push_changes(call, changes);
+                Ok(())
+            })
             .await?;
         Ok(if saved == 1 {
             Saved::Saved
@@ -575,27 +544,21 @@ impl SessionStore for RedisStore {
         changes: &Changes,
         refresh: &Refresh,
     ) -> Result<Option<Meta>, StoreError> {
-        // On a cluster the index is in another slot: it is kept in a second call.
-        let index_prefix = if self.is_cluster() {
-            String::new()
-        } else {
-            self.index_prefix()
-        };
-        let mut args: Vec<String> = vec![
-            refresh.now.unix_millis().to_string(),
-            refresh.idle_timeout.as_millis().to_string(),
-            index_prefix,
-        ];
-        push_changes(&mut args, changes);
         let session = self.session_key(key);
-        let mut invocation = self
+        let mut call = self
             .scripts
-            .announcing(&self.scripts.save_unloaded, &session, key);
-        for arg in &args {
-            invocation.arg(arg);
+            .call(&self.scripts.save_unloaded, &[&session], key);
+        call.arg(refresh.now.unix_millis())
+            .arg(u64::try_from(refresh.idle_timeout.as_millis()).unwrap_or(u64::MAX));
+        // On a cluster the index is in another slot: it is kept in a second call.
+        if self.is_cluster() {
+            call.arg("");
+        } else {
+            call.arg_fmt(format_args!("{}{INDEX_INFIX}", self.prefix));
         }
+        push_changes(&mut call, changes);
         let mut connection = self.connection.clone();
-        let reply: Vec<Value> = invoke(&invocation, &mut connection).await?;
+        let reply: Vec<Value> = call.invoke(&mut connection).await?;
         if !matches!(reply.first(), Some(Value::Int(1))) {
             return Ok(None);
         }
@@ -609,9 +572,9 @@ impl SessionStore for RedisStore {
             }
         };
         if let (Some(user), true) = (&previous.user_id, self.is_cluster()) {
-            let expires_at = refresh.expires_at(&previous).unix_millis().to_string();
+            let expires_at = refresh.expires_at(&previous).unix_millis();
             let index = self.index_key(user);
-            self.index_on_cluster(&mut connection, &index, &session, &expires_at, false)
+            self.index_on_cluster(&mut connection, key, &index, &session, expires_at, false)
                 .await?;
         }
         Ok(Some(previous))
@@ -636,7 +599,7 @@ impl SessionStore for RedisStore {
             .await
             .map_err(unavailable)?;
         let mut current = stored.map(stored_text).transpose()?;
-        let expires_at = meta.expires_at.unix_millis().to_string();
+        let expires_at = meta.expires_at.unix_millis();
         let meta_text = meta_json(meta)?;
         for _ in 0..UPDATE_ATTEMPTS {
             let parsed = match current.as_deref().map(serde_json::from_str).transpose() {
@@ -647,24 +610,22 @@ impl SessionStore for RedisStore {
                 return Ok(Updated::Kept(parsed));
             };
             let expected_absent = if current.is_none() { "1" } else { "0" };
-            let new_text = value_json(&new);
-            let args = [
-                field.as_str(),
-                expected_absent,
-                current.as_deref().unwrap_or_default(),
-                new_text.as_str(),
-                expires_at.as_str(),
-                meta_text.as_str(),
-            ];
             let outcome: Vec<Value> = self
                 .run_with_index(
-                    self.scripts
-                        .announcing(&self.scripts.compare_and_set, &session, key),
-                    &session,
+                    &self.scripts.compare_and_set,
+                    key,
                     meta.user_id.as_deref(),
-                    &expires_at,
+                    expires_at,
                     false,
-                    &args,
+                    |call| {
+                        call.arg(field.as_str())
+                            .arg(expected_absent)
+                            .arg(current.as_deref().unwrap_or_default())
+                            .json(&new)
+                            .arg(expires_at)
+                            .arg(meta_text.as_str());
+                        Ok(())
+                    },
                 )
                 .await?;
             match outcome.first() {
@@ -685,18 +646,13 @@ impl SessionStore for RedisStore {
     }
 
     async fn touch(&self, key: &SessionKey, meta: &Meta) -> Result<Saved, StoreError> {
-        let expires_at = meta.expires_at.unix_millis().to_string();
-        let session = self.session_key(key);
+        let expires_at = meta.expires_at.unix_millis();
         let user = meta.user_id.as_deref();
         let touched: i64 = self
-            .run_with_index(
-                self.scripts.announcing(&self.scripts.touch, &session, key),
-                &session,
-                user,
-                &expires_at,
-                false,
-                &[&expires_at],
-            )
+            .run_with_index(&self.scripts.touch, key, user, expires_at, false, |call| {
+                call.arg(expires_at);
+                Ok(())
+            })
             .await?;
         Ok(if touched == 1 {
             Saved::Saved
@@ -708,8 +664,11 @@ impl SessionStore for RedisStore {
     async fn delete(&self, key: &SessionKey) -> Result<(), StoreError> {
         let mut connection = self.connection.clone();
         let session = self.session_key(key);
-        let invocation = self.scripts.announcing(&self.scripts.delete, &session, key);
-        let user: String = invoke(&invocation, &mut connection).await?;
+        let user: String = self
+            .scripts
+            .call(&self.scripts.delete, &[&session], key)
+            .invoke(&mut connection)
+            .await?;
         if !user.is_empty() {
             redis::cmd("ZREM")
                 .arg(self.index_key(&user))
@@ -781,8 +740,10 @@ impl SessionStore for RedisStore {
             if let Some(record) = self.load(&key).await? {
                 if record.meta.user_id.as_deref() == Some(user_id) {
                     // The script, not a `DEL`: it announces the end of each session.
-                    let invocation = self.scripts.announcing(&self.scripts.delete, member, &key);
-                    invoke::<String>(&invocation, &mut connection).await?;
+                    self.scripts
+                        .call(&self.scripts.delete, &[member], &key)
+                        .invoke::<String>(&mut connection)
+                        .await?;
                     ended += 1;
                 }
             }

@@ -13,8 +13,16 @@
 //! step as the write; its channel and message are the first two `ARGV`, taken off
 //! before the script reads its own.
 
-use redis::{Script, ScriptInvocation};
-use session_core::SessionKey;
+use std::fmt;
+
+use redis::{Cmd, ErrorKind, FromRedisValue, RedisWrite, Script, ServerErrorKind, ToRedisArgs};
+use serde_json::Value;
+use session_core::{Meta, SessionKey, StoreError};
+
+use crate::watched::WatchedConnection;
+
+/// What the field of a data key starts with; the key's name follows.
+pub(crate) const DATA_FIELD_PREFIX: &str = "d:";
 
 /// `announce()` without an invalidation channel.
 const SILENT: &str = "local function announce() end\n";
@@ -213,15 +221,21 @@ reindex(KEYS[1], ARGV[1], ARGV[2], ARGV[3] == '1')
 return 1
 "#;
 
+/// A script the store runs, and whether it calls `announce()`.
+pub(crate) struct StoreScript {
+    script: Script,
+    announces: bool,
+}
+
 /// The scripts, compiled once per store (each keeps its SHA-1 for `EVALSHA`).
 pub(crate) struct Scripts {
-    pub(crate) create: Script,
-    pub(crate) save: Script,
-    pub(crate) save_unloaded: Script,
-    pub(crate) touch: Script,
-    pub(crate) compare_and_set: Script,
-    pub(crate) delete: Script,
-    pub(crate) index: Script,
+    pub(crate) create: StoreScript,
+    pub(crate) save: StoreScript,
+    pub(crate) save_unloaded: StoreScript,
+    pub(crate) touch: StoreScript,
+    pub(crate) compare_and_set: StoreScript,
+    pub(crate) delete: StoreScript,
+    pub(crate) index: StoreScript,
     /// Where the scripts that call `announce()` publish, if anywhere.
     channel: Option<String>,
 }
@@ -233,39 +247,122 @@ impl Scripts {
         } else {
             SILENT
         };
-        let announcing = |body: &str| {
-            Script::new(&format!(
+        let announcing = |body: &str| StoreScript {
+            script: Script::new(&format!(
                 "{announce}{INDEX_FUNCTION}{WRITE_FUNCTIONS}{body}"
-            ))
+            )),
+            announces: true,
         };
         // `create` and `index` announce nothing: no server can have a copy of a
         // session being created, and the index is not a session.
-        let silent = |body: &str| Script::new(&format!("{INDEX_FUNCTION}{WRITE_FUNCTIONS}{body}"));
+        let silent = |body: &str| StoreScript {
+            script: Script::new(&format!("{INDEX_FUNCTION}{WRITE_FUNCTIONS}{body}")),
+            announces: false,
+        };
         Self {
             create: silent(CREATE),
             save: announcing(SAVE),
             save_unloaded: announcing(SAVE_UNLOADED),
             touch: announcing(TOUCH),
             compare_and_set: announcing(COMPARE_AND_SET),
-            delete: Script::new(&format!("{announce}{DELETE}")),
+            delete: StoreScript {
+                script: Script::new(&format!("{announce}{DELETE}")),
+                announces: true,
+            },
             index: silent(INDEX),
             channel,
         }
     }
 
-    /// An invocation on `session` of `script`, one that calls `announce()` (any but
-    /// `create` and `index`): with the invalidation of `key` as its first arguments
-    /// when there is a channel.
-    pub(crate) fn announcing<'a>(
+    /// A call of `script` with `keys`, on the session `key`: a script that calls
+    /// `announce()` gets the invalidation of `key` as its first arguments when there
+    /// is a channel.
+    pub(crate) fn call<'a>(
         &self,
-        script: &'a Script,
-        session: &str,
+        script: &'a StoreScript,
+        keys: &[&str],
         key: &SessionKey,
-    ) -> ScriptInvocation<'a> {
-        let mut invocation = script.key(session);
-        if let Some(channel) = &self.channel {
-            invocation.arg(channel).arg(format!("k{key}"));
+    ) -> ScriptCall<'a> {
+        let mut call = ScriptCall::new(&script.script, keys);
+        if let (true, Some(channel)) = (script.announces, &self.channel) {
+            call.arg(channel.as_str()).arg_fmt(format_args!("k{key}"));
         }
-        invocation
+        call
+    }
+}
+
+/// One call of a script: `EVALSHA`, the script's hash, its keys and its arguments,
+/// each argument's bytes written once, straight into the command that carries them.
+/// The `redis` crate's `ScriptInvocation` keeps every argument in a vector of its own
+/// and copies them into the command when it sends it; with the strings they were
+/// made from first, a write's arguments cost about twenty allocations.
+pub(crate) struct ScriptCall<'a> {
+    script: &'a Script,
+    command: Cmd,
+}
+
+impl<'a> ScriptCall<'a> {
+    /// A call of `script` with `keys`, all of them: their count comes first.
+    fn new(script: &'a Script, keys: &[&str]) -> Self {
+        let mut command = redis::cmd("EVALSHA");
+        command.arg(script.get_hash()).arg(keys.len());
+        for key in keys {
+            command.arg(*key);
+        }
+        Self { script, command }
+    }
+
+    /// Adds `arg` to `ARGV`.
+    pub(crate) fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
+        self.command.arg(arg);
+        self
+    }
+
+    /// Adds `arg`'s text to `ARGV`, formatted in place.
+    pub(crate) fn arg_fmt(&mut self, arg: impl fmt::Display) -> &mut Self {
+        self.command.write_arg_fmt(arg);
+        self
+    }
+
+    /// Adds the field that holds the data key `name`.
+    pub(crate) fn data_field(&mut self, name: &str) -> &mut Self {
+        self.arg_fmt(format_args!("{DATA_FIELD_PREFIX}{name}"))
+    }
+
+    /// Adds `value` as its JSON text.
+    pub(crate) fn json(&mut self, value: &Value) -> &mut Self {
+        // `Value`'s `Display` is its compact JSON.
+        self.arg_fmt(value)
+    }
+
+    /// Adds `meta` as its JSON text.
+    pub(crate) fn meta(&mut self, meta: &Meta) -> Result<&mut Self, serde_json::Error> {
+        serde_json::to_writer(self.command.writer_for_next_arg(), meta)?;
+        Ok(self)
+    }
+
+    /// Runs the call. A script the server lacks is loaded and the call sent again; it
+    /// can be missing again at the call after the load, when a Sentinel connection
+    /// moved to a new master in between, so a second `NOSCRIPT` gets one more load.
+    pub(crate) async fn invoke<T: FromRedisValue>(
+        &self,
+        connection: &mut WatchedConnection,
+    ) -> Result<T, StoreError> {
+        let mut loads_left = 2;
+        loop {
+            match self.command.query_async(connection).await {
+                Err(error)
+                    if loads_left > 0
+                        && error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) =>
+                {
+                    loads_left -= 1;
+                    self.script
+                        .load_async(connection)
+                        .await
+                        .map_err(StoreError::unavailable)?;
+                }
+                result => return result.map_err(StoreError::unavailable),
+            }
+        }
     }
 }

@@ -418,6 +418,101 @@ async fn a_write_past_its_expiry_leaves_no_key() {
     assert_eq!(server.cli(&["dbsize"]).trim(), "0", "an update left a key");
 }
 
+/// A server that lost its scripts (a restart, `SCRIPT FLUSH`, a failover to a replica
+/// that never ran them) has each one loaded again by the first write that needs it,
+/// which then runs: every kind of write, each after a flush, does its work, and
+/// loads its script once.
+#[tokio::test]
+async fn scripts_the_server_lost_are_loaded_again() {
+    let server = OwnRedis::start();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let now = Timestamp::now();
+    let key = random_key();
+    let user = random_user();
+    let mut meta = Meta::new(now, now.saturating_add(Duration::from_secs(60)));
+    meta.user_id = Some(user.clone());
+    let record = Record {
+        data: [("a".to_owned(), serde_json::json!(1))]
+            .into_iter()
+            .collect(),
+        meta: meta.clone(),
+    };
+    let set = |name: &str, value: i64| session_core::Changes {
+        set: [(name.to_owned(), serde_json::json!(value))]
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    let flushed = || {
+        assert_eq!(server.cli(&["script", "flush"]).trim(), "OK");
+        server.command_calls("script|load")
+    };
+
+    let loads = flushed();
+    assert_eq!(
+        store.create(&key, &record).await.unwrap(),
+        session_core::Created::Created
+    );
+    assert_eq!(server.command_calls("script|load"), loads + 1);
+
+    let loads = flushed();
+    assert_eq!(
+        store.save(&key, &set("b", 2), &meta).await.unwrap(),
+        session_core::Saved::Saved
+    );
+    assert_eq!(server.command_calls("script|load"), loads + 1);
+
+    let loads = flushed();
+    let refresh = session_core::Refresh {
+        now,
+        idle_timeout: Duration::from_secs(60),
+    };
+    let previous = store
+        .save_unloaded(&key, &set("c", 3), &refresh)
+        .await
+        .unwrap();
+    assert_eq!(previous.and_then(|meta| meta.user_id), Some(user.clone()));
+    assert_eq!(server.command_calls("script|load"), loads + 1);
+
+    let loads = flushed();
+    let add_one = |n: Option<&serde_json::Value>| {
+        Some(serde_json::json!(
+            n.and_then(|n| n.as_i64()).unwrap_or(0) + 1
+        ))
+    };
+    store.update(&key, "a", &add_one, &meta).await.unwrap();
+    assert_eq!(server.command_calls("script|load"), loads + 1);
+
+    let loads = flushed();
+    assert_eq!(
+        store.touch(&key, &meta).await.unwrap(),
+        session_core::Saved::Saved
+    );
+    assert_eq!(server.command_calls("script|load"), loads + 1);
+
+    let loaded = store.load(&key).await.unwrap().expect("the session");
+    let data: Vec<(String, serde_json::Value)> = loaded
+        .data
+        .iter()
+        .map(|(name, value)| (name.to_owned(), value.clone()))
+        .collect();
+    assert_eq!(
+        data,
+        [
+            ("a".to_owned(), serde_json::json!(2)),
+            ("b".to_owned(), serde_json::json!(2)),
+            ("c".to_owned(), serde_json::json!(3)),
+        ]
+    );
+    assert_eq!(store.user_sessions(&user).await.unwrap().len(), 1);
+
+    let loads = flushed();
+    store.delete(&key).await.unwrap();
+    assert_eq!(server.command_calls("script|load"), loads + 1);
+    assert!(store.load(&key).await.unwrap().is_none());
+    assert!(store.user_sessions(&user).await.unwrap().is_empty());
+}
+
 /// `update` of a field whose bytes are no text reports corrupt data, as for text that
 /// is no JSON, and leaves the field as it was: not "Redis is down".
 #[tokio::test]
