@@ -58,7 +58,7 @@ use std::time::Duration;
 
 use redis::cluster::ClusterClient;
 use redis::sentinel::{SentinelClient, SentinelServerType};
-use redis::{AsyncConnectionConfig, RedisError, Value};
+use redis::{AsyncConnectionConfig, Cmd, RedisError, RedisWrite, Value};
 use session_core::{
     async_trait, Changes, Created, Data, Meta, Record, Refresh, Saved, SessionKey, SessionStore,
     StoreError, StoreErrorKind, Timestamp, UpdateFn, Updated, UserSession,
@@ -279,14 +279,27 @@ impl RedisStore {
         self
     }
 
-    /// The Redis key of a session: its key inside a hash tag, so that a cluster keeps
-    /// everything about one session in one slot.
+    /// The Redis key of a session.
     fn session_key(&self, key: &SessionKey) -> String {
         use std::fmt::Write as _;
-        // The key's text is 46 bytes, and the braces two more.
-        let mut text = String::with_capacity(self.prefix.len() + 48);
-        let _ = write!(text, "{}{{{key}}}", self.prefix);
+        let mut text = String::with_capacity(self.session_key_len());
+        let _ = write!(text, "{}", self.session_key_text(key));
         text
+    }
+
+    /// The Redis key of a session, to be written where it goes: the store's prefix,
+    /// then the key inside a hash tag, so that a cluster keeps everything about one
+    /// session in one slot.
+    fn session_key_text<'a>(&'a self, key: &'a SessionKey) -> SessionKeyText<'a> {
+        SessionKeyText {
+            prefix: &self.prefix,
+            key,
+        }
+    }
+
+    fn session_key_len(&self) -> usize {
+        // The key's text is 46 bytes, and the braces two more.
+        self.prefix.len() + 48
     }
 
     fn session_key_from(&self, redis_key: &str) -> Option<SessionKey> {
@@ -385,6 +398,18 @@ fn push_changes(call: &mut ScriptCall<'_>, changes: &Changes) {
 /// A field's value as `update` compares and sends it back: bytes that are no text
 /// are as corrupt as text that is no JSON (as `load` finds them). Read as text, they
 /// failed as if Redis were down; replaced lossily, they never compared equal again.
+/// See [`RedisStore::session_key_text`].
+struct SessionKeyText<'a> {
+    prefix: &'a str,
+    key: &'a SessionKey,
+}
+
+impl fmt::Display for SessionKeyText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{{{}}}", self.prefix, self.key)
+    }
+}
+
 fn stored_text(bytes: Vec<u8>) -> Result<String, StoreError> {
     String::from_utf8(bytes).map_err(StoreError::corrupt)
 }
@@ -485,9 +510,12 @@ impl fmt::Debug for RedisStore {
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>, StoreError> {
+        // The command's buffers sized once, the key written straight into them.
+        let mut command = Cmd::with_capacity(2, "HGETALL".len() + self.session_key_len());
+        command.arg("HGETALL");
+        command.write_arg_fmt(self.session_key_text(key));
         let mut connection = self.connection.clone();
-        let reply: Value = redis::cmd("HGETALL")
-            .arg(self.session_key(key))
+        let reply: Value = command
             .query_async(&mut connection)
             .await
             .map_err(unavailable)?;
