@@ -395,9 +395,6 @@ fn push_changes(call: &mut ScriptCall<'_>, changes: &Changes) {
     }
 }
 
-/// A field's value as `update` compares and sends it back: bytes that are no text
-/// are as corrupt as text that is no JSON (as `load` finds them). Read as text, they
-/// failed as if Redis were down; replaced lossily, they never compared equal again.
 /// See [`RedisStore::session_key_text`].
 struct SessionKeyText<'a> {
     prefix: &'a str,
@@ -410,6 +407,9 @@ impl fmt::Display for SessionKeyText<'_> {
     }
 }
 
+/// A field's value as `update` compares and sends it back: bytes that are no text
+/// are as corrupt as text that is no JSON (as `load` finds them). Read as text, they
+/// failed as if Redis were down; replaced lossily, they never compared equal again.
 fn stored_text(bytes: Vec<u8>) -> Result<String, StoreError> {
     String::from_utf8(bytes).map_err(StoreError::corrupt)
 }
