@@ -100,17 +100,16 @@ impl SpeedWatch {
     }
 
     /// Waits until the machine has run at full speed for a second, or `limit` has
-    /// passed; whether it did.
-    pub(crate) fn wait_for_full_speed(&self, limit: Duration) -> bool {
+    /// passed.
+    pub(crate) fn wait_for_full_speed(&self, limit: Duration) {
         let started = Instant::now();
         while started.elapsed() < limit {
             std::thread::sleep(Duration::from_secs(1));
             let (slow, all) = self.slow_since(Instant::now() - Duration::from_secs(1));
             if slow == 0 && all > 0 {
-                return true;
+                return;
             }
         }
-        false
     }
 }
 
