@@ -3,12 +3,15 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
+use dashmap::DashMap;
 
 use crate::BoxError;
 
@@ -29,6 +32,13 @@ pub(crate) enum Lib {
     /// As `RedisRoundTrip`, but a write is the least conditional script: one field of
     /// a hash changed only while the hash exists, its expiry pushed back.
     RedisConditionalWrite,
+    /// The same routes behind a layer that does only what every server-side session
+    /// read must: find the id in the `Cookie` header, decode it, hash it into its
+    /// store key, look the key up among the sessions held in a sharded map (a `DashMap`,
+    /// as `MemoryStore` keeps them), and hand the value to the handler in the request's
+    /// extensions; a write replaces the value in the map. No session object, no expiry,
+    /// no eviction: the least a session kept in process can cost.
+    IdLookup,
     SessionKit,
     TowerSessions,
     SessionKitRedis,
@@ -64,11 +74,12 @@ pub(crate) enum Backend {
 }
 
 impl Lib {
-    pub(crate) const ALL: [Lib; 18] = [
+    pub(crate) const ALL: [Lib; 19] = [
         Lib::Bare,
         Lib::ExtensionOnly,
         Lib::RedisRoundTrip,
         Lib::RedisConditionalWrite,
+        Lib::IdLookup,
         Lib::SessionKit,
         Lib::TowerSessions,
         Lib::SessionKitRedis,
@@ -98,6 +109,7 @@ impl Lib {
             Lib::ExtensionOnly => "extension-only",
             Lib::RedisRoundTrip => "redis-round-trip",
             Lib::RedisConditionalWrite => "redis-conditional-write",
+            Lib::IdLookup => "id-lookup",
             Lib::SessionKit => "session-kit",
             Lib::TowerSessions => "tower-sessions",
             Lib::SessionKitRedis => "session-kit-redis",
@@ -122,20 +134,22 @@ impl Lib {
     }
 
     /// Whether the library keeps sessions: the bounds beside the libraries
-    /// (`extension-only`, `redis-round-trip`, `redis-conditional-write`) serve the
-    /// load's routes and no others.
+    /// (`extension-only`, `id-lookup`, `redis-round-trip`, `redis-conditional-write`)
+    /// serve the load's routes and no others.
     pub(crate) fn has_sessions(self) -> bool {
         !matches!(
             self,
-            Lib::ExtensionOnly | Lib::RedisRoundTrip | Lib::RedisConditionalWrite
+            Lib::ExtensionOnly | Lib::IdLookup | Lib::RedisRoundTrip | Lib::RedisConditionalWrite
         )
     }
 
     pub(crate) fn backend(self) -> Backend {
         match self {
-            Lib::Bare | Lib::ExtensionOnly | Lib::SessionKit | Lib::TowerSessions => {
-                Backend::Memory
-            }
+            Lib::Bare
+            | Lib::ExtensionOnly
+            | Lib::IdLookup
+            | Lib::SessionKit
+            | Lib::TowerSessions => Backend::Memory,
             Lib::RedisRoundTrip
             | Lib::RedisConditionalWrite
             | Lib::SessionKitRedis
@@ -266,6 +280,7 @@ pub(crate) async fn router(lib: Lib, url: Option<&str>) -> Result<Router, BoxErr
     Ok(match lib {
         Lib::Bare => bare(),
         Lib::ExtensionOnly => extension_only(),
+        Lib::IdLookup => id_lookup(),
         Lib::RedisRoundTrip => redis_round_trip(url()?, false).await?,
         Lib::RedisConditionalWrite => redis_round_trip(url()?, true).await?,
         Lib::SessionKit => session_kit(session_kit::MemoryStore::new()),
@@ -383,6 +398,96 @@ fn extension_only() -> Router {
         .route("/login", post(|| async { "ok" }))
         .layer(Extension(Arc::<str>::from("user-0")))
         .with_state(Counter::default())
+}
+
+/// The sessions `id-lookup` holds: each session's store key and its user, hashed as
+/// the tiered store's cache hashes them.
+type Users = Arc<DashMap<session_kit::SessionKey, Arc<str>, session_kit::KeyHasher>>;
+
+/// The layer of `id-lookup`: finds the request's session, if it names one, and puts
+/// it in the request's extensions.
+#[derive(Clone)]
+struct IdLookupService<S> {
+    inner: S,
+    users: Users,
+}
+
+/// A session as `id-lookup` hands it to the handler: its key and its user.
+#[derive(Clone)]
+struct LookedUp(Option<(session_kit::SessionKey, Arc<str>)>);
+
+impl<S, B> tower::Service<axum::http::Request<B>> for IdLookupService<S>
+where
+    S: tower::Service<axum::http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: axum::http::Request<B>) -> S::Future {
+        let session = request
+            .headers()
+            .get_all(axum::http::header::COOKIE)
+            .iter()
+            .flat_map(|value| value.as_bytes().split(|&byte| byte == b';'))
+            .find_map(|cookie| cookie.trim_ascii().strip_prefix(b"id="))
+            .and_then(|token| std::str::from_utf8(token).ok())
+            .and_then(session_kit::SessionId::parse)
+            .and_then(|id| {
+                let key = id.key();
+                let user = self.users.get(&key)?.clone();
+                Some((key, user))
+            });
+        request.extensions_mut().insert(LookedUp(session));
+        self.inner.call(request)
+    }
+}
+
+fn id_lookup() -> Router {
+    use axum::http::header::SET_COOKIE;
+    use axum::Extension;
+
+    type AppState = State<(Users, Counter)>;
+
+    async fn read(Extension(LookedUp(session)): Extension<LookedUp>) -> Result<String, StatusCode> {
+        let (_, user) = session.ok_or(StatusCode::UNAUTHORIZED)?;
+        Ok(user.to_string())
+    }
+    // The least an in-process write does: the session's value replaced in the map.
+    async fn write(
+        Extension(LookedUp(session)): Extension<LookedUp>,
+        State((users, c)): AppState,
+    ) -> Result<(), StatusCode> {
+        let (key, _) = session.ok_or(StatusCode::UNAUTHORIZED)?;
+        let user = Arc::<str>::from(next(&c).to_string());
+        users.insert(key, user);
+        Ok(())
+    }
+    // Ids of 32 decimal digits: base64url characters, unique, and, for a bound,
+    // no need to be secret.
+    async fn login(State((users, c)): AppState) -> impl IntoResponse {
+        let n = next(&c);
+        let token = format!("{n:032}");
+        let id = session_kit::SessionId::parse(&token).expect("32 base64url characters");
+        let user = Arc::<str>::from(format!("user-{n}"));
+        users.insert(id.key(), user);
+        [(SET_COOKIE, format!("id={token}; Path=/"))]
+    }
+    let users = Users::new(DashMap::with_hasher(session_kit::KeyHasher));
+    let layer_users = users.clone();
+    Router::new()
+        .route("/read", get(read))
+        .route("/write", post(write))
+        .route("/login", post(login))
+        .layer(tower::layer::layer_fn(move |inner| IdLookupService {
+            inner,
+            users: layer_users.clone(),
+        }))
+        .with_state((users, Counter::default()))
 }
 
 /// The routes over one Redis round trip each and no session work: a read `GET`s a

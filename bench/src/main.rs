@@ -372,8 +372,10 @@ struct Measured {
     ratio_to_peer: BTreeMap<(Lib, Lib), Vec<f64>>,
 }
 
-/// The load run: `libs[0]` is the bare router, then session-kit's (and
-/// `extension-only`, what a layer costs before any session work) and the peers
+/// The load run: `libs[0]` is the bare router, then session-kit's (and the bounds:
+/// `extension-only`, what a layer costs before any session work, `id-lookup`, the
+/// least a read of a session held in process costs, and the Redis round trips) and
+/// the peers
 /// (tower-sessions, in one configuration or more); with a Redis server of the run's own
 /// when the store is Redis.
 fn run(
@@ -402,6 +404,7 @@ fn run(
         "tiered" => vec![
             Lib::Bare,
             Lib::ExtensionOnly,
+            Lib::IdLookup,
             Lib::SessionKitTiered,
             Lib::SessionKitTieredStrict,
             Lib::SessionKitRedis,
