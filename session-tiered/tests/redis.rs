@@ -78,7 +78,7 @@ async fn until_loaded(
 }
 
 /// A warm read-only request costs the central store nothing; a session is warm from
-/// its creation on, and again after the first read that follows a change.
+/// its creation on, and again once a read has loaded it after a change.
 #[tokio::test]
 async fn warm_reads_cost_no_central_round_trip() {
     let central = InstrumentedStore::new(common::shared_store().await);
@@ -92,12 +92,25 @@ async fn warm_reads_cost_no_central_round_trip() {
     }
     assert_eq!(central.total(), 0, "warm reads reached the central store");
     client.post("/set/a/2").await;
-    assert_eq!(client.get("/get/a").await.body, "\"2\"", "a stale read");
     central.reset_counts();
     for _ in 0..100 {
-        assert_eq!(client.get("/get/a").await.body, "\"2\"");
+        assert_eq!(client.get("/get/a").await.body, "\"2\"", "a stale read");
     }
-    assert_eq!(central.total(), 0, "reads after a change stayed cold");
+    // The first read after the change loads the session again. The change's own
+    // invalidation also comes back to this server through the channel (as it must:
+    // it is what drops a copy cached while a write that timed out was still running),
+    // and when it arrives during or after that read, it drops the new copy once more:
+    // one more load, and no third, since nothing else changes the session.
+    let loads = central.count("load");
+    assert!(
+        (1..=2).contains(&loads),
+        "{loads} loads for 100 reads after a change"
+    );
+    assert_eq!(
+        central.total(),
+        loads,
+        "reads after a change did more than load"
+    );
 }
 
 /// Two servers: what one writes or deletes, the other stops serving from its cache
