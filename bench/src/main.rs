@@ -375,9 +375,8 @@ struct Measured {
 /// The load run: `libs[0]` is the bare router, then session-kit's (and the bounds:
 /// `extension-only`, what a layer costs before any session work, `id-lookup`, the
 /// least a read of a session held in process costs, and the Redis round trips) and
-/// the peers
-/// (tower-sessions, in one configuration or more); with a Redis server of the run's own
-/// when the store is Redis.
+/// the peers (tower-sessions, in one configuration or more); with a Redis server of
+/// the run's own when the store is Redis.
 fn run(
     store: &str,
     seconds: u64,
