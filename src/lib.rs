@@ -34,10 +34,21 @@
 //! | `mysql` | no | [`MySqlStore`], a table in MySQL or MariaDB |
 //! | `sqlite` | no | [`SqliteStore`], a table in a SQLite file (bundled) or in memory |
 //! | `cookie` | no | [`CookieStore`], the whole session in an encrypted cookie |
-//! | `tiered` | no | [`TieredStore`], sessions cached in process in front of a central store, coherent across servers over Redis pub/sub (or PostgreSQL `NOTIFY`, with `postgres`) |
+//! | `tiered` | no | [`TieredStore`], sessions cached in process in front of a central store, coherent across servers over an invalidation channel: [`RedisChannel`] (pub/sub), or [`PostgresChannel`] (`NOTIFY`, with `postgres`) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub use session_core::*;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use session_core::MissingSessionLayer;
+pub use session_core::{
+    cookie, serde_json, ConfigError, DefaultOnStoreError, Expiry, Meta, OnStoreError,
+    ResponseFuture, Session, SessionError, SessionKey, SessionLayer, SessionLayerBuilder,
+    SessionService, SessionStore, StoreError, StoreErrorKind, Timestamp, UserSession,
+};
+
+/// For store authors: the [`SessionStore`] trait's types, the client-side store trait
+/// and the invalidation protocol (see the module's guide to writing a store).
+pub use session_core::store;
 
 #[cfg(feature = "cookie")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cookie")))]
@@ -47,13 +58,10 @@ pub use session_cookie::{CookieStore, Key as CookieKey, KeyError as CookieKeyErr
 pub use session_memory::MemoryStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use session_redis::{redis, RedisStore};
+pub use session_redis::{redis, RedisChannel, RedisStore};
 #[cfg(feature = "mysql")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
 pub use session_sql::MySqlStore;
-#[cfg(feature = "postgres")]
-#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use session_sql::PostgresStore;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use session_sql::SqliteStore;
@@ -62,7 +70,12 @@ pub use session_sql::SqliteStore;
     docsrs,
     doc(cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite")))
 )]
-pub use session_sql::{sqlx, Cleanup, Dialect as SqlDialect, SqlStore};
+pub use session_sql::{
+    sqlx, Cleanup, ConfigError as SqlConfigError, Dialect as SqlDialect, SqlStore,
+};
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use session_sql::{PostgresChannel, PostgresStore};
 #[cfg(feature = "tiered")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tiered")))]
-pub use session_tiered::TieredStore;
+pub use session_tiered::{TieredStore, TieredStoreBuilder};

@@ -4,17 +4,16 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Path;
-use axum::http::{header, HeaderMap, Request, StatusCode};
-use axum::response::Response;
+use axum::http::{header, Request, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
-use http_body_util::BodyExt;
 use session_kit::cookie::{Key, SameSite};
+use session_kit::store::SessionId;
 use session_kit::{
-    ConfigError, Expiry, MemoryStore, Session, SessionError, SessionId, SessionLayer,
-    SessionLayerBuilder, SessionStore,
+    ConfigError, Expiry, MemoryStore, Session, SessionError, SessionLayer, SessionLayerBuilder,
+    SessionStore,
 };
-use session_testkit::{InstrumentedStore, MockClock};
+use session_testkit::{send, InstrumentedStore, MockClock, Reply};
 use tower::ServiceExt;
 
 type Store = InstrumentedStore<MemoryStore>;
@@ -97,53 +96,7 @@ where
     (store, app)
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Reply {
-    fn set_cookies(&self) -> Vec<String> {
-        self.headers
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .map(|v| v.to_str().unwrap().to_owned())
-            .collect()
-    }
-
-    /// The `name=value` pair of the only `Set-Cookie`.
-    fn cookie_pair(&self) -> String {
-        let cookies = self.set_cookies();
-        assert_eq!(cookies.len(), 1, "expected one Set-Cookie, got {cookies:?}");
-        cookies[0].split(';').next().unwrap().to_owned()
-    }
-}
-
-async fn send(app: &Router, method: &str, path: &str, cookie: Option<&str>) -> Reply {
-    let mut request = Request::builder().method(method).uri(path);
-    if let Some(cookie) = cookie {
-        request = request.header(header::COOKIE, cookie);
-    }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    reply(response).await
-}
-
-async fn reply(response: Response) -> Reply {
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
-}
-
-/// SECURITY.md 10: the default cookie, exactly.
+/// docs/security.md 10: the default cookie, exactly.
 #[tokio::test]
 async fn default_cookie_is_secure() {
     let app = app(SessionLayer::new(MemoryStore::new()));
@@ -163,7 +116,7 @@ async fn default_cookie_is_secure() {
     assert_eq!(reply.headers[header::CACHE_CONTROL], "no-store");
 }
 
-/// SECURITY.md 11: `__Host-` and `__Secure-` rules fail when the layer is built.
+/// docs/security.md 11: `__Host-` and `__Secure-` rules fail when the layer is built.
 #[test]
 fn cookie_prefixes_are_validated_at_build_time() {
     let builder = || SessionLayer::builder(MemoryStore::new()).with_cookie_name("__Host-id");
@@ -192,6 +145,15 @@ fn cookie_prefixes_are_validated_at_build_time() {
             "{bad:?}"
         );
     }
+    for bad in ["app", "/a;b", "/a b"] {
+        let b = SessionLayer::builder(MemoryStore::new()).with_path(bad);
+        assert_eq!(error(b), ConfigError::InvalidCookiePath(bad.into()));
+    }
+    let domain = SessionLayer::builder(MemoryStore::new()).with_domain("a;b");
+    assert_eq!(
+        error(domain),
+        ConfigError::InvalidCookieDomain("a;b".into())
+    );
     let zero = SessionLayer::builder(MemoryStore::new()).with_max_sessions_per_user(0);
     assert_eq!(error(zero), ConfigError::ZeroSessionCap);
     let header = SessionLayer::builder(MemoryStore::new()).with_header("bad header");
@@ -209,7 +171,7 @@ fn attributes(set_cookie: &str) -> Vec<String> {
     attributes
 }
 
-/// SECURITY.md 12: logout and expiry send a removal cookie with the issuing cookie's
+/// docs/security.md 12: logout and expiry send a removal cookie with the issuing cookie's
 /// name, Path, Domain, Secure and SameSite, and `Max-Age=0`.
 #[tokio::test]
 async fn removal_cookie_matches_the_issued_one() {
@@ -224,7 +186,7 @@ async fn removal_cookie_matches_the_issued_one() {
         .unwrap();
     let app = app(layer);
     let issued = send(&app, "POST", "/login/alice", None).await;
-    let issued_cookie = issued.set_cookies()[0].clone();
+    let issued_cookie = issued.set_cookies()[0].to_owned();
     let pair = issued.cookie_pair();
 
     for removal in [send(&app, "POST", "/logout", Some(&pair)).await, {
@@ -243,7 +205,7 @@ async fn removal_cookie_matches_the_issued_one() {
     }
 }
 
-/// SECURITY.md 8: requests that only read write nothing and set no cookie.
+/// docs/security.md 8: requests that only read write nothing and set no cookie.
 #[tokio::test]
 async fn read_only_requests_do_not_write() {
     let store = store();
@@ -365,7 +327,7 @@ async fn an_unread_write_follows_destroy_and_store_failures() {
     assert!(store.load(&id.key()).await.unwrap().is_none());
 }
 
-/// SECURITY.md 9: ten thousand cookie-less requests make no store call, and a
+/// docs/security.md 9: ten thousand cookie-less requests make no store call, and a
 /// session that ends its request empty is never stored.
 #[tokio::test]
 async fn cookieless_requests_cost_nothing() {
@@ -418,7 +380,7 @@ async fn overlapping_uses_of_one_session_take_turns() {
     assert_eq!(send(&app, "GET", "/get/b", Some(&pair)).await.body, "\"2\"");
 }
 
-/// SECURITY.md 16: a store that hangs gets a 503 with `Retry-After` once the store
+/// docs/security.md 16: a store that hangs gets a 503 with `Retry-After` once the store
 /// timeout passes (virtual time), and no cookie is set or cleared.
 #[tokio::test(start_paused = true)]
 async fn a_hanging_store_fails_closed_after_the_timeout() {
@@ -542,7 +504,7 @@ async fn a_logout_whose_client_hung_up_still_ends_the_session() {
     panic!("the session outlived its logout");
 }
 
-/// SECURITY.md 17: a store that fails never leads to a new session or a cleared
+/// docs/security.md 17: a store that fails never leads to a new session or a cleared
 /// cookie, even for a handler that ignores the error.
 #[tokio::test]
 async fn store_errors_never_become_new_sessions() {
@@ -570,7 +532,7 @@ async fn store_errors_never_become_new_sessions() {
     assert_eq!(store.inner().len(), 1);
 }
 
-/// SECURITY.md 27: a thousand concurrent users each see only their own data, and
+/// docs/security.md 27: a thousand concurrent users each see only their own data, and
 /// every response that sets the cookie says `Cache-Control: no-store`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_users_see_only_their_own_sessions() {
@@ -597,7 +559,7 @@ async fn concurrent_users_see_only_their_own_sessions() {
     }
 }
 
-/// SECURITY.md 28: malformed, oversized and duplicate cookies give a fresh session.
+/// docs/security.md 28: malformed, oversized and duplicate cookies give a fresh session.
 #[tokio::test]
 async fn hostile_cookies_give_a_fresh_session() {
     let store = store();
@@ -634,7 +596,7 @@ async fn hostile_cookies_give_a_fresh_session() {
         header::COOKIE,
         header::HeaderValue::from_bytes(b"id=\xff\xfe").unwrap(),
     );
-    let response = reply(app.clone().oneshot(request).await.unwrap()).await;
+    let response = Reply::read(app.clone().oneshot(request).await.unwrap()).await;
     assert_eq!(
         (response.status, response.body.as_str()),
         (StatusCode::OK, "null")
@@ -663,7 +625,7 @@ async fn a_cookie_beside_non_ascii_cookies_still_names_the_session() {
             header::COOKIE,
             header::HeaderValue::from_bytes(&cookies).unwrap(),
         );
-        let response = reply(app.clone().oneshot(request).await.unwrap()).await;
+        let response = Reply::read(app.clone().oneshot(request).await.unwrap()).await;
         assert_eq!(response.body, "\"1\"", "{kind}: the session was not found");
     }
 }
@@ -675,7 +637,7 @@ mod cookie_parsing {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
-        /// SECURITY.md 28: no `Cookie` header, however odd, panics or fails the
+        /// docs/security.md 28: no `Cookie` header, however odd, panics or fails the
         /// request; a write under it always gets a new, well-formed id.
         #[test]
         fn any_cookie_header_gives_a_well_formed_outcome(
@@ -689,7 +651,7 @@ mod cookie_parsing {
                 bytes.extend(raw.iter().copied().filter(|b| *b == b'\t' || (*b >= 0x20 && *b != 0x7f)));
                 let mut request = Request::post("/set/k/v").body(Body::empty()).unwrap();
                 request.headers_mut().insert(header::COOKIE, header::HeaderValue::from_bytes(&bytes).unwrap());
-                let response = reply(app.clone().oneshot(request).await.unwrap()).await;
+                let response = Reply::read(app.clone().oneshot(request).await.unwrap()).await;
                 prop_assert_eq!(response.status, StatusCode::OK);
                 let pair = response.cookie_pair();
                 let value = pair.strip_prefix("id=").unwrap();
@@ -755,7 +717,7 @@ async fn the_id_can_travel_in_a_header() {
         .header("x-session", &id)
         .body(Body::empty())
         .unwrap();
-    let read = reply(app.clone().oneshot(request).await.unwrap()).await;
+    let read = Reply::read(app.clone().oneshot(request).await.unwrap()).await;
     assert_eq!(read.body, "\"1\"");
     assert!(
         read.headers.get("x-session").is_none(),
@@ -765,7 +727,7 @@ async fn the_id_can_travel_in_a_header() {
         .header("x-session", &id)
         .body(Body::empty())
         .unwrap();
-    let ended = reply(app.clone().oneshot(request).await.unwrap()).await;
+    let ended = Reply::read(app.clone().oneshot(request).await.unwrap()).await;
     assert_eq!(ended.headers["x-session"], "");
 }
 

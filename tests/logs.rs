@@ -1,11 +1,12 @@
-//! SECURITY.md 26 in a process of its own: the test sets a tracing subscriber for its
+//! docs/security.md 26 in a process of its own: the test sets a tracing subscriber for its
 //! thread, and tracing caches per call site whether anyone listens. Beside other tests
 //! that hit the same call sites first, with no subscriber, that cache made the
 //! subscriber miss events now and then.
 
 use std::sync::{Arc, Mutex};
 
-use session_kit::{MemoryStore, SessionId, SessionLayer};
+use session_kit::store::SessionId;
+use session_kit::{MemoryStore, SessionLayer};
 use session_testkit::{app, Client, InstrumentedStore};
 
 /// A writer that keeps everything it is given.

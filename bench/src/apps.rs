@@ -248,9 +248,8 @@ async fn tiered(url: &str, strict: bool) -> Result<Router, BoxError> {
         central.migrate().await?;
         let builder = session_kit::TieredStore::builder(central).published_by_central();
         let builder = if strict { builder.strict() } else { builder };
-        return Ok(session_kit(
-            builder.connect_postgres(url, "bench_invalidate").await?,
-        ));
+        let channel = session_kit::PostgresChannel::connect(url, "bench_invalidate").await?;
+        return Ok(session_kit(builder.connect(channel).await?));
     }
     // The central store publishes each write's invalidation inside the write.
     let central = session_kit::RedisStore::connect(url)
@@ -259,7 +258,8 @@ async fn tiered(url: &str, strict: bool) -> Result<Router, BoxError> {
         .with_invalidation_channel("bench:invalidate");
     let builder = session_kit::TieredStore::builder(central).published_by_central();
     let builder = if strict { builder.strict() } else { builder };
-    Ok(session_kit(builder.connect(url, "bench:invalidate").await?))
+    let channel = session_kit::RedisChannel::connect(url, "bench:invalidate").await?;
+    Ok(session_kit(builder.connect(channel).await?))
 }
 
 /// How long `/slow-set` holds its request between reading and writing the session, so
@@ -402,7 +402,7 @@ fn extension_only() -> Router {
 
 /// The sessions `id-lookup` holds: each session's store key and its user, hashed as
 /// the tiered store's cache hashes them.
-type Users = Arc<DashMap<session_kit::SessionKey, Arc<str>, session_kit::KeyHasher>>;
+type Users = Arc<DashMap<session_kit::SessionKey, Arc<str>, session_kit::store::KeyHasher>>;
 
 /// The layer of `id-lookup`: finds the request's session, if it names one, and puts
 /// it in the request's extensions.
@@ -436,7 +436,7 @@ where
             .flat_map(|value| value.as_bytes().split(|&byte| byte == b';'))
             .find_map(|cookie| cookie.trim_ascii().strip_prefix(b"id="))
             .and_then(|token| std::str::from_utf8(token).ok())
-            .and_then(session_kit::SessionId::parse)
+            .and_then(session_kit::store::SessionId::parse)
             .and_then(|id| {
                 let key = id.key();
                 let user = self.users.get(&key)?.clone();
@@ -472,12 +472,12 @@ fn id_lookup() -> Router {
     async fn login(State((users, c)): AppState) -> impl IntoResponse {
         let n = next(&c);
         let token = format!("{n:032}");
-        let id = session_kit::SessionId::parse(&token).expect("32 base64url characters");
+        let id = session_kit::store::SessionId::parse(&token).expect("32 base64url characters");
         let user = Arc::<str>::from(format!("user-{n}"));
         users.insert(id.key(), user);
         [(SET_COOKIE, format!("id={token}; Path=/"))]
     }
-    let users = Users::new(DashMap::with_hasher(session_kit::KeyHasher));
+    let users = Users::new(DashMap::with_hasher(session_kit::store::KeyHasher));
     let layer_users = users.clone();
     Router::new()
         .route("/read", get(read))
@@ -556,7 +556,7 @@ async fn redis_round_trip(url: &str, conditional: bool) -> Result<Router, BoxErr
         .with_state(state))
 }
 
-fn session_kit(store: impl Into<session_kit::Backend>) -> Router {
+fn session_kit(store: impl Into<session_kit::store::Backend>) -> Router {
     use session_kit::{Session, SessionError, SessionLayer};
 
     async fn read(session: Session) -> Result<String, SessionError> {

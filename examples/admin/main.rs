@@ -31,9 +31,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use session_kit::{
-    Backend, MemoryStore, Session, SessionError, SessionKey, SessionLayer, SessionStore,
-};
+use session_kit::store::Backend;
+use session_kit::{MemoryStore, Session, SessionError, SessionKey, SessionLayer, SessionStore};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -222,7 +221,8 @@ async fn tiered_store(central: &str, strict: bool) -> Result<Arc<dyn SessionStor
             .with_invalidation_channel(channel)?;
         let builder = session_kit::TieredStore::builder(store).published_by_central();
         let builder = if strict { builder.strict() } else { builder };
-        return Ok(Arc::new(builder.connect_postgres(central, channel).await?));
+        let channel = session_kit::PostgresChannel::connect(central, channel).await?;
+        return Ok(Arc::new(builder.connect(channel).await?));
     }
     // The central store publishes each write's invalidation inside the write, here
     // and over PostgreSQL: one round trip per write, nothing left unannounced by a
@@ -235,16 +235,16 @@ async fn tiered_store(central: &str, strict: bool) -> Result<Arc<dyn SessionStor
             .with_invalidation_channel(channel);
         let builder = session_kit::TieredStore::builder(store).published_by_central();
         let builder = if strict { builder.strict() } else { builder };
-        return Ok(Arc::new(
-            builder.connect_sentinel(&urls, master, channel).await?,
-        ));
+        let channel = session_kit::RedisChannel::sentinel(&urls, master, channel)?;
+        return Ok(Arc::new(builder.connect(channel).await?));
     }
     let store = session_kit::RedisStore::connect(central)
         .await?
         .with_invalidation_channel(channel);
     let builder = session_kit::TieredStore::builder(store).published_by_central();
     let builder = if strict { builder.strict() } else { builder };
-    Ok(Arc::new(builder.connect(central, channel).await?))
+    let channel = session_kit::RedisChannel::connect(central, channel).await?;
+    Ok(Arc::new(builder.connect(channel).await?))
 }
 
 /// A SQL store on `url`, in `SESSION_TABLE` (default `sessions`), migrated, with
@@ -609,7 +609,8 @@ mod tests {
 
         // Revoke the second session from the first.
         let second_id =
-            session_kit::SessionId::parse(second.split_once('=').expect("pair").1).expect("an id");
+            session_kit::store::SessionId::parse(second.split_once('=').expect("pair").1)
+                .expect("an id");
         let revoke = Request::post("/sessions/revoke")
             .header(header::COOKIE, &first)
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")

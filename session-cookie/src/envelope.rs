@@ -138,7 +138,7 @@ mod tests {
         Key::from_bytes(&[byte; 32]).expect("key")
     }
 
-    /// SECURITY.md 20, known answers: this envelope was produced by this code and
+    /// docs/security.md 20, known answers: this envelope was produced by this code and
     /// checked against an independent XChaCha20-Poly1305 (Python's `cryptography`
     /// ChaCha20-Poly1305 with HChaCha20 written out); it must keep opening, and
     /// sealing with its nonce must keep producing it, or cookies already issued

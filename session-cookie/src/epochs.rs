@@ -4,10 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use session_core::{
-    Created, Data, Meta, Record, SessionKey, SessionStore, StoreError, StoreErrorKind, Timestamp,
-    Updated,
-};
+use session_core::store::{Created, Data, Record, Updated};
+use session_core::{Meta, SessionKey, SessionStore, StoreError, StoreErrorKind, Timestamp};
 use sha2::{Digest, Sha256};
 
 /// Domain separation from session keys (which hash ids under another prefix): no
@@ -66,7 +64,7 @@ impl UserEpochs {
                 data: Data::from_iter([(FIELD.to_owned(), Value::from(at.unix_millis()))]),
                 meta: meta.clone(),
             };
-            if self.store.create(&key, &record).await? == Created::Created {
+            if self.store.create(&key, &record).await? == Created::Written {
                 return Ok(());
             }
         }

@@ -97,7 +97,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use session_core::{Backend, ClientStore, Opened, SessionStore, StoreError, Timestamp};
+use session_core::store::{Backend, ClientStore, Opened};
+use session_core::{SessionStore, StoreError, Timestamp};
 
 use crate::envelope::Compression;
 use crate::epochs::UserEpochs;

@@ -1,4 +1,4 @@
-//! `CookieStore` behind the layer: the SECURITY.md items a client-side store answers
+//! `CookieStore` behind the layer: the docs/security.md items a client-side store answers
 //! for (20–25, 28), and the parts of the store contract that apply to it.
 
 use std::sync::Arc;
@@ -99,7 +99,7 @@ async fn login_logout_and_the_user_list() {
     assert_eq!(client.get("/user").await.body, "");
 }
 
-/// SECURITY.md 20: any single-byte change of the envelope, through the layer, gives
+/// docs/security.md 20: any single-byte change of the envelope, through the layer, gives
 /// a fresh session (never a panic, never the session).
 #[tokio::test]
 async fn every_single_byte_change_gives_a_fresh_session() {
@@ -119,7 +119,7 @@ async fn every_single_byte_change_gives_a_fresh_session() {
     assert_eq!(holding(&app, &cookie).get("/user").await.body, "alice");
 }
 
-/// SECURITY.md 20: the cookie's name is bound: a value sealed for one cookie does not
+/// docs/security.md 20: the cookie's name is bound: a value sealed for one cookie does not
 /// open as another.
 #[tokio::test]
 async fn a_value_moved_to_another_cookie_is_refused() {
@@ -138,7 +138,7 @@ async fn a_value_moved_to_another_cookie_is_refused() {
     assert_eq!(reply.body, "", "a value sealed for `id` opened as `other`");
 }
 
-/// SECURITY.md 21: with keys configured, nothing unsealed is ever read: a forged
+/// docs/security.md 21: with keys configured, nothing unsealed is ever read: a forged
 /// plaintext session, a server-side id, or an envelope of another version gives a
 /// fresh session.
 #[tokio::test]
@@ -165,7 +165,7 @@ async fn forged_and_legacy_cookies_give_a_fresh_session() {
     }
 }
 
-/// SECURITY.md 22: the three phases of a key rotation.
+/// docs/security.md 22: the three phases of a key rotation.
 #[tokio::test]
 async fn three_phase_rotation() {
     let (old, new) = (key(5), key(6));
@@ -203,7 +203,7 @@ async fn three_phase_rotation() {
     assert_eq!(stale.cookie, None, "the dead cookie was not removed");
 }
 
-/// SECURITY.md 23: the times are inside the ciphertext, so a captured cookie stops
+/// docs/security.md 23: the times are inside the ciphertext, so a captured cookie stops
 /// working at its idle timeout and at its absolute timeout, however it is replayed.
 #[tokio::test]
 async fn a_captured_cookie_expires() {
@@ -239,7 +239,7 @@ async fn a_captured_cookie_expires() {
     assert_eq!(holding(&app, &captured).get("/user").await.body, "");
 }
 
-/// SECURITY.md 23: an epoch bump ("log out everywhere") refuses every earlier cookie
+/// docs/security.md 23: an epoch bump ("log out everywhere") refuses every earlier cookie
 /// of the user, on every server sharing the epoch store, and no other user's.
 #[tokio::test]
 async fn log_out_everywhere_refuses_earlier_cookies() {
@@ -357,7 +357,7 @@ async fn revocation_without_epochs_is_refused_clearly() {
     assert_eq!(client.get("/user").await.body, "alice");
 }
 
-/// SECURITY.md 16–17 for the epoch store: a failing or hanging epoch store fails the
+/// docs/security.md 16–17 for the epoch store: a failing or hanging epoch store fails the
 /// request closed (503, no cookie set or cleared), and the session is intact after.
 #[tokio::test]
 async fn an_epoch_store_outage_fails_closed() {
@@ -392,7 +392,7 @@ async fn an_epoch_store_outage_fails_closed() {
     assert_eq!(visitor.get("/get/a").await.body, "\"1\"");
 }
 
-/// SECURITY.md 24: a session past 4096 bytes of cookie is a 500 with no `Set-Cookie`;
+/// docs/security.md 24: a session past 4096 bytes of cookie is a 500 with no `Set-Cookie`;
 /// the client keeps its previous cookie and loses nothing. Compression lets a
 /// compressible one fit.
 #[tokio::test]
@@ -441,7 +441,7 @@ async fn the_documented_size_formula_holds() {
     }
 }
 
-/// SECURITY.md 28: duplicate cookies (the first that opens wins), oversized and
+/// docs/security.md 28: duplicate cookies (the first that opens wins), oversized and
 /// malformed ones: never a panic, never a 500.
 #[tokio::test]
 async fn duplicate_and_oversized_cookies() {
@@ -496,7 +496,7 @@ async fn a_cookie_beside_non_ascii_cookies_still_opens() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// SECURITY.md 28: arbitrary cookie values through the layer.
+    /// docs/security.md 28: arbitrary cookie values through the layer.
     #[test]
     fn arbitrary_cookie_values_never_panic(value in "[ -~]{0,600}") {
         let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");

@@ -10,9 +10,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
+use crate::data::Data;
 use crate::error::{StoreError, StoreErrorKind};
+use crate::expiry::Timestamp;
 use crate::id::SessionId;
-use crate::record::{Data, Meta, Record, Timestamp};
+use crate::record::{Meta, Record};
 use crate::store::SessionStore;
 
 /// A store that keeps no session on the server: the layer serialises each session

@@ -130,6 +130,13 @@ pub enum ConfigError {
     /// The cookie name is empty or has characters a cookie name cannot have.
     #[error("invalid cookie name {0:?}")]
     InvalidCookieName(String),
+    /// The cookie path does not start with `/`, or has characters a cookie attribute
+    /// cannot have.
+    #[error("invalid cookie path {0:?}")]
+    InvalidCookiePath(String),
+    /// The cookie domain has characters a cookie attribute cannot have.
+    #[error("invalid cookie domain {0:?}")]
+    InvalidCookieDomain(String),
     /// A `__Host-` cookie must not have a `Domain`.
     #[error("a `__Host-` cookie must not set a Domain")]
     HostPrefixWithDomain,

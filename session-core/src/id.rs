@@ -21,7 +21,7 @@ pub(crate) const ID_LEN: usize = 32;
 #[derive(Clone)]
 pub struct SessionId([u8; ID_BYTES]);
 
-/// Constant time (SECURITY.md 25): an id is a secret, and `==` on bytes stops at the
+/// Constant time (docs/security.md 25): an id is a secret, and `==` on bytes stops at the
 /// first difference.
 impl PartialEq for SessionId {
     fn eq(&self, other: &Self) -> bool {
@@ -140,7 +140,7 @@ impl std::hash::Hash for SessionKey {
 ///
 /// ```
 /// use std::collections::HashMap;
-/// use session_core::{KeyHasher, SessionKey};
+/// use session_core::store::{KeyHasher, SessionKey};
 ///
 /// let mut sessions = HashMap::with_hasher(KeyHasher);
 /// let key = SessionKey::from_bytes([7; 32]);
@@ -248,7 +248,7 @@ mod tests {
         assert_eq!(short.finish(), 0x03_0200);
     }
 
-    /// SECURITY.md 1: a million ids, right length and alphabet, no duplicates, and every
+    /// docs/security.md 1: a million ids, right length and alphabet, no duplicates, and every
     /// position uniform over the 64 characters by a χ² test.
     #[test]
     fn a_million_ids_are_unique_and_uniform() {

@@ -11,8 +11,8 @@ use tower_layer::Layer;
 use crate::client::{Backend, Kind};
 use crate::deadline::Deadlines;
 use crate::error::ConfigError;
+use crate::expiry::{Expiry, Timestamp};
 use crate::on_store_error::{DefaultOnStoreError, OnStoreError};
-use crate::record::{Expiry, Timestamp};
 use crate::service::SessionService;
 use crate::transport::{CookieSettings, Incoming, Transport};
 
@@ -274,16 +274,11 @@ impl SessionLayerBuilder {
         }
         let value_is_safe = |text: &str| text.bytes().all(|b| b.is_ascii_graphic() && b != b';');
         if !value_is_safe(&self.cookie.path) || !self.cookie.path.starts_with('/') {
-            return Err(ConfigError::InvalidCookieName(format!(
-                "{name} (path {:?})",
-                self.cookie.path
-            )));
+            return Err(ConfigError::InvalidCookiePath(self.cookie.path));
         }
         if let Some(domain) = &self.cookie.domain {
             if !value_is_safe(domain) {
-                return Err(ConfigError::InvalidCookieName(format!(
-                    "{name} (domain {domain:?})"
-                )));
+                return Err(ConfigError::InvalidCookieDomain(domain.clone()));
             }
         }
         if name.starts_with("__Host-") {

@@ -21,10 +21,10 @@ use std::time::Duration;
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
-use session_core::{
-    async_trait, Changes, Created, KeyHasher, Meta, Record, Refresh, Saved, SessionKey,
-    SessionStore, StoreError, Timestamp, UpdateFn, Updated, UserSession,
+use session_core::store::{
+    async_trait, Changes, Created, KeyHasher, Record, Refresh, Saved, UpdateFn, Updated,
 };
+use session_core::{Meta, SessionKey, SessionStore, StoreError, Timestamp, UserSession};
 
 /// An in-process session store.
 ///
@@ -196,7 +196,7 @@ impl SessionStore for MemoryStore {
         let now = Timestamp::now();
         if record.meta.is_expired(now) {
             // Born dead: nothing to keep, and nothing live can be under this key.
-            return Ok(Created::Created);
+            return Ok(Created::Written);
         }
         if let Some(user) = &record.meta.user_id {
             self.inner.index(user, *key);
@@ -216,7 +216,7 @@ impl SessionStore for MemoryStore {
                 self.inner.unindex(&user, key);
             }
         }
-        Ok(Created::Created)
+        Ok(Created::Written)
     }
 
     async fn save(
@@ -234,7 +234,7 @@ impl SessionStore for MemoryStore {
         }
         adopt_meta(&mut record.meta, meta);
         changes.apply_to(&mut record.data);
-        Ok(Saved::Saved)
+        Ok(Saved::Applied)
     }
 
     async fn save_unloaded(
@@ -285,7 +285,7 @@ impl SessionStore for MemoryStore {
         match self.inner.sessions.get_mut(key) {
             Some(mut record) if !record.meta.is_expired(now) => {
                 record.meta.expires_at = meta.expires_at;
-                Ok(Saved::Saved)
+                Ok(Saved::Applied)
             }
             _ => Ok(Saved::Missing),
         }
@@ -353,7 +353,7 @@ mod tests {
                     .collect(),
                 meta,
             };
-            assert_eq!(store.create(&key, &record).await.unwrap(), Created::Created);
+            assert_eq!(store.create(&key, &record).await.unwrap(), Created::Written);
         }
         assert_eq!(store.len(), 100);
         let deadline = std::time::Instant::now() + Duration::from_secs(5);

@@ -1,8 +1,6 @@
 //! The Lua scripts that make each write one atomic round trip.
 //!
-//! A session is one hash: `e` its expiry (Unix ms, also the key's `PEXPIREAT`), `m` its
-//! metadata as JSON, `u` its user (set at creation only), and `d:<name>` per data key,
-//! holding the value as JSON. A user's sessions are a sorted set, scored by expiry.
+//! They write the layout `layout.rs` describes.
 //!
 //! Every script takes the session hash as `KEYS[1]`. Where `KEYS[2]` is given (a
 //! standalone server) the script also keeps the user index in the same atomic step;
@@ -17,12 +15,11 @@ use std::fmt;
 
 use redis::{Cmd, ErrorKind, FromRedisValue, RedisWrite, Script, ServerErrorKind, ToRedisArgs};
 use serde_json::Value;
+use session_core::store::Invalidation;
 use session_core::{Meta, SessionKey, StoreError};
 
+use crate::layout::DATA_FIELD_PREFIX;
 use crate::watched::WatchedConnection;
-
-/// What the field of a data key starts with; the key's name follows.
-pub(crate) const DATA_FIELD_PREFIX: &str = "d:";
 
 /// `announce()` without an invalidation channel.
 const SILENT: &str = "local function announce() end\n";
@@ -285,7 +282,8 @@ impl Scripts {
     ) -> ScriptCall<'a> {
         let mut call = ScriptCall::new(&script.script, keys);
         if let (true, Some(channel)) = (script.announces, &self.channel) {
-            call.arg(channel.as_str()).arg_fmt(format_args!("k{key}"));
+            call.arg(channel.as_str())
+                .arg_fmt(Invalidation::Session(*key));
         }
         call
     }

@@ -33,7 +33,7 @@ async fn a_touch_moves_the_user_index_on_a_cluster() {
     let mut meta = session_core::Meta::new(now, now.saturating_add(Duration::from_secs(600)));
     meta.user_id = Some(user.clone());
     let key = session_testkit::random_key();
-    let record = session_core::Record {
+    let record = session_core::store::Record {
         data: Default::default(),
         meta: meta.clone(),
     };
@@ -41,7 +41,7 @@ async fn a_touch_moves_the_user_index_on_a_cluster() {
     meta.expires_at = now.saturating_add(Duration::from_secs(1800));
     assert_eq!(
         store.touch(&key, &meta).await.unwrap(),
-        session_core::Saved::Saved
+        session_core::store::Saved::Applied
     );
     let listed = store.user_sessions(&user).await.unwrap();
     assert_eq!(listed.len(), 1);
@@ -62,7 +62,7 @@ async fn sessions_spread_over_every_master() {
             session_core::Timestamp::now().saturating_add(std::time::Duration::from_secs(60)),
         );
         meta.user_id = Some(user.clone());
-        let record = session_core::Record {
+        let record = session_core::store::Record {
             data: Default::default(),
             meta,
         };
@@ -112,7 +112,7 @@ async fn a_cluster_store_publishes_no_invalidations() {
     }
     let now = session_core::Timestamp::now();
     let meta = session_core::Meta::new(now, now.saturating_add(Duration::from_secs(600)));
-    let record = session_core::Record {
+    let record = session_core::store::Record {
         data: Default::default(),
         meta: meta.clone(),
     };
@@ -120,7 +120,7 @@ async fn a_cluster_store_publishes_no_invalidations() {
     store.create(&key, &record).await.unwrap();
     assert_eq!(
         store.touch(&key, &meta).await.unwrap(),
-        session_core::Saved::Saved
+        session_core::store::Saved::Applied
     );
     store.delete(&key).await.unwrap();
     assert!(store.load(&key).await.unwrap().is_none());

@@ -1,4 +1,4 @@
-//! Outages of a redis-server each test owns (SECURITY.md 16 and 18): requests fail
+//! Outages of a redis-server each test owns (docs/security.md 16 and 18): requests fail
 //! closed and fast while it is down or frozen, and succeed again, with every session
 //! intact, once it is back, without restarting the application.
 

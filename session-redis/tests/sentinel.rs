@@ -1,4 +1,4 @@
-//! `RedisStore` over Redis Sentinel (SECURITY.md 19): a master, a replica and a
+//! `RedisStore` over Redis Sentinel (docs/security.md 19): a master, a replica and a
 //! Sentinel on loopback that these tests start. The whole store contract through the
 //! Sentinel; a failover, where requests fail closed while the master is gone and
 //! succeed again, every session intact, once the replica is promoted; and a write
@@ -9,7 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{SentinelGroup, SENTINEL_MASTER};
-use session_core::{Changes, Meta, Record, Saved, SessionLayer, SessionStore, Timestamp};
+use session_core::store::{Changes, Record, Saved};
+use session_core::{Meta, SessionLayer, SessionStore, Timestamp};
 use session_redis::RedisStore;
 use session_testkit::outage::{self, Outage};
 use session_testkit::{app, Client};
@@ -129,7 +130,7 @@ async fn a_write_refused_by_a_demoted_master_goes_to_the_new_one() {
         .insert("written".to_owned(), serde_json::json!("after the switch"));
     assert_eq!(
         store.save(&key, &changes, &meta).await.unwrap(),
-        Saved::Saved
+        Saved::Applied
     );
     let loaded = store
         .load(&key)

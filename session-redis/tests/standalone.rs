@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use common::OwnRedis;
 use http::StatusCode;
-use session_core::{
-    Meta, Record, SessionKey, SessionLayer, SessionStore, StoreErrorKind, Timestamp,
-};
+use session_core::store::Record;
+use session_core::{Meta, SessionKey, SessionLayer, SessionStore, StoreErrorKind, Timestamp};
 use session_redis::RedisStore;
 use session_testkit::{app, random_key, random_user, Client, MockClock};
 
@@ -36,7 +35,7 @@ async fn keys_under(
         .unwrap()
 }
 
-/// SECURITY.md 3 and 13 in Redis: keys hold the hash, never the token, and every
+/// docs/security.md 3 and 13 in Redis: keys hold the hash, never the token, and every
 /// session key carries a TTL matching its expiry.
 #[tokio::test]
 async fn keys_are_hashed_and_expire() {
@@ -79,7 +78,7 @@ async fn keys_are_hashed_and_expire() {
         .all(|k| k.contains("user:")));
 }
 
-/// SECURITY.md 28 in Redis: a record that does not decode is no session — never a
+/// docs/security.md 28 in Redis: a record that does not decode is no session — never a
 /// panic, never a 500 — and the client gets a fresh one, on a read and on a write
 /// that does not read.
 #[tokio::test]
@@ -401,7 +400,7 @@ async fn a_write_past_its_expiry_leaves_no_key() {
     let now = created.meta.created_at;
     let mut past = created.meta.clone();
     past.expires_at = Timestamp::from_unix_millis(now.unix_millis() - 1_000);
-    let changes = session_core::Changes {
+    let changes = session_core::store::Changes {
         set: [("k".to_owned(), serde_json::json!(1))]
             .into_iter()
             .collect(),
@@ -437,7 +436,7 @@ async fn scripts_the_server_lost_are_loaded_again() {
             .collect(),
         meta: meta.clone(),
     };
-    let set = |name: &str, value: i64| session_core::Changes {
+    let set = |name: &str, value: i64| session_core::store::Changes {
         set: [(name.to_owned(), serde_json::json!(value))]
             .into_iter()
             .collect(),
@@ -451,19 +450,19 @@ async fn scripts_the_server_lost_are_loaded_again() {
     let loads = flushed();
     assert_eq!(
         store.create(&key, &record).await.unwrap(),
-        session_core::Created::Created
+        session_core::store::Created::Written
     );
     assert_eq!(server.command_calls("script|load"), loads + 1);
 
     let loads = flushed();
     assert_eq!(
         store.save(&key, &set("b", 2), &meta).await.unwrap(),
-        session_core::Saved::Saved
+        session_core::store::Saved::Applied
     );
     assert_eq!(server.command_calls("script|load"), loads + 1);
 
     let loads = flushed();
-    let refresh = session_core::Refresh {
+    let refresh = session_core::store::Refresh {
         now,
         idle_timeout: Duration::from_secs(60),
     };
@@ -486,7 +485,7 @@ async fn scripts_the_server_lost_are_loaded_again() {
     let loads = flushed();
     assert_eq!(
         store.touch(&key, &meta).await.unwrap(),
-        session_core::Saved::Saved
+        session_core::store::Saved::Applied
     );
     assert_eq!(server.command_calls("script|load"), loads + 1);
 
@@ -592,7 +591,7 @@ async fn a_session_with_thousands_of_keys_is_written_whole() {
         meta: meta.clone(),
     };
     store.create(&key, &created).await.unwrap();
-    let changes = session_core::Changes {
+    let changes = session_core::store::Changes {
         removed: (0..10).map(|i| format!("k{i}")).collect(),
         set: (2_500..7_500)
             .map(|i| (format!("k{i}"), value(i + 1)))
@@ -652,7 +651,7 @@ async fn writes_announce_their_sessions_on_the_invalidation_channel() {
     let key = random_key();
     let now = Timestamp::now();
     let record = Record {
-        data: session_core::Data::new(),
+        data: session_core::store::Data::new(),
         meta: Meta::new(now, now.saturating_add(Duration::from_secs(600))),
     };
     silent.create(&key, &record).await.unwrap();

@@ -11,7 +11,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use session_core::{Record, StoreError, Timestamp};
+use session_core::store::Record;
+use session_core::{StoreError, Timestamp};
 use sqlx::Pool;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 

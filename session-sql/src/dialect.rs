@@ -3,7 +3,8 @@
 
 use std::future::Future;
 
-use session_core::{Changes, SessionKey};
+use session_core::store::Changes;
+use session_core::SessionKey;
 use sqlx::query::Query;
 use sqlx::query::QueryAs;
 use sqlx::{Encode, Executor, FromRow, IntoArguments, Pool, Type};

@@ -49,6 +49,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod batch;
+#[cfg(feature = "postgres")]
+mod channel;
 mod dialect;
 mod held;
 #[cfg(feature = "mysql")]
@@ -63,8 +65,12 @@ use std::future::Future;
 use std::time::Duration;
 
 use serde_json::Value;
-use session_core::{Data, Meta, Record, StoreError, StoreErrorKind, Timestamp};
+use session_core::store::{Data, Record};
+use session_core::{Meta, StoreError, StoreErrorKind, Timestamp};
 
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use channel::PostgresChannel;
 pub use dialect::Dialect;
 /// The sqlx crate, whose pools the stores take.
 pub use sqlx;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use session_core::store::Invalidation;
 use sqlx::postgres::{PgPoolOptions, PgQueryResult, Postgres};
 use sqlx::query::Query;
 use sqlx::query::QueryAs;
@@ -110,7 +111,8 @@ impl sealed::Dialect for Postgres {
 
     fn announcing(mut statements: Statements, channel: &str) -> Statements {
         // `channel` is a plain identifier, safe in a literal; keys are hex.
-        let notify = |key: &str| format!("pg_notify('{channel}', 'k' || {key})");
+        let tag = Invalidation::SESSION_TAG;
+        let notify = |key: &str| format!("pg_notify('{channel}', '{tag}' || {key})");
         let returning_keys = |statement: &str, alias: &str| {
             format!(
                 "WITH {alias} AS ({statement} RETURNING key)

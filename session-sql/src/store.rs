@@ -4,10 +4,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use session_core::store::{
+    async_trait, save_unloaded_by_loading, Changes, Created, Record, Refresh, Saved, UpdateFn,
+    Updated,
+};
 use session_core::{
-    async_trait, save_unloaded_by_loading, Changes, Created, Meta, Record, Refresh, Saved,
-    SessionKey, SessionStore, StoreError, StoreErrorKind, Timestamp, UpdateFn, Updated,
-    UserSession,
+    Meta, SessionKey, SessionStore, StoreError, StoreErrorKind, Timestamp, UserSession,
 };
 use sqlx::{AssertSqlSafe, Connection, Pool};
 
@@ -249,7 +251,7 @@ fn encoding(error: serde_json::Error) -> StoreError {
 
 fn saved_if(rows: u64) -> Saved {
     if rows == 1 {
-        Saved::Saved
+        Saved::Applied
     } else {
         Saved::Missing
     }
@@ -276,13 +278,7 @@ impl SqlStore<sqlx::Postgres> {
     /// # Ok(()) }
     /// ```
     pub fn with_invalidation_channel(mut self, channel: &str) -> Result<Self, ConfigError> {
-        let valid = (1..=46).contains(&channel.len())
-            && channel
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !valid {
-            return Err(ConfigError::InvalidChannelName(channel.to_owned()));
-        }
+        crate::channel::validate_channel(channel)?;
         self.channel = Some(Arc::from(channel));
         let table = self.statements.table.clone();
         self.set_statements(<sqlx::Postgres as sealed::Dialect>::statements(&table));
@@ -298,7 +294,7 @@ impl<DB: Dialect> SessionStore for SqlStore<DB> {
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created, StoreError> {
         if self.insert(key, record).await? {
-            return Ok(Created::Created);
+            return Ok(Created::Written);
         }
         // The key is taken. A live row stays; an expired one (not yet cleaned up)
         // gives way, and the insert is tried once more.
@@ -310,7 +306,7 @@ impl<DB: Dialect> SessionStore for SqlStore<DB> {
             )
             .await?;
         if freed == 1 && self.insert(key, record).await? {
-            return Ok(Created::Created);
+            return Ok(Created::Written);
         }
         Ok(Created::Collision)
     }

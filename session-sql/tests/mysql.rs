@@ -10,7 +10,8 @@ mod common;
 
 use std::time::Duration;
 
-use session_core::{Created, Meta, Record, SessionStore, Timestamp};
+use session_core::store::{Created, Record};
+use session_core::{Meta, SessionStore, Timestamp};
 use session_sql::sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use session_sql::MySqlStore;
 use session_testkit::random_key;
@@ -106,5 +107,5 @@ async fn migrate_is_idempotent() {
         data: Default::default(),
         meta: Meta::new(now, now.saturating_add(Duration::from_secs(60))),
     };
-    assert_eq!(store.create(&key, &record).await.unwrap(), Created::Created);
+    assert_eq!(store.create(&key, &record).await.unwrap(), Created::Written);
 }

@@ -10,7 +10,8 @@ mod common;
 use std::time::Duration;
 
 use serde_json::json;
-use session_core::{Created, Meta, Record, SessionStore, Timestamp};
+use session_core::store::{Created, Record};
+use session_core::{Meta, SessionStore, Timestamp};
 use session_sql::sqlx::postgres::{PgPool, PgPoolOptions};
 use session_sql::PostgresStore;
 use session_testkit::random_key;
@@ -105,7 +106,7 @@ async fn migrate_is_idempotent_and_matches_the_shipped_sql() {
     };
     assert_eq!(
         from_file.create(&key, &record).await.unwrap(),
-        Created::Created
+        Created::Written
     );
     assert_eq!(
         from_file.load(&key).await.unwrap().unwrap().data,

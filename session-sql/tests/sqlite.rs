@@ -12,7 +12,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::json;
-use session_core::{Created, Meta, Record, SessionLayer, SessionStore, Timestamp};
+use session_core::store::{Created, Record};
+use session_core::{Meta, SessionLayer, SessionStore, Timestamp};
 use session_sql::SqliteStore;
 use session_testkit::{random_key, random_user};
 
@@ -128,7 +129,7 @@ async fn two_stores_on_one_file_keep_every_increment() {
     };
     assert_eq!(
         first.store.create(&key, &record).await.unwrap(),
-        Created::Created
+        Created::Written
     );
     let increment =
         |n: Option<&serde_json::Value>| Some(json!(n.and_then(|v| v.as_u64()).unwrap_or(0) + 1));
@@ -179,7 +180,7 @@ async fn migrate_is_idempotent_and_matches_the_shipped_sql() {
     };
     assert_eq!(
         from_file.create(&key, &record).await.unwrap(),
-        Created::Created
+        Created::Written
     );
     assert_eq!(
         from_file.load(&key).await.unwrap().unwrap().data,

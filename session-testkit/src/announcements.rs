@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use serde_json::json;
-use session_core::{Changes, Data, Meta, Record, Refresh, SessionStore, Timestamp};
+use session_core::store::{Changes, Data, Record, Refresh};
+use session_core::{Meta, SessionStore, Timestamp};
 use tokio::sync::mpsc;
 
 use crate::{random_key, random_user};

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use session_core::{Session, SessionError, SessionId, SessionKey, SessionLayer};
+use http_body_util::BodyExt;
+use session_core::store::SessionId;
+use session_core::{Session, SessionError, SessionKey, SessionLayer};
 use tokio::sync::Barrier;
 use tower::util::BoxCloneService;
 use tower::{service_fn, Layer, ServiceExt};
@@ -155,6 +157,30 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The reply `response` makes, its body read whole (as text, lossily).
+    pub async fn read<B>(response: Response<B>) -> Self
+    where
+        B: http_body::Body,
+        B::Error: std::fmt::Debug,
+    {
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.expect("the body reads").to_bytes();
+        Self {
+            status: parts.status,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+            headers: parts.headers,
+        }
+    }
+
+    /// The `name=value` pair of the only `Set-Cookie`; fails the test if there is
+    /// not exactly one.
+    pub fn cookie_pair(&self) -> String {
+        let cookies = self.set_cookies();
+        assert_eq!(cookies.len(), 1, "expected one Set-Cookie, got {cookies:?}");
+        let pair = cookies[0].split(';').next().unwrap_or_default();
+        pair.to_owned()
+    }
+
     /// The `Set-Cookie` headers it carried.
     pub fn set_cookies(&self) -> Vec<&str> {
         self.headers
@@ -163,6 +189,29 @@ impl Reply {
             .filter_map(|v| v.to_str().ok())
             .collect()
     }
+}
+
+/// Sends one request to any service (an axum `Router`, an [`App`]), with `cookie` as
+/// its `Cookie` header if given, and reads the reply: for tests that manage cookies
+/// themselves; [`Client`] keeps them as a browser does.
+pub async fn send<S, R>(service: &S, method: &str, path: &str, cookie: Option<&str>) -> Reply
+where
+    S: tower::Service<Request<String>, Response = Response<R>> + Clone,
+    S::Error: std::fmt::Debug,
+    R: http_body::Body,
+    R::Error: std::fmt::Debug,
+{
+    let mut request = Request::builder().method(method).uri(path);
+    if let Some(cookie) = cookie {
+        request = request.header(COOKIE, cookie);
+    }
+    let request = request.body(String::new()).expect("a valid request");
+    let response = service
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("the service answers");
+    Reply::read(response).await
 }
 
 /// A client of an [`App`] that keeps the session cookie as a browser does.

@@ -19,7 +19,9 @@
 //! [`InstrumentedStore`] (counts calls, injects faults and id collisions), and an
 //! in-process [`app`] with a cookie-keeping [`Client`], the [`outage`] scenario
 //! for stores with a server, the rule of stores that announce their writes
-//! ([`announcements`]), and a TCP [`proxy`] whose connections a test cuts silently.
+//! ([`announcements`]), a TCP [`proxy`] whose connections a test cuts silently, and,
+//! with the feature `redis-servers`, Redis servers a test owns (`redis_servers`:
+//! standalone, a cluster, a Sentinel group).
 //!
 //! The caller needs `tokio` (with `macros` and `rt-multi-thread`) among its
 //! dev-dependencies.
@@ -29,16 +31,19 @@ mod app;
 pub mod contract;
 pub mod outage;
 pub mod proxy;
+#[cfg(feature = "redis-servers")]
+pub mod redis_servers;
 mod wrappers;
 
-pub use app::{app, App, Client, Pause, Reply};
+pub use app::{app, send, App, Client, Pause, Reply};
 pub use wrappers::InstrumentedStore;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use session_core::{SessionId, SessionKey, Timestamp};
+use session_core::store::SessionId;
+use session_core::{SessionKey, Timestamp};
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
@@ -97,44 +102,13 @@ pub fn random_user() -> String {
     format!("user-{:016x}", u64::from_le_bytes(bytes))
 }
 
-/// Generates one `#[tokio::test]` per rule of the store contract, each running it
-/// against the store that `$store` (evaluated inside the test) gives.
+/// Generates one `#[tokio::test]` per rule of the store contract
+/// ([`contract::RULES`]), each running it against the store that `$store` (evaluated
+/// inside the test) gives.
 #[macro_export]
 macro_rules! conformance_tests {
     ($store:expr) => {
-        $crate::conformance_tests!(@tests ($store)
-            load_of_unknown_key_is_none
-            create_then_load_round_trips
-            load_without_waiting_agrees_with_load
-            create_never_overwrites
-            save_applies_changes_not_snapshots
-
-            save_stores_metadata
-            save_unloaded_restarts_the_idle_timeout
-            save_unloaded_never_creates_or_revives
-            writes_never_create
-            delete_removes_the_record
-            expired_records_are_never_returned
-            touch_extends_expiry
-            update_is_atomic
-            update_can_decline
-            user_index_lists_and_ends_sessions
-            user_index_skips_expired_sessions
-            attacker_chosen_id_is_never_adopted
-            stored_key_is_not_a_cookie
-            cycle_id_keeps_data_and_ends_the_old_id
-            forced_collision_never_overwrites
-            stale_save_after_logout_does_not_resurrect
-            stale_unread_save_after_logout_does_not_resurrect
-            an_unread_write_is_one_store_call
-            parallel_requests_keep_disjoint_keys
-            concurrent_increments_are_not_lost
-            timeouts_follow_stored_times
-            logout_ends_the_session_everywhere
-            logout_everywhere_ends_every_session_of_the_user
-            session_cap_ends_older_sessions
-            load_error_is_not_no_session
-        );
+        $crate::__for_each_rule!($crate::conformance_tests, @tests ($store));
     };
     (@tests ($store:expr) $($rule:ident)*) => {
         mod conformance {

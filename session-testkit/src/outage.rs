@@ -1,4 +1,4 @@
-//! The outage scenario every store with a server runs (SECURITY.md 16 and 18): while
+//! The outage scenario every store with a server runs (docs/security.md 16 and 18): while
 //! the store is out of reach, requests fail closed and fast; once it is back, they
 //! succeed again, with every session intact, without restarting the application.
 

@@ -6,10 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use session_core::{
-    Changes, Created, Meta, Record, Refresh, Saved, SessionKey, SessionStore, StoreError,
-    Timestamp, UpdateFn, Updated, UserSession,
-};
+use session_core::store::{Changes, Created, Record, Refresh, Saved, UpdateFn, Updated};
+use session_core::{Meta, SessionKey, SessionStore, StoreError, Timestamp, UserSession};
 use tokio::sync::Notify;
 
 /// Wraps a store: counts the calls made to it by operation name (`load`, `create`,

@@ -1,8 +1,9 @@
 //! A tiered session store for session-kit: sessions cached in the process, in front of
 //! a central [`SessionStore`] that every server shares, kept coherent across servers
-//! by an invalidation channel: Redis pub/sub (on a server, or on the master Redis
-//! Sentinel names: [`connect_sentinel`](Builder::connect_sentinel)), or PostgreSQL
-//! `LISTEN`/`NOTIFY` (feature `postgres`).
+//! by an [`InvalidationChannel`]: Redis pub/sub (`session_redis::RedisChannel`, on a
+//! server or on the master Redis Sentinel names), PostgreSQL `LISTEN`/`NOTIFY`
+//! (`session_sql::PostgresChannel`), or a channel of your own. This crate knows no
+//! driver: it composes any store with any channel through their traits.
 //!
 //! - **Reads** of a cached session cost no round trip to the central store. A session
 //!   is cached when it is created here, or read here after a change.
@@ -12,13 +13,13 @@
 //!   it. A write that fails, times out or is cancelled is announced all the same,
 //!   from a task of its own: it may have reached the central store anyway. A central
 //!   store that publishes the invalidation inside the write itself
-//!   ([`published_by_central`](Builder::published_by_central), with the invalidation
+//!   ([`published_by_central`](TieredStoreBuilder::published_by_central), with the invalidation
 //!   channel of `RedisStore` or `PostgresStore`) makes a write one round trip
 //!   instead of two, and leaves no moment at which a crash could separate a write
 //!   from its announcement.
 //! - **Coherence:** between a write's publication and its delivery (loopback: well
 //!   under a millisecond), another server may still serve its copy. In
-//!   [strict mode](Builder::strict) there is no such window: a read first waits for a
+//!   [strict mode](TieredStoreBuilder::strict) there is no such window: a read first waits for a
 //!   marker of its own to come back through the channel, one small round trip shared
 //!   by every read in flight.
 //! - **Losing the channel** never leaves a server serving stale sessions: while its
@@ -31,12 +32,14 @@
 //!
 //! ```no_run
 //! # async fn run(central: impl session_core::SessionStore) -> Result<(), Box<dyn std::error::Error>> {
+//! use session_redis::RedisChannel;
 //! use session_tiered::TieredStore;
 //!
 //! // `central`: the store every server shares, a `RedisStore` or a `PostgresStore`.
+//! let channel = RedisChannel::connect("redis://127.0.0.1:6379", "sessions:invalidate").await?;
 //! let store = TieredStore::builder(central)
 //!     .with_capacity(100_000)
-//!     .connect("redis://127.0.0.1:6379", "sessions:invalidate")
+//!     .connect(channel)
 //!     .await?;
 //! let layer = session_core::SessionLayer::new(store);
 //! # let _ = layer;
@@ -52,14 +55,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use session_core::{
-    async_trait, Changes, Created, Meta, Record, Refresh, Saved, SessionKey, SessionStore,
-    StoreError, Timestamp, UpdateFn, Updated, UserSession,
+use session_core::store::{
+    async_trait, Changes, Created, Invalidation, InvalidationChannel, Record, Refresh, Saved,
+    UpdateFn, Updated,
 };
+use session_core::{Meta, SessionKey, SessionStore, StoreError, Timestamp, UserSession};
 
-use channel::{Channel, Message};
+use channel::Channel;
 use local::{Bound, Local};
-use redis::sentinel::{SentinelClient, SentinelServerType};
 
 /// Sessions cached in process in front of a central store `S`; see the crate docs.
 pub struct TieredStore<S> {
@@ -104,7 +107,7 @@ impl<S> fmt::Debug for TieredStore<S> {
 
 /// Configures a [`TieredStore`].
 #[derive(Debug)]
-pub struct Builder<S> {
+pub struct TieredStoreBuilder<S> {
     central: S,
     bound: Bound,
     strict: bool,
@@ -113,8 +116,8 @@ pub struct Builder<S> {
 
 impl<S: SessionStore> TieredStore<S> {
     /// Starts configuring a tiered store in front of `central`.
-    pub fn builder(central: S) -> Builder<S> {
-        Builder {
+    pub fn builder(central: S) -> TieredStoreBuilder<S> {
+        TieredStoreBuilder {
             central,
             bound: Bound::Entries(100_000),
             strict: false,
@@ -155,7 +158,7 @@ impl<S: SessionStore> TieredStore<S> {
 
     /// The invalidation a write to the central store owes, taken before the write: see
     /// [`Owed`].
-    fn owe(&self, message: Message) -> Owed<'_> {
+    fn owe(&self, message: Invalidation) -> Owed<'_> {
         Owed {
             local: &self.inner.local,
             channel: (!self.inner.published_by_central).then_some(&self.inner.channel),
@@ -179,7 +182,7 @@ struct Owed<'a> {
     local: &'a Local,
     /// Where to publish; `None` when the central store does.
     channel: Option<&'a Channel>,
-    message: Option<Message>,
+    message: Option<Invalidation>,
 }
 
 impl Owed<'_> {
@@ -213,14 +216,14 @@ impl Drop for Owed<'_> {
     }
 }
 
-fn invalidate_locally(local: &Local, message: &Message) {
+fn invalidate_locally(local: &Local, message: &Invalidation) {
     match message {
-        Message::Session(key) => local.invalidate(key),
-        Message::User(user_id) => local.invalidate_user(user_id),
+        Invalidation::Session(key) => local.invalidate(key),
+        Invalidation::User(user_id) => local.invalidate_user(user_id),
     }
 }
 
-impl<S: SessionStore> Builder<S> {
+impl<S: SessionStore> TieredStoreBuilder<S> {
     /// Keeps at most `entries` sessions in process (the default: 100,000). When the
     /// cache is full, the least useful go first: sessions read once are evicted before
     /// those read again and again (S3-FIFO, as the `quick_cache` crate evicts; one hit
@@ -241,99 +244,57 @@ impl<S: SessionStore> Builder<S> {
         self
     }
 
-    /// Connects the invalidation channel: Redis pub/sub on `channel` at `redis_url`
-    /// (one connection publishes, one subscribes). Waits up to two seconds for the
-    /// subscription, so that the store starts serving cached sessions; if Redis is not
-    /// reachable by then, the store starts bypassing its cache and keeps trying.
-    /// Must be called inside a tokio runtime.
-    pub async fn connect(
-        self,
-        redis_url: &str,
-        channel: &str,
-    ) -> Result<TieredStore<S>, StoreError> {
-        let local = Arc::new(Local::new(self.bound));
-        let channel = Channel::redis(redis_url, channel, &local).await?;
-        self.finish(local, channel).await
-    }
-
-    /// Connects the invalidation channel over Redis Sentinel: pub/sub on `channel` on
-    /// the master that the Sentinels at `sentinels` (`redis://host:26379`) name for
-    /// `master_name`, followed through failovers. The central store must be a
-    /// `RedisStore` on the same Sentinels that publishes every write's invalidation on
-    /// `channel` itself, and the builder must say so with
-    /// [`published_by_central`](Self::published_by_central): this store publishes no
-    /// invalidation of its own, since one published on a master about to be replaced
-    /// could reach nobody.
+    /// Starts the store on `channel`, the invalidation channel every server of the
+    /// application shares (`session_redis::RedisChannel`,
+    /// `session_sql::PostgresChannel`, or any [`InvalidationChannel`]). Waits up to two
+    /// seconds for the subscription, so that the store starts serving cached
+    /// sessions; if the channel's server is not reachable by then, the store starts
+    /// bypassing its cache and keeps trying. Must be called inside a tokio runtime.
     ///
-    /// The subscription follows the master: when its connection is lost, or a
-    /// Sentinel announces a new master (`+switch-master`, which is how a master that
-    /// stopped answering without closing its connections is noticed), or the Sentinel
-    /// stops answering, the cache is flushed and bypassed until the subscription is
-    /// back on the master the Sentinels name.
+    /// A channel that cannot publish this store's invalidations (one over Redis
+    /// Sentinel, whose master may change under it) needs a central store that
+    /// publishes them inside its writes, and the builder must say so with
+    /// [`published_by_central`](Self::published_by_central); without it, `connect`
+    /// fails.
+    ///
+    /// The subscription is kept: when it is lost (a closed connection, a server that
+    /// stops answering, over Sentinel a new master), the cache is flushed and bypassed
+    /// until a new subscription is up.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    /// use session_redis::RedisStore;
+    /// use session_redis::{RedisChannel, RedisStore};
     /// use session_tiered::TieredStore;
     ///
     /// let sentinels = ["redis://127.0.0.1:26379", "redis://127.0.0.1:26380"];
     /// let central = RedisStore::connect_sentinel(sentinels, "mymaster")
     ///     .await?
     ///     .with_invalidation_channel("myapp:invalidate");
+    /// let channel = RedisChannel::sentinel(sentinels, "mymaster", "myapp:invalidate")?;
     /// let store = TieredStore::builder(central)
     ///     .published_by_central()
-    ///     .connect_sentinel(sentinels, "mymaster", "myapp:invalidate")
+    ///     .connect(channel)
     ///     .await?;
     /// # let _ = store;
     /// # Ok(()) }
     /// ```
-    pub async fn connect_sentinel<I, U>(
+    pub async fn connect(
         self,
-        sentinels: I,
-        master_name: &str,
-        channel: &str,
-    ) -> Result<TieredStore<S>, StoreError>
-    where
-        I: IntoIterator<Item = U>,
-        U: AsRef<str>,
-    {
-        if !self.published_by_central {
+        channel: impl InvalidationChannel,
+    ) -> Result<TieredStore<S>, StoreError> {
+        if !channel.publishes_invalidations() && !self.published_by_central {
             return Err(StoreError::new(
                 session_core::StoreErrorKind::Other,
-                "a tiered store over Redis Sentinel needs a central store that publishes \
-                 its invalidations (`RedisStore::with_invalidation_channel`) and \
-                 `published_by_central`",
+                format!(
+                    "the invalidation channel {:?} cannot publish this store's \
+                     invalidations: it needs a central store that publishes them \
+                     (`with_invalidation_channel`) and `published_by_central`",
+                    channel.name()
+                ),
             ));
         }
-        let sentinels: Vec<String> = sentinels
-            .into_iter()
-            .map(|url| url.as_ref().to_owned())
-            .collect();
-        let sentinel = SentinelClient::build(
-            sentinels,
-            master_name.to_owned(),
-            None,
-            SentinelServerType::Master,
-        )
-        .map_err(StoreError::unavailable)?;
         let local = Arc::new(Local::new(self.bound));
-        let channel = Channel::redis_sentinel(sentinel, master_name, channel, &local)?;
-        self.finish(local, channel).await
-    }
-
-    /// Connects the invalidation channel over PostgreSQL: `NOTIFY` on `channel` (a
-    /// plain identifier) through a small pool, `LISTEN` on a connection of its own;
-    /// for a central store in the same database. Waits for the subscription as
-    /// [`connect`](Self::connect) does.
-    #[cfg(feature = "postgres")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-    pub async fn connect_postgres(
-        self,
-        postgres_url: &str,
-        channel: &str,
-    ) -> Result<TieredStore<S>, StoreError> {
-        let local = Arc::new(Local::new(self.bound));
-        let channel = Channel::postgres(postgres_url, channel, &local).await?;
+        let channel = Channel::start(Arc::new(channel), &local);
         self.finish(local, channel).await
     }
 
@@ -353,9 +314,8 @@ impl<S: SessionStore> Builder<S> {
 
     /// The central store publishes every write's invalidation itself, on the same
     /// channel and server, inside the write (`RedisStore::with_invalidation_channel`
-    /// on a standalone Redis, `PostgresStore::with_invalidation_channel` with
-    /// [`connect_postgres`](Self::connect_postgres)): this store then publishes
-    /// none. A write costs one round trip instead of two, and a server that dies
+    /// on a standalone Redis, `PostgresStore::with_invalidation_channel` with a
+    /// `PostgresChannel`): this store then publishes none. A write costs one round trip instead of two, and a server that dies
     /// between a write and its announcement can no longer leave others serving a
     /// stale copy.
     ///
@@ -367,14 +327,15 @@ impl<S: SessionStore> Builder<S> {
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    /// use session_redis::RedisStore;
+    /// use session_redis::{RedisChannel, RedisStore};
     /// use session_tiered::TieredStore;
     ///
     /// let url = "redis://127.0.0.1:6379";
     /// let central = RedisStore::connect(url).await?.with_invalidation_channel("myapp:invalidate");
+    /// let channel = RedisChannel::connect(url, "myapp:invalidate").await?;
     /// let store = TieredStore::builder(central)
     ///     .published_by_central()
-    ///     .connect(url, "myapp:invalidate")
+    ///     .connect(channel)
     ///     .await?;
     /// # let _ = store;
     /// # Ok(()) }
@@ -493,7 +454,7 @@ impl<S: SessionStore> SessionStore for TieredStore<S> {
         let local = &self.inner.local;
         let generation = local.generation(key);
         let created = self.inner.central.create(key, record).await?;
-        if created == Created::Created {
+        if created == Created::Written {
             local.insert_if_current(key, record, generation);
         }
         Ok(created)
@@ -505,7 +466,7 @@ impl<S: SessionStore> SessionStore for TieredStore<S> {
         changes: &Changes,
         meta: &Meta,
     ) -> Result<Saved, StoreError> {
-        let owed = self.owe(Message::Session(*key));
+        let owed = self.owe(Invalidation::Session(*key));
         let saved = self.inner.central.save(key, changes, meta).await?;
         owed.send().await;
         Ok(saved)
@@ -517,7 +478,7 @@ impl<S: SessionStore> SessionStore for TieredStore<S> {
         changes: &Changes,
         refresh: &Refresh,
     ) -> Result<Option<Meta>, StoreError> {
-        let owed = self.owe(Message::Session(*key));
+        let owed = self.owe(Invalidation::Session(*key));
         let saved = self
             .inner
             .central
@@ -534,7 +495,7 @@ impl<S: SessionStore> SessionStore for TieredStore<S> {
         f: &UpdateFn<'_>,
         meta: &Meta,
     ) -> Result<Updated, StoreError> {
-        let owed = self.owe(Message::Session(*key));
+        let owed = self.owe(Invalidation::Session(*key));
         let updated = self.inner.central.update(key, field, f, meta).await?;
         if matches!(updated, Updated::Stored(_)) {
             owed.send().await;
@@ -545,14 +506,14 @@ impl<S: SessionStore> SessionStore for TieredStore<S> {
     }
 
     async fn touch(&self, key: &SessionKey, meta: &Meta) -> Result<Saved, StoreError> {
-        let owed = self.owe(Message::Session(*key));
+        let owed = self.owe(Invalidation::Session(*key));
         let touched = self.inner.central.touch(key, meta).await?;
         owed.send().await;
         Ok(touched)
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<(), StoreError> {
-        let owed = self.owe(Message::Session(*key));
+        let owed = self.owe(Invalidation::Session(*key));
         self.inner.central.delete(key).await?;
         owed.send().await;
         Ok(())
@@ -563,7 +524,7 @@ impl<S: SessionStore> SessionStore for TieredStore<S> {
     }
 
     async fn delete_user_sessions(&self, user_id: &str) -> Result<usize, StoreError> {
-        let owed = self.owe(Message::User(user_id.to_owned()));
+        let owed = self.owe(Invalidation::User(user_id.to_owned()));
         let deleted = self.inner.central.delete_user_sessions(user_id).await?;
         owed.send().await;
         Ok(deleted)

@@ -10,7 +10,8 @@ use std::time::Duration;
 use quick_cache::sync::{Cache, DefaultLifecycle};
 use quick_cache::{OptionsBuilder, Weighter};
 use session_core::serde_json::Value;
-use session_core::{KeyHasher, Record, SessionKey};
+use session_core::store::{KeyHasher, Record};
+use session_core::SessionKey;
 use tokio::sync::{oneshot, Notify};
 
 use crate::barrier::Barrier;
@@ -269,7 +270,8 @@ impl Local {
 
 #[cfg(test)]
 mod tests {
-    use session_core::{Data, Meta, Timestamp};
+    use session_core::store::Data;
+    use session_core::{Meta, Timestamp};
     use std::time::Duration;
 
     use super::*;

@@ -2,14 +2,13 @@
 //! invalidation channel, on the machine's PostgreSQL (`POSTGRES_URL`): each test in a
 //! temporary table of its own connection, on a channel of its own.
 
-#![cfg(feature = "postgres")]
-
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use session_core::{Changes, Meta, Record, SessionKey, SessionStore, Timestamp};
+use session_core::store::{Changes, Record};
+use session_core::{Meta, SessionKey, SessionStore, Timestamp};
 use session_sql::sqlx::postgres::{PgPool, PgPoolOptions};
-use session_sql::PostgresStore;
+use session_sql::{PostgresChannel, PostgresStore};
 use session_testkit::proxy::{server_address, url_via, CuttableProxy};
 use session_testkit::{random_key, random_user, InstrumentedStore};
 use session_tiered::TieredStore;
@@ -45,6 +44,13 @@ fn channel() -> String {
     format!("invalidate_{}", random_user().replace('-', "_"))
 }
 
+/// A PostgreSQL channel at `url`, which must be up.
+async fn pg_channel(url: &str, name: &str) -> PostgresChannel {
+    PostgresChannel::connect(url, name)
+        .await
+        .expect("PostgreSQL on POSTGRES_URL; scripts/test starts it")
+}
+
 /// The channel's connections carry `application_name`, so that a test can end them.
 fn channel_url(name: &str) -> String {
     format!("{}?application_name={name}", postgres_url())
@@ -52,7 +58,7 @@ fn channel_url(name: &str) -> String {
 
 async fn tiered<S: SessionStore>(central: S, channel: &str) -> TieredStore<S> {
     let store = TieredStore::builder(central)
-        .connect_postgres(&channel_url(channel), channel)
+        .connect(pg_channel(&channel_url(channel), channel).await)
         .await
         .expect("the channel connects");
     assert!(store.is_coherent(), "not listening within 2 s");
@@ -134,7 +140,7 @@ async fn strict_reads_follow_every_acknowledged_write() {
         async move {
             TieredStore::builder(central)
                 .strict()
-                .connect_postgres(&channel_url(&channel), &channel)
+                .connect(pg_channel(&channel_url(&channel), &channel).await)
                 .await
                 .expect("the channel connects")
         }
@@ -155,7 +161,7 @@ async fn a_lost_listener_never_serves_stale_sessions() {
     until_loaded(&store, &key, Some(1)).await;
 
     let admin = single_connection().await;
-    sqlx::query(
+    session_sql::sqlx::query(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
     )
     .bind(&channel)
@@ -200,7 +206,7 @@ async fn one_through_proxy() -> (
     let central = central(single_connection().await).await;
     let channel = channel();
     let a = TieredStore::builder(central.clone())
-        .connect_postgres(&url_via(&postgres_url(), proxy.address()), &channel)
+        .connect(pg_channel(&url_via(&postgres_url(), proxy.address()), &channel).await)
         .await
         .expect("the channel connects through the proxy");
     assert!(a.is_coherent());
@@ -246,13 +252,11 @@ async fn a_publisher_gone_silent_is_replaced_and_the_notification_arrives() {
 async fn a_channel_name_too_long_for_postgres_is_refused() {
     let central = central(single_connection().await).await;
     let name = "c".repeat(47);
-    let refused = TieredStore::builder(central.clone())
-        .connect_postgres(&postgres_url(), &name)
-        .await;
+    let refused = PostgresChannel::connect(&postgres_url(), &name).await;
     assert!(refused.is_err(), "a 47-byte channel name was taken");
     let longest = "c".repeat(46);
     let store = TieredStore::builder(central)
-        .connect_postgres(&postgres_url(), &longest)
+        .connect(pg_channel(&postgres_url(), &longest).await)
         .await
         .expect("a 46-byte channel name is taken");
     assert!(store.is_coherent());
@@ -280,7 +284,7 @@ mod published_by_central {
         let builder = TieredStore::builder(central).published_by_central();
         let builder = if strict { builder.strict() } else { builder };
         builder
-            .connect_postgres(&channel_url(channel), channel)
+            .connect(pg_channel(&channel_url(channel), channel).await)
             .await
             .expect("the central store notifies on the channel")
     }

@@ -3,27 +3,46 @@
 //! prefix and channel), coherence between two stores as two servers would have them,
 //! and the loss of the channel on a redis-server of the test's own.
 
-#[path = "../../session-redis/tests/common/mod.rs"]
-mod common;
 mod silent;
 mod strict;
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use session_core::{Changes, Created, Meta, Record, SessionLayer, SessionStore, Timestamp};
-use session_redis::RedisStore;
+use session_core::store::{Changes, Created, Record};
+use session_core::{Meta, SessionLayer, SessionStore, Timestamp};
+use session_redis::{RedisChannel, RedisStore};
 use session_testkit::proxy::CuttableProxy;
+use session_testkit::redis_servers;
 use session_testkit::{app, random_key, Client, InstrumentedStore};
 use session_tiered::TieredStore;
 
 async fn tiered<S: SessionStore>(central: S, url: &str, channel: &str) -> TieredStore<S> {
     let store = TieredStore::builder(central)
-        .connect(url, channel)
+        .connect(redis_channel(url, channel).await)
         .await
         .expect("the channel connects");
     assert!(store.is_coherent(), "not subscribed within 2 s");
     store
+}
+
+/// A store on the shared Redis under a prefix no other test uses, and the prefix.
+async fn shared_store_with_prefix() -> (RedisStore, String) {
+    let connect = |url: String| async move { RedisStore::connect(&url).await };
+    let store = redis_servers::on_shared_server(connect).await;
+    let prefix = redis_servers::unique_prefix();
+    (store.with_prefix(prefix.clone()), prefix)
+}
+
+async fn shared_store() -> RedisStore {
+    shared_store_with_prefix().await.0
+}
+
+/// A Redis channel at `url`, which must be up.
+async fn redis_channel(url: &str, name: &str) -> RedisChannel {
+    RedisChannel::connect(url, name)
+        .await
+        .expect("Redis on the test's URL")
 }
 
 fn channel() -> String {
@@ -32,8 +51,8 @@ fn channel() -> String {
 
 async fn store() -> TieredStore<RedisStore> {
     tiered(
-        common::shared_store().await,
-        &common::redis_url(),
+        shared_store().await,
+        &redis_servers::redis_url(),
         &channel(),
     )
     .await
@@ -81,8 +100,8 @@ async fn until_loaded(
 /// its creation on, and again once a read has loaded it after a change.
 #[tokio::test]
 async fn warm_reads_cost_no_central_round_trip() {
-    let central = InstrumentedStore::new(common::shared_store().await);
-    let store = tiered(central.clone(), &common::redis_url(), &channel()).await;
+    let central = InstrumentedStore::new(shared_store().await);
+    let store = tiered(central.clone(), &redis_servers::redis_url(), &channel()).await;
     let app = app(SessionLayer::new(store), None);
     let mut client = Client::new(&app);
     client.post("/set/a/1").await;
@@ -117,14 +136,14 @@ async fn warm_reads_cost_no_central_round_trip() {
 /// once the invalidation arrives (well within a second on loopback).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_on_one_server_reach_the_others_cache() {
-    let (central, _) = common::shared_store_with_prefix().await;
+    let (central, _) = shared_store_with_prefix().await;
     let channel = channel();
-    let a = tiered(central.clone(), &common::redis_url(), &channel).await;
-    let b = tiered(central.clone(), &common::redis_url(), &channel).await;
+    let a = tiered(central.clone(), &redis_servers::redis_url(), &channel).await;
+    let b = tiered(central.clone(), &redis_servers::redis_url(), &channel).await;
     let key = random_key();
     let mut first = record(json!({"a": 1}));
     first.meta.user_id = Some(session_testkit::random_user());
-    assert_eq!(a.create(&key, &first).await.unwrap(), Created::Created);
+    assert_eq!(a.create(&key, &first).await.unwrap(), Created::Written);
     until_loaded(&b, &key, Some(json!(1))).await; // cached on b now
     let meta = first.meta.clone();
     a.save(&key, &set("a", json!(2)), &meta).await.unwrap();
@@ -161,17 +180,17 @@ async fn cut_short<S, T>(
 /// central store: the other servers drop their copies all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_cut_short_still_reaches_the_others_cache() {
-    let (central, _) = common::shared_store_with_prefix().await;
+    let (central, _) = shared_store_with_prefix().await;
     let channel = channel();
     let unreliable = InstrumentedStore::new(central.clone());
-    let a = tiered(unreliable.clone(), &common::redis_url(), &channel).await;
-    let b = tiered(central.clone(), &common::redis_url(), &channel).await;
+    let a = tiered(unreliable.clone(), &redis_servers::redis_url(), &channel).await;
+    let b = tiered(central.clone(), &redis_servers::redis_url(), &channel).await;
     let mut first = record(json!({"a": 1}));
     first.meta.user_id = Some(session_testkit::random_user());
     let cached_on_b = |key| {
         let (a, b, first) = (a.clone(), b.clone(), first.clone());
         async move {
-            assert_eq!(a.create(&key, &first).await.unwrap(), Created::Created);
+            assert_eq!(a.create(&key, &first).await.unwrap(), Created::Written);
             until_loaded(&b, &key, Some(json!(1))).await;
         }
     };
@@ -211,14 +230,14 @@ async fn a_write_cut_short_still_reaches_the_others_cache() {
 /// reflects at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_reads_follow_every_acknowledged_write() {
-    let (central, _) = common::shared_store_with_prefix().await;
+    let (central, _) = shared_store_with_prefix().await;
     let channel = channel();
     strict::reads_follow_every_acknowledged_write(central, |central| {
         let channel = channel.clone();
         async move {
             TieredStore::builder(central)
                 .strict()
-                .connect(&common::redis_url(), &channel)
+                .connect(redis_channel(&redis_servers::redis_url(), &channel).await)
                 .await
                 .expect("the channel connects")
         }
@@ -232,8 +251,8 @@ async fn strict_reads_follow_every_acknowledged_write() {
 /// empty, since messages were lost in between).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_channel_never_serves_stale_sessions() {
-    let mut server = common::OwnRedis::start();
-    let central = InstrumentedStore::new(common::shared_store().await);
+    let mut server = redis_servers::OwnRedis::start();
+    let central = InstrumentedStore::new(shared_store().await);
     let store = tiered(central.clone(), &server.url(), "invalidate").await;
     let key = random_key();
     store.create(&key, &record(json!({"a": 1}))).await.unwrap();
@@ -288,10 +307,10 @@ async fn a_lost_channel_never_serves_stale_sessions() {
 
 /// Two servers on the shared Redis and one channel: `a` through `proxy`, `b` directly.
 async fn one_through(proxy: &CuttableProxy) -> (TieredStore<RedisStore>, TieredStore<RedisStore>) {
-    let (central, _) = common::shared_store_with_prefix().await;
+    let (central, _) = shared_store_with_prefix().await;
     let channel = channel();
     let a = tiered(central.clone(), &proxy.redis_url(), &channel).await;
-    let b = tiered(central, &common::redis_url(), &channel).await;
+    let b = tiered(central, &redis_servers::redis_url(), &channel).await;
     (a, b)
 }
 
@@ -301,7 +320,9 @@ async fn one_through(proxy: &CuttableProxy) -> (TieredStore<RedisStore>, TieredS
 /// and hears again once subscribed anew.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_gone_silent_stops_serving_copies_within_two_seconds() {
-    let proxy = CuttableProxy::start(common::redis_address()).await.unwrap();
+    let proxy = CuttableProxy::start(redis_servers::redis_address())
+        .await
+        .unwrap();
     let (a, b) = one_through(&proxy).await;
     let key = random_key();
     a.create(&key, &record(json!({"a": 1}))).await.unwrap();
@@ -322,7 +343,9 @@ async fn a_channel_gone_silent_stops_serving_copies_within_two_seconds() {
 /// unanswered is sent again on a new connection, and the write returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_gone_silent_is_replaced_and_the_invalidation_arrives() {
-    let proxy = CuttableProxy::start(common::redis_address()).await.unwrap();
+    let proxy = CuttableProxy::start(redis_servers::redis_address())
+        .await
+        .unwrap();
     let (a, b) = one_through(&proxy).await;
     let key = random_key();
     let first = record(json!({"a": 1}));
@@ -345,12 +368,12 @@ async fn a_publisher_gone_silent_is_replaced_and_the_invalidation_arrives() {
 mod published_by_central {
     async fn store() -> session_tiered::TieredStore<session_redis::RedisStore> {
         let channel = super::channel();
-        let central = crate::common::shared_store()
+        let central = crate::shared_store()
             .await
             .with_invalidation_channel(channel.clone());
         session_tiered::TieredStore::builder(central)
             .published_by_central()
-            .connect(&crate::common::redis_url(), &channel)
+            .connect(crate::redis_channel(&crate::redis_servers::redis_url(), &channel).await)
             .await
             .expect("the central store publishes on the channel")
     }
@@ -362,7 +385,7 @@ mod published_by_central {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn strict_reads_follow_every_acknowledged_write() {
         let channel = super::channel();
-        let central = crate::common::shared_store()
+        let central = crate::shared_store()
             .await
             .with_invalidation_channel(channel.clone());
         crate::strict::reads_follow_every_acknowledged_write(central, |central| {
@@ -371,7 +394,9 @@ mod published_by_central {
                 session_tiered::TieredStore::builder(central)
                     .published_by_central()
                     .strict()
-                    .connect(&crate::common::redis_url(), &channel)
+                    .connect(
+                        crate::redis_channel(&crate::redis_servers::redis_url(), &channel).await,
+                    )
                     .await
                     .expect("the central store publishes on the channel")
             }
@@ -387,22 +412,23 @@ mod published_by_central {
 /// reaches the other servers' cache.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_central_store_that_publishes_makes_a_write_one_round_trip() {
-    let server = common::OwnRedis::start();
+    let server = redis_servers::OwnRedis::start();
     let central = RedisStore::connect(&server.url())
         .await
         .unwrap()
         .with_invalidation_channel("invalidate");
     let url = server.url();
-    let connect = || {
+    let connect = || async {
         TieredStore::builder(central.clone())
             .published_by_central()
-            .connect(&url, "invalidate")
+            .connect(redis_channel(&url, "invalidate").await)
+            .await
     };
     let (a, b) = (connect().await.unwrap(), connect().await.unwrap());
     assert!(format!("{a:?}").contains("published_by_central: true"));
     let key = random_key();
     let first = record(json!({"a": 1}));
-    assert_eq!(a.create(&key, &first).await.unwrap(), Created::Created);
+    assert_eq!(a.create(&key, &first).await.unwrap(), Created::Written);
     until_loaded(&b, &key, Some(json!(1))).await;
 
     let published = server.command_calls("publish");
@@ -434,14 +460,14 @@ async fn a_central_store_that_publishes_makes_a_write_one_round_trip() {
 #[tokio::test]
 async fn a_central_store_that_does_not_publish_is_refused() {
     let channel = channel();
-    let silent = common::shared_store().await;
-    let elsewhere = common::shared_store()
+    let silent = shared_store().await;
+    let elsewhere = shared_store()
         .await
         .with_invalidation_channel(format!("{channel}:other"));
     for central in [silent, elsewhere] {
         let refused = TieredStore::builder(central)
             .published_by_central()
-            .connect(&common::redis_url(), &channel)
+            .connect(redis_channel(&redis_servers::redis_url(), &channel).await)
             .await
             .unwrap_err();
         let reason = std::error::Error::source(&refused).map(ToString::to_string);

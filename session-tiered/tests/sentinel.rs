@@ -3,16 +3,14 @@
 //! through a master that stops answering, where the subscription must leave the old
 //! master for the new one before any write there could be missed.
 
-#[path = "../../session-redis/tests/common/mod.rs"]
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{SentinelGroup, SENTINEL_MASTER};
 use serde_json::json;
-use session_core::{Created, Meta, Record, SessionKey, SessionStore, Timestamp};
-use session_redis::RedisStore;
+use session_core::store::{Created, Record};
+use session_core::{Meta, SessionKey, SessionStore, Timestamp};
+use session_redis::{RedisChannel, RedisStore};
 use session_testkit::random_key;
+use session_testkit::redis_servers::{self as common, SentinelGroup, SENTINEL_MASTER};
 use session_tiered::TieredStore;
 
 /// A server's store on `group`: sessions under `prefix`, invalidations on `channel`,
@@ -25,7 +23,7 @@ async fn tiered_on(group: &SentinelGroup, prefix: &str, channel: &str) -> Tiered
         .with_invalidation_channel(channel);
     let store = TieredStore::builder(central)
         .published_by_central()
-        .connect_sentinel(group.sentinel_urls(), SENTINEL_MASTER, channel)
+        .connect(RedisChannel::sentinel(group.sentinel_urls(), SENTINEL_MASTER, channel).unwrap())
         .await
         .expect("the channel connects");
     assert!(store.is_coherent(), "not subscribed within 2 s");
@@ -130,7 +128,7 @@ async fn a_logout_after_a_failover_reaches_the_other_server(freeze: bool) {
     let a = tiered_on(&group, &prefix, &channel).await;
     let b = tiered_on(&group, &prefix, &channel).await;
     let key = random_key();
-    assert_eq!(a.create(&key, &record(1)).await.unwrap(), Created::Created);
+    assert_eq!(a.create(&key, &record(1)).await.unwrap(), Created::Written);
     until_loaded(&b, &key, Some(1), Duration::from_secs(1)).await; // cached on b
 
     let old = tokio::task::block_in_place(|| {
@@ -154,7 +152,7 @@ async fn a_logout_after_a_failover_reaches_the_other_server(freeze: bool) {
 
     // Sessions made after the failover are cached and invalidated as before.
     let key = random_key();
-    assert_eq!(a.create(&key, &record(2)).await.unwrap(), Created::Created);
+    assert_eq!(a.create(&key, &record(2)).await.unwrap(), Created::Written);
     until_loaded(&b, &key, Some(2), Duration::from_secs(1)).await;
     a.delete(&key).await.unwrap();
     until_loaded(&b, &key, None, Duration::from_secs(1)).await;
@@ -174,7 +172,7 @@ async fn a_logout_after_the_master_froze_reaches_the_other_server() {
 }
 
 /// Over Sentinel this store publishes nothing of its own: without a central store
-/// that does, `connect_sentinel` refuses to start.
+/// that does, `connect` refuses to start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_central_store_that_does_not_publish_is_refused() {
     let group = common::shared_sentinel_group();
@@ -182,10 +180,13 @@ async fn a_central_store_that_does_not_publish_is_refused() {
         .await
         .unwrap();
     let built = TieredStore::builder(central)
-        .connect_sentinel(
-            group.sentinel_urls(),
-            SENTINEL_MASTER,
-            "test:invalidate:none",
+        .connect(
+            RedisChannel::sentinel(
+                group.sentinel_urls(),
+                SENTINEL_MASTER,
+                "test:invalidate:none",
+            )
+            .unwrap(),
         )
         .await;
     let error = built.expect_err("refused");

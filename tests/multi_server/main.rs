@@ -11,17 +11,15 @@
 ))]
 
 mod browser;
-#[path = "../../session-redis/tests/common/mod.rs"]
-mod common;
 mod harness;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{Cluster, OwnRedis, SENTINEL_MASTER};
 use harness::{AdminServer, Balance, Me, Nginx, Store, User};
 use reqwest::StatusCode;
+use session_testkit::redis_servers::{self as common, Cluster, OwnRedis, SENTINEL_MASTER};
 
 const ALICE: (&str, &str) = ("alice", "wonderland");
 const BOB: (&str, &str) = ("bob", "builder");

@@ -107,7 +107,8 @@ macro_rules! sql_store_tests {
         #[tokio::test]
         async fn any_key_survives_every_write() {
             use serde_json::json;
-            use session_core::{Changes, Created, Meta, Record, Saved, SessionStore, Timestamp};
+            use session_core::{Meta, SessionStore, Timestamp};
+            use session_core::store::{Changes, Created, Record, Saved};
             let store = fixture().await.store;
             let key = session_testkit::random_key();
             let now = Timestamp::now();
@@ -117,7 +118,7 @@ macro_rules! sql_store_tests {
                 data: names.iter().map(|n| ((*n).to_owned(), json!(n))).collect(),
                 meta: meta.clone(),
             };
-            assert_eq!(store.create(&key, &record).await.unwrap(), Created::Created);
+            assert_eq!(store.create(&key, &record).await.unwrap(), Created::Written);
             assert_eq!(store.load(&key).await.unwrap().unwrap().data, record.data);
             let changes = Changes {
                 removed: vec!["q\"uote".to_owned()],
@@ -128,7 +129,7 @@ macro_rules! sql_store_tests {
             };
             assert_eq!(
                 store.save(&key, &changes, &meta).await.unwrap(),
-                Saved::Saved
+                Saved::Applied
             );
             let increment = |n: Option<&serde_json::Value>| {
                 Some(json!(n.and_then(|v| v.as_u64()).unwrap_or(0) + 1))
@@ -148,7 +149,8 @@ macro_rules! sql_store_tests {
         #[tokio::test]
         async fn a_save_of_many_keys_is_one_statement() {
             use serde_json::json;
-            use session_core::{Changes, Created, Meta, Record, Saved, SessionStore, Timestamp};
+            use session_core::{Meta, SessionStore, Timestamp};
+            use session_core::store::{Changes, Created, Record, Saved};
             let fixture = fixture().await;
             let store = &fixture.store;
             let key = session_testkit::random_key();
@@ -158,7 +160,7 @@ macro_rules! sql_store_tests {
                 data: (0..300).map(|i| (format!("old{i}"), json!(i))).collect(),
                 meta: meta.clone(),
             };
-            assert_eq!(store.create(&key, &record).await.unwrap(), Created::Created);
+            assert_eq!(store.create(&key, &record).await.unwrap(), Created::Written);
             let changes = Changes {
                 removed: (0..300).map(|i| format!("old{i}")).collect(),
                 set: (0..300).map(|i| (format!("new{i}"), json!([i]))).collect(),
@@ -167,7 +169,7 @@ macro_rules! sql_store_tests {
             let log = common::sql::StatementLog::watch(&fixture.table);
             assert_eq!(
                 store.save(&key, &changes, &meta).await.unwrap(),
-                Saved::Saved
+                Saved::Applied
             );
             assert_eq!(log.count(&fixture.table), 1);
             let data = store.load(&key).await.unwrap().unwrap().data;
@@ -180,7 +182,8 @@ macro_rules! sql_store_tests {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn concurrent_loads_share_queries() {
             use serde_json::json;
-            use session_core::{Meta, Record, SessionStore, Timestamp};
+            use session_core::{Meta, SessionStore, Timestamp};
+            use session_core::store::{Record};
             let fixture = fixture().await;
             let now = Timestamp::now();
             let meta = Meta::new(now, now.saturating_add(std::time::Duration::from_secs(60)));
@@ -214,12 +217,13 @@ macro_rules! sql_store_tests {
             assert!((1..220).contains(&queries), "{queries} queries for 220 loads");
         }
 
-        /// SECURITY.md 28 for rows: a row whose documents do not decode as a session is
+        /// docs/security.md 28 for rows: a row whose documents do not decode as a session is
         /// no session (and is logged), never a panic or an error.
         #[tokio::test]
         async fn corrupt_rows_are_treated_as_absent() {
             use serde_json::json;
-            use session_core::{Meta, Record, SessionStore, Timestamp};
+            use session_core::{Meta, SessionStore, Timestamp};
+            use session_core::store::{Record};
             let fixture = fixture().await;
             let now = Timestamp::now();
             for (column, garbage) in [
@@ -245,11 +249,11 @@ macro_rules! sql_store_tests {
                 );
                 // A write that did not read it finds no session either: no error,
                 // so the layer starts a new one.
-                let refresh = session_core::Refresh {
+                let refresh = session_core::store::Refresh {
                     now,
                     idle_timeout: std::time::Duration::from_secs(60),
                 };
-                let changes = session_core::Changes {
+                let changes = session_core::store::Changes {
                     set: [("k".to_owned(), json!("w"))].into_iter().collect(),
                     ..Default::default()
                 };
@@ -269,7 +273,8 @@ macro_rules! sql_store_tests {
         /// without any request; live rows stay.
         #[tokio::test]
         async fn expired_rows_are_cleaned_up() {
-            use session_core::{Meta, Record, SessionStore, Timestamp};
+            use session_core::{Meta, SessionStore, Timestamp};
+            use session_core::store::{Record};
             use std::time::Duration;
             let fixture = fixture().await;
             let store = &fixture.store;

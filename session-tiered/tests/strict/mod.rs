@@ -4,7 +4,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use serde_json::json;
-use session_core::{Changes, Meta, Record, SessionKey, SessionStore, Timestamp};
+use session_core::store::{Changes, Record};
+use session_core::{Meta, SessionKey, SessionStore, Timestamp};
 use session_testkit::{random_key, random_user, InstrumentedStore};
 
 async fn value(store: &impl SessionStore, key: &SessionKey) -> Option<i64> {

@@ -1,0 +1,438 @@
+//! [`RedisStore`] and how it keeps the store contract with one script per write.
+
+use std::fmt;
+use std::sync::Arc;
+
+use redis::{Cmd, RedisWrite, Value};
+use session_core::store::{
+    async_trait, Changes, Created, Record, Refresh, Saved, UpdateFn, Updated,
+};
+use session_core::{
+    Meta, SessionKey, SessionStore, StoreError, StoreErrorKind, Timestamp, UserSession,
+};
+
+use crate::connect::{unavailable, Topology};
+use crate::layout::{
+    data_field, decode_or_absent, decode_previous, meta_error, meta_json, stored_text, Keys,
+};
+use crate::scripts::{ScriptCall, Scripts, StoreScript};
+use crate::turns::Turns;
+use crate::watched::WatchedConnection;
+
+/// How many times `update` retries a compare-and-set that lost a race (to another
+/// process: this one's take turns) before it reports an error: far beyond what
+/// contention on one field of one session produces.
+const UPDATE_ATTEMPTS: usize = 1000;
+
+/// A session store in Redis or a Redis Cluster. Clones share the connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    pub(crate) connection: WatchedConnection,
+    pub(crate) topology: Topology,
+    pub(crate) keys: Keys,
+    pub(crate) scripts: Arc<Scripts>,
+    pub(crate) turns: Arc<Turns>,
+}
+
+impl RedisStore {
+    /// Puts every key this store writes under `prefix` (default `session:`), so that
+    /// several applications, or tests, can share one Redis.
+    #[must_use]
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.keys = Keys::new(prefix.into());
+        self
+    }
+
+    /// Publishes, on the pub/sub `channel`, an invalidation of every session this
+    /// store changes or ends (a save, an update, a touch, a delete), from inside the
+    /// write itself: what a `TieredStore` in front of this store listens for, when it
+    /// subscribes to `channel` on the same Redis and is built with
+    /// `published_by_central()`. The tiered store then publishes nothing itself: a
+    /// write costs one round trip instead of two, and a server that dies between a
+    /// write and its announcement cannot leave other servers serving a stale copy.
+    ///
+    /// On a Redis Cluster this does nothing (a warning is logged): a message published
+    /// on one master reaches the others over the cluster bus, in no order with those
+    /// published elsewhere, which strict mode relies on. A tiered store in front of a
+    /// cluster publishes its own invalidations.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), session_core::StoreError> {
+    /// let store = session_redis::RedisStore::connect("redis://127.0.0.1:6379")
+    ///     .await?
+    ///     .with_invalidation_channel("myapp:invalidate");
+    /// # let _ = store;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn with_invalidation_channel(mut self, channel: impl Into<String>) -> Self {
+        if self.is_cluster() {
+            tracing::warn!("RedisStore: no invalidation channel on a Redis Cluster");
+        } else {
+            self.scripts = Arc::new(Scripts::new(Some(channel.into())));
+        }
+        self
+    }
+
+    fn is_cluster(&self) -> bool {
+        self.topology == Topology::Cluster
+    }
+
+    /// Runs `script` on the session `key`, with the arguments `args` writes, keeping
+    /// the user index of `user` with it (the member's score is `expires_at`): in the
+    /// same script on a standalone server, in a second call on a cluster, where the
+    /// index is in another slot.
+    async fn run_with_index<T: redis::FromRedisValue>(
+        &self,
+        script: &StoreScript,
+        key: &SessionKey,
+        user: Option<&str>,
+        expires_at: i64,
+        create: bool,
+        args: impl FnOnce(&mut ScriptCall<'_>) -> Result<(), StoreError>,
+    ) -> Result<T, StoreError> {
+        let session = self.keys.session(key);
+        let index = user.map(|user| self.keys.index(user));
+        let mut call = match (&index, self.is_cluster()) {
+            (Some(index), false) => self.scripts.call(script, &[&session, index], key),
+            _ => self.scripts.call(script, &[&session], key),
+        };
+        args(&mut call)?;
+        let mut connection = self.connection.clone();
+        let result: T = call.invoke(&mut connection).await?;
+        if let (Some(index), true) = (&index, self.is_cluster()) {
+            self.index_on_cluster(&mut connection, key, index, &session, expires_at, create)
+                .await?;
+        }
+        Ok(result)
+    }
+
+    /// A cluster's second call after a write: the user index `index` is in another
+    /// slot than the session, so it is kept by a script of its own.
+    async fn index_on_cluster(
+        &self,
+        connection: &mut WatchedConnection,
+        key: &SessionKey,
+        index: &str,
+        session: &str,
+        expires_at: i64,
+        create: bool,
+    ) -> Result<(), StoreError> {
+        let mut call = self.scripts.call(&self.scripts.index, &[index], key);
+        call.arg(session)
+            .arg(expires_at)
+            .arg(if create { "1" } else { "0" });
+        call.invoke::<i64>(connection).await.map(drop)
+    }
+}
+
+/// A save's changes as its scripts take them: '1' if cleared, the number of removed
+/// fields, the removed fields, then field/value pairs to set.
+fn push_changes(call: &mut ScriptCall<'_>, changes: &Changes) {
+    call.arg(if changes.cleared { "1" } else { "0" })
+        .arg(changes.removed.len());
+    for name in &changes.removed {
+        call.data_field(name);
+    }
+    for (name, value) in changes.set.iter() {
+        call.data_field(name).json(value);
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.keys.prefix())
+            .field(
+                "connection",
+                &match self.topology {
+                    Topology::Standalone => "standalone",
+                    Topology::Sentinel => "sentinel",
+                    Topology::Cluster => "cluster",
+                },
+            )
+            .finish()
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>, StoreError> {
+        // The command's buffers sized once, the key written straight into them.
+        let mut command = Cmd::with_capacity(2, "HGETALL".len() + self.keys.session_len());
+        command.arg("HGETALL");
+        command.write_arg_fmt(self.keys.session_text(key));
+        let mut connection = self.connection.clone();
+        let reply: Value = command
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(decode_or_absent(reply))
+    }
+
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created, StoreError> {
+        let expires_at = record.meta.expires_at.unix_millis();
+        let user = record.meta.user_id.as_deref();
+        let created: i64 = self
+            .run_with_index(&self.scripts.create, key, user, expires_at, true, |call| {
+                call.arg(expires_at)
+                    .meta(&record.meta)
+                    .map_err(meta_error)?
+                    .arg(user.unwrap_or_default());
+                for (name, value) in record.data.iter() {
+                    call.data_field(name).json(value);
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(if created == 1 {
+            Created::Written
+        } else {
+            Created::Collision
+        })
+    }
+
+    async fn save(
+        &self,
+        key: &SessionKey,
+        changes: &Changes,
+        meta: &Meta,
+    ) -> Result<Saved, StoreError> {
+        let expires_at = meta.expires_at.unix_millis();
+        let user = meta.user_id.as_deref();
+        let saved: i64 = self
+            .run_with_index(&self.scripts.save, key, user, expires_at, false, |call| {
+                call.arg(expires_at).meta(meta).map_err(meta_error)?;
+                push_changes(call, changes);
+                Ok(())
+            })
+            .await?;
+        Ok(if saved == 1 {
+            Saved::Applied
+        } else {
+            Saved::Missing
+        })
+    }
+
+    async fn save_unloaded(
+        &self,
+        key: &SessionKey,
+        changes: &Changes,
+        refresh: &Refresh,
+    ) -> Result<Option<Meta>, StoreError> {
+        let session = self.keys.session(key);
+        let mut call = self
+            .scripts
+            .call(&self.scripts.save_unloaded, &[&session], key);
+        call.arg(refresh.now.unix_millis())
+            .arg(u64::try_from(refresh.idle_timeout.as_millis()).unwrap_or(u64::MAX));
+        // On a cluster the index is in another slot: it is kept in a second call.
+        if self.is_cluster() {
+            call.arg("");
+        } else {
+            call.arg_fmt(self.keys.index_prefix());
+        }
+        push_changes(&mut call, changes);
+        let mut connection = self.connection.clone();
+        let reply: Vec<Value> = call.invoke(&mut connection).await?;
+        if !matches!(reply.first(), Some(Value::Int(1))) {
+            return Ok(None);
+        }
+        let previous = match decode_previous(&reply) {
+            Ok(meta) => meta,
+            Err(problem) => {
+                // As `load` would have: the client gets a new session, and the broken
+                // record expires with its TTL.
+                tracing::warn!(problem, "corrupt session record in Redis treated as absent");
+                return Ok(None);
+            }
+        };
+        if let (Some(user), true) = (&previous.user_id, self.is_cluster()) {
+            let expires_at = refresh.expires_at(&previous).unix_millis();
+            let index = self.keys.index(user);
+            self.index_on_cluster(&mut connection, key, &index, &session, expires_at, false)
+                .await?;
+        }
+        Ok(Some(previous))
+    }
+
+    async fn update(
+        &self,
+        key: &SessionKey,
+        field: &str,
+        f: &UpdateFn<'_>,
+        meta: &Meta,
+    ) -> Result<Updated, StoreError> {
+        let session = self.keys.session(key);
+        let field = data_field(field);
+        // Read after the turn starts: a value read before it would be stale by then.
+        let _turn = self.turns.take(format!("{session}\0{field}")).await;
+        let mut connection = self.connection.clone();
+        let stored: Option<Vec<u8>> = redis::cmd("HGET")
+            .arg(&session)
+            .arg(&field)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let mut current = stored.map(stored_text).transpose()?;
+        let expires_at = meta.expires_at.unix_millis();
+        let meta_text = meta_json(meta)?;
+        for _ in 0..UPDATE_ATTEMPTS {
+            let parsed = match current.as_deref().map(serde_json::from_str).transpose() {
+                Ok(parsed) => parsed,
+                Err(e) => return Err(StoreError::corrupt(e)),
+            };
+            let Some(new) = f(parsed.as_ref()) else {
+                return Ok(Updated::Kept(parsed));
+            };
+            let expected_absent = if current.is_none() { "1" } else { "0" };
+            let outcome: Vec<Value> = self
+                .run_with_index(
+                    &self.scripts.compare_and_set,
+                    key,
+                    meta.user_id.as_deref(),
+                    expires_at,
+                    false,
+                    |call| {
+                        call.arg(field.as_str())
+                            .arg(expected_absent)
+                            .arg(current.as_deref().unwrap_or_default())
+                            .json(&new)
+                            .arg(expires_at)
+                            .arg(meta_text.as_str());
+                        Ok(())
+                    },
+                )
+                .await?;
+            match outcome.first() {
+                Some(Value::Int(1)) => return Ok(Updated::Stored(new)),
+                Some(Value::Int(0)) => return Ok(Updated::Missing),
+                _ => {
+                    current = match outcome.into_iter().nth(1) {
+                        Some(Value::BulkString(bytes)) => Some(stored_text(bytes)?),
+                        _ => None,
+                    };
+                }
+            }
+        }
+        Err(StoreError::new(
+            StoreErrorKind::Other,
+            "update lost every compare-and-set race",
+        ))
+    }
+
+    async fn touch(&self, key: &SessionKey, meta: &Meta) -> Result<Saved, StoreError> {
+        let expires_at = meta.expires_at.unix_millis();
+        let user = meta.user_id.as_deref();
+        let touched: i64 = self
+            .run_with_index(&self.scripts.touch, key, user, expires_at, false, |call| {
+                call.arg(expires_at);
+                Ok(())
+            })
+            .await?;
+        Ok(if touched == 1 {
+            Saved::Applied
+        } else {
+            Saved::Missing
+        })
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let session = self.keys.session(key);
+        let user: String = self
+            .scripts
+            .call(&self.scripts.delete, &[&session], key)
+            .invoke(&mut connection)
+            .await?;
+        if !user.is_empty() {
+            redis::cmd("ZREM")
+                .arg(self.keys.index(&user))
+                .arg(&session)
+                .query_async::<i64>(&mut connection)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn user_sessions(&self, user_id: &str) -> Result<Vec<UserSession>, StoreError> {
+        let index = self.keys.index(user_id);
+        let mut connection = self.connection.clone();
+        let now = Timestamp::now().unix_millis();
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&index)
+            .arg(now)
+            .arg("+inf")
+            .arg("BYSCORE")
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let mut sessions = Vec::with_capacity(members.len());
+        let mut gone = Vec::new();
+        for member in members {
+            let Some(key) = self.keys.session_from(&member) else {
+                gone.push(member);
+                continue;
+            };
+            match self.load(&key).await? {
+                Some(record) if record.meta.user_id.as_deref() == Some(user_id) => {
+                    sessions.push(UserSession {
+                        key,
+                        meta: record.meta,
+                    });
+                }
+                _ => gone.push(member),
+            }
+        }
+        if !gone.is_empty() {
+            redis::cmd("ZREM")
+                .arg(&index)
+                .arg(&gone)
+                .query_async::<i64>(&mut connection)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(sessions)
+    }
+
+    async fn delete_user_sessions(&self, user_id: &str) -> Result<usize, StoreError> {
+        let index = self.keys.index(user_id);
+        let mut connection = self.connection.clone();
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&index)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let mut ended = 0;
+        for member in &members {
+            // Only a session still bound to this user: a member can outlive its session
+            // on a cluster, where the index is written after the session.
+            let Some(key) = self.keys.session_from(member) else {
+                continue;
+            };
+            if let Some(record) = self.load(&key).await? {
+                if record.meta.user_id.as_deref() == Some(user_id) {
+                    // The script, not a `DEL`: it announces the end of each session.
+                    self.scripts
+                        .call(&self.scripts.delete, &[member], &key)
+                        .invoke::<String>(&mut connection)
+                        .await?;
+                    ended += 1;
+                }
+            }
+        }
+        if !members.is_empty() {
+            // Members added meanwhile (a login racing this call) stay.
+            redis::cmd("ZREM")
+                .arg(&index)
+                .arg(&members)
+                .query_async::<i64>(&mut connection)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(ended)
+    }
+}
