@@ -9,7 +9,6 @@ use http::header::HeaderName;
 use tower_layer::Layer;
 
 use crate::client::{Backend, Kind};
-use crate::deadline::Deadlines;
 use crate::error::ConfigError;
 use crate::expiry::{Expiry, Timestamp};
 use crate::on_store_error::{DefaultOnStoreError, OnStoreError};
@@ -25,7 +24,7 @@ pub(crate) struct Shared {
     pub(crate) transport: Transport,
     pub(crate) expiry: Expiry,
     pub(crate) absolute_timeout: Option<Duration>,
-    pub(crate) store_timeout: Deadlines,
+    pub(crate) store_timeout: Duration,
     pub(crate) max_sessions_per_user: Option<usize>,
     pub(crate) on_store_error: Arc<dyn OnStoreError>,
     pub(crate) clock: Clock,
@@ -319,7 +318,7 @@ impl SessionLayerBuilder {
                 transport,
                 expiry: self.expiry,
                 absolute_timeout: self.absolute_timeout,
-                store_timeout: Deadlines::new(self.store_timeout),
+                store_timeout: self.store_timeout,
                 max_sessions_per_user: self.max_sessions_per_user,
                 on_store_error: self.on_store_error,
                 clock: self.clock,

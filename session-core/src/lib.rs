@@ -75,7 +75,6 @@
 
 mod client;
 mod data;
-mod deadline;
 mod error;
 mod expiry;
 #[cfg(feature = "axum")]

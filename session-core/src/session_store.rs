@@ -1,7 +1,5 @@
 //! The contract between the layer and a storage backend.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -179,24 +177,13 @@ pub async fn save_unloaded_by_loading<S: SessionStore + ?Sized>(
     })
 }
 
-/// The future every store method returns (what `#[async_trait]` makes of an
-/// `async fn`).
-type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
-
-/// Hands each call the inner store's future as it is, rather than boxing a second
-/// future around it: the layer holds its store behind an `Arc`, so every store call
-/// of every request goes through here.
+/// A shared store is a store: an application can keep its store in an `Arc` (one
+/// picked from configuration, say, as `Arc<dyn SessionStore>`) and give the layer a
+/// clone.
+#[async_trait]
 impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
-    fn load<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        key: &'life1 SessionKey,
-    ) -> StoreFuture<'async_trait, Option<Record>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        (**self).load(key)
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>, StoreError> {
+        (**self).load(key).await
     }
 
     fn load_without_waiting(
@@ -207,118 +194,51 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
         (**self).load_without_waiting(key, now)
     }
 
-    fn create<'life0, 'life1, 'life2, 'async_trait>(
-        &'life0 self,
-        key: &'life1 SessionKey,
-        record: &'life2 Record,
-    ) -> StoreFuture<'async_trait, Created>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        Self: 'async_trait,
-    {
-        (**self).create(key, record)
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created, StoreError> {
+        (**self).create(key, record).await
     }
 
-    fn save<'life0, 'life1, 'life2, 'life3, 'async_trait>(
-        &'life0 self,
-        key: &'life1 SessionKey,
-        changes: &'life2 Changes,
-        meta: &'life3 Meta,
-    ) -> StoreFuture<'async_trait, Saved>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        'life3: 'async_trait,
-        Self: 'async_trait,
-    {
-        (**self).save(key, changes, meta)
+    async fn save(
+        &self,
+        key: &SessionKey,
+        changes: &Changes,
+        meta: &Meta,
+    ) -> Result<Saved, StoreError> {
+        (**self).save(key, changes, meta).await
     }
 
-    fn save_unloaded<'life0, 'life1, 'life2, 'life3, 'async_trait>(
-        &'life0 self,
-        key: &'life1 SessionKey,
-        changes: &'life2 Changes,
-        refresh: &'life3 Refresh,
-    ) -> StoreFuture<'async_trait, Option<Meta>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        'life3: 'async_trait,
-        Self: 'async_trait,
-    {
-        (**self).save_unloaded(key, changes, refresh)
+    async fn save_unloaded(
+        &self,
+        key: &SessionKey,
+        changes: &Changes,
+        refresh: &Refresh,
+    ) -> Result<Option<Meta>, StoreError> {
+        (**self).save_unloaded(key, changes, refresh).await
     }
 
-    fn update<'life0, 'life1, 'life2, 'life3, 'life4, 'life5, 'async_trait>(
-        &'life0 self,
-        key: &'life1 SessionKey,
-        field: &'life2 str,
-        f: &'life3 UpdateFn<'life4>,
-        meta: &'life5 Meta,
-    ) -> StoreFuture<'async_trait, Updated>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        'life3: 'async_trait,
-        'life4: 'async_trait,
-        'life5: 'async_trait,
-        Self: 'async_trait,
-    {
-        (**self).update(key, field, f, meta)
+    async fn update(
+        &self,
+        key: &SessionKey,
+        field: &str,
+        f: &UpdateFn<'_>,
+        meta: &Meta,
+    ) -> Result<Updated, StoreError> {
+        (**self).update(key, field, f, meta).await
     }
 
-    fn touch<'life0, 'life1, 'life2, 'async_trait>(
-        &'life0 self,
-        key: &'life1 SessionKey,
-        meta: &'life2 Meta,
-    ) -> StoreFuture<'async_trait, Saved>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        Self: 'async_trait,
-    {
-        (**self).touch(key, meta)
+    async fn touch(&self, key: &SessionKey, meta: &Meta) -> Result<Saved, StoreError> {
+        (**self).touch(key, meta).await
     }
 
-    fn delete<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        key: &'life1 SessionKey,
-    ) -> StoreFuture<'async_trait, ()>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        (**self).delete(key)
+    async fn delete(&self, key: &SessionKey) -> Result<(), StoreError> {
+        (**self).delete(key).await
     }
 
-    fn user_sessions<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        user_id: &'life1 str,
-    ) -> StoreFuture<'async_trait, Vec<UserSession>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        (**self).user_sessions(user_id)
+    async fn user_sessions(&self, user_id: &str) -> Result<Vec<UserSession>, StoreError> {
+        (**self).user_sessions(user_id).await
     }
 
-    fn delete_user_sessions<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        user_id: &'life1 str,
-    ) -> StoreFuture<'async_trait, usize>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        (**self).delete_user_sessions(user_id)
+    async fn delete_user_sessions(&self, user_id: &str) -> Result<usize, StoreError> {
+        (**self).delete_user_sessions(user_id).await
     }
 }

@@ -18,7 +18,7 @@
 //!
 //! Why the push is not folded into the load: it would make the load a script, and on
 //! this project's benchmark machine a script costs Redis 7.8 µs of CPU per read where
-//! `HGETALL` costs under 3 (see BENCHMARKS.md); a second round trip once every few
+//! `HGETALL` costs under 3; a second round trip once every few
 //! minutes per session is much the cheaper.
 //!
 //! An update's attempt fails only when the field changed since it was read. Updates

@@ -248,13 +248,16 @@ pub(super) async fn call<T>(
     let started = tracing::enabled!(tracing::Level::WARN).then(Instant::now);
     let mut future = pin!(future);
     // A store that answers at once (the memory store, a cache hit) pays for no
-    // deadline, and its callers' futures carry none: the bound is boxed, beside the
+    // timer, and its callers' futures carry none: the bound is boxed, beside the
     // network call it bounds.
     let result = match poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await {
         Poll::Ready(result) => result,
-        Poll::Pending => Box::pin(shared.store_timeout.bound(future))
+        // The timeout runs on Tokio's clock; outside a Tokio runtime nothing
+        // enforces it.
+        Poll::Pending if tokio::runtime::Handle::try_current().is_err() => future.await,
+        Poll::Pending => Box::pin(tokio::time::timeout(shared.store_timeout, future))
             .await
-            .unwrap_or_else(|| Err(StoreError::timed_out())),
+            .unwrap_or_else(|_| Err(StoreError::timed_out())),
     };
     if let Some(started) = started {
         let elapsed_us = started.elapsed().as_micros() as u64;
