@@ -41,7 +41,7 @@
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use session_core::MissingSessionLayer;
 pub use session_core::{
-    cookie, serde_json, ConfigError, DefaultOnStoreError, Expiry, Meta, OnStoreError,
+    cookie, serde_json, ConfigError, DefaultOnStoreError, Expiry, LoginData, Meta, OnStoreError,
     ResponseFuture, Session, SessionError, SessionKey, SessionLayer, SessionLayerBuilder,
     SessionService, SessionStore, StoreError, StoreErrorKind, Timestamp, UserSession,
 };

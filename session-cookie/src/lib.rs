@@ -97,8 +97,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use session_core::store::{Backend, ClientStore, Opened};
-use session_core::{SessionStore, StoreError, Timestamp};
+use session_core::store::{Backend, ClientStore, LoginOrder, Opened};
+use session_core::{SessionStore, StoreError};
 
 use crate::envelope::Compression;
 use crate::epochs::UserEpochs;
@@ -206,16 +206,16 @@ impl ClientStore for CookieStore {
         self.epochs.is_some()
     }
 
-    async fn revoked_before(&self, user_id: &str) -> Result<Option<Timestamp>, StoreError> {
+    async fn revoked_before(&self, user_id: &str) -> Result<Option<LoginOrder>, StoreError> {
         match &self.epochs {
             Some(epochs) => epochs.revoked_before(user_id).await,
             None => Ok(None),
         }
     }
 
-    async fn revoke_user(&self, user_id: &str, at: Timestamp) -> Result<(), StoreError> {
+    async fn revoke_user(&self, user_id: &str, before: LoginOrder) -> Result<(), StoreError> {
         match &self.epochs {
-            Some(epochs) => epochs.revoke(user_id, at).await,
+            Some(epochs) => epochs.revoke(user_id, before).await,
             None => Err(StoreError::new(
                 session_core::StoreErrorKind::Other,
                 "this CookieStore keeps no user epochs",

@@ -12,8 +12,8 @@ use subtle::ConstantTimeEq;
 
 use crate::data::Data;
 use crate::error::{StoreError, StoreErrorKind};
-use crate::expiry::Timestamp;
 use crate::id::SessionId;
+use crate::login::LoginOrder;
 use crate::record::{Meta, Record};
 use crate::store::SessionStore;
 
@@ -26,9 +26,9 @@ use crate::store::SessionStore;
 /// crate's `CookieStore` is the one to use.
 ///
 /// Client-side sessions cannot be ended by deleting a record. A store that
-/// [`revokes_users`](Self::revokes_users) keeps, per user, a time before which that
-/// user's sessions are refused: it makes "log out everywhere" and a cap of one
-/// session per user work.
+/// [`revokes_users`](Self::revokes_users) keeps, per user, a place in the order of
+/// the user's logins ([`LoginOrder`]) before which that user's sessions are refused:
+/// it makes "log out everywhere" and a cap of one session per user work.
 #[async_trait]
 pub trait ClientStore: Send + Sync + 'static {
     /// Seals `plaintext` into a cookie value for the cookie (or header) named `name`.
@@ -51,15 +51,17 @@ pub trait ClientStore: Send + Sync + 'static {
         false
     }
 
-    /// The time before which sessions of `user_id` are refused, if any.
-    async fn revoked_before(&self, user_id: &str) -> Result<Option<Timestamp>, StoreError> {
+    /// The place in the order of logins before which sessions of `user_id` are
+    /// refused, if any.
+    async fn revoked_before(&self, user_id: &str) -> Result<Option<LoginOrder>, StoreError> {
         let _ = user_id;
         Ok(None)
     }
 
-    /// Refuses, from now on, every session of `user_id` created before `at`.
-    async fn revoke_user(&self, user_id: &str, at: Timestamp) -> Result<(), StoreError> {
-        let _ = (user_id, at);
+    /// Refuses, from now on, every session of `user_id` before `before` in the order
+    /// of logins; never moves the user's revocation back.
+    async fn revoke_user(&self, user_id: &str, before: LoginOrder) -> Result<(), StoreError> {
+        let _ = (user_id, before);
         Err(StoreError::new(
             StoreErrorKind::Other,
             "this client-side store cannot revoke users",
@@ -271,6 +273,7 @@ pub(crate) fn decode(plaintext: &[u8]) -> Option<(SessionId, Record)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::expiry::Timestamp;
 
     #[test]
     fn the_open_cache_finds_only_the_same_value_and_stays_bounded() {

@@ -11,6 +11,7 @@ use tower_layer::Layer;
 use crate::client::{Backend, Kind};
 use crate::error::ConfigError;
 use crate::expiry::{Expiry, Timestamp};
+use crate::login::LoginData;
 use crate::on_store_error::{DefaultOnStoreError, OnStoreError};
 use crate::service::SessionService;
 use crate::transport::{CookieSettings, Incoming, Transport};
@@ -26,6 +27,7 @@ pub(crate) struct Shared {
     pub(crate) absolute_timeout: Option<Duration>,
     pub(crate) store_timeout: Duration,
     pub(crate) max_sessions_per_user: Option<usize>,
+    pub(crate) login_data: LoginData,
     pub(crate) on_store_error: Arc<dyn OnStoreError>,
     pub(crate) clock: Clock,
 }
@@ -70,6 +72,7 @@ impl SessionLayer {
             absolute_timeout: None,
             store_timeout: Duration::from_secs(1),
             max_sessions_per_user: None,
+            login_data: LoginData::default(),
             on_store_error: Arc::new(DefaultOnStoreError::new()),
             clock: Arc::new(Timestamp::now),
         }
@@ -87,7 +90,7 @@ impl Shared {
     /// client-side one every value of the session cookie, opened when first needed.
     pub(crate) fn incoming(&self, headers: &http::HeaderMap) -> Option<Incoming> {
         match self.backend {
-            Kind::Server(_) => self.transport.read_id(headers).map(Incoming::Id),
+            Kind::Server(_) => self.transport.read_ids(headers),
             Kind::Client(_) => {
                 let values = self.transport.read_values(headers);
                 (!values.is_empty()).then_some(Incoming::Sealed(values))
@@ -136,6 +139,7 @@ pub struct SessionLayerBuilder {
     absolute_timeout: Option<Duration>,
     store_timeout: Duration,
     max_sessions_per_user: Option<usize>,
+    login_data: LoginData,
     on_store_error: Arc<dyn OnStoreError>,
     clock: Clock,
 }
@@ -248,6 +252,14 @@ impl SessionLayerBuilder {
         self
     }
 
+    /// What a login keeps of the session it happens in (default
+    /// [`LoginData::KeepUnlessOtherUser`]: an anonymous session's data and the same
+    /// user's carry over; a session of another user starts empty).
+    pub fn with_login_data(mut self, login_data: LoginData) -> Self {
+        self.login_data = login_data;
+        self
+    }
+
     /// The response when the store fails (default [`DefaultOnStoreError`]).
     pub fn with_on_store_error(mut self, policy: impl OnStoreError) -> Self {
         self.on_store_error = Arc::new(policy);
@@ -320,6 +332,7 @@ impl SessionLayerBuilder {
                 absolute_timeout: self.absolute_timeout,
                 store_timeout: self.store_timeout,
                 max_sessions_per_user: self.max_sessions_per_user,
+                login_data: self.login_data,
                 on_store_error: self.on_store_error,
                 clock: self.clock,
             }),

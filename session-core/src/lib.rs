@@ -83,6 +83,7 @@ mod future;
 mod id;
 mod invalidation;
 mod layer;
+mod login;
 mod on_store_error;
 mod record;
 mod service;
@@ -98,6 +99,7 @@ pub use extract::MissingSessionLayer;
 pub use future::ResponseFuture;
 pub use id::SessionKey;
 pub use layer::{SessionLayer, SessionLayerBuilder};
+pub use login::LoginData;
 pub use on_store_error::{DefaultOnStoreError, OnStoreError};
 pub use record::Meta;
 pub use service::SessionService;
@@ -261,6 +263,7 @@ pub mod store {
     pub use crate::invalidation::{
         own_topic, Heard, Invalidation, InvalidationChannel, Subscription,
     };
+    pub use crate::login::LoginOrder;
     pub use crate::record::{Changes, Meta, Record};
     pub use crate::session_store::{
         save_unloaded_by_loading, Created, Saved, SessionStore, UpdateFn, Updated, UserSession,

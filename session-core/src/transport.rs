@@ -17,7 +17,38 @@ pub(crate) const MAX_COOKIE_LEN: usize = 4096;
 /// every value of the session cookie in order, to be opened when first needed.
 pub(crate) enum Incoming {
     Id(SessionId),
+    /// Several well-formed ids under the session's name (another path or a sibling
+    /// domain can plant a cookie of the same name): the first that names a live
+    /// session wins.
+    Ids(Vec<SessionId>),
     Sealed(Vec<String>),
+}
+
+impl Incoming {
+    /// The ids the request carries, in order.
+    pub(crate) fn ids(&self) -> &[SessionId] {
+        match self {
+            Incoming::Id(id) => std::slice::from_ref(id),
+            Incoming::Ids(ids) => ids,
+            Incoming::Sealed(_) => &[],
+        }
+    }
+
+    /// The ids in `ids`, one per value: `None` for none, without an allocation for
+    /// the usual one.
+    fn from_ids(mut ids: impl Iterator<Item = SessionId>) -> Option<Self> {
+        let first = ids.next()?;
+        let Some(second) = ids.next() else {
+            return Some(Incoming::Id(first));
+        };
+        let mut all = vec![first, second];
+        for id in ids {
+            if !all.contains(&id) {
+                all.push(id);
+            }
+        }
+        Some(Incoming::Ids(all))
+    }
 }
 
 /// What the response must tell the client about its session.
@@ -94,16 +125,17 @@ impl CookieSettings {
         }
     }
 
-    /// The id in the request's cookies: the first cookie of our name whose value is a
-    /// well-formed (and, with a key, correctly signed) id.
-    fn read_id(&self, headers: &HeaderMap) -> Option<SessionId> {
+    /// The ids in the request's cookies: every cookie of our name whose value is a
+    /// well-formed (and, with a key, correctly signed) id, in order.
+    fn read_ids(&self, headers: &HeaderMap) -> Option<Incoming> {
         if self.signing_key.is_some() {
-            return self
-                .values(headers)
-                .find_map(|value| SessionId::parse(&value));
+            return Incoming::from_ids(
+                self.values(headers)
+                    .filter_map(|value| SessionId::parse(&value)),
+            );
         }
         // Unsigned ids are parsed in place: no allocation on the hot path.
-        self.raw_values(headers).find_map(SessionId::parse_bytes)
+        Incoming::from_ids(self.raw_values(headers).filter_map(SessionId::parse_bytes))
     }
 
     /// The `Set-Cookie` value that carries `update`.
@@ -173,13 +205,14 @@ pub(crate) enum Transport {
 }
 
 impl Transport {
-    /// The id the request carries, if it carries a well-formed one.
-    pub(crate) fn read_id(&self, headers: &HeaderMap) -> Option<SessionId> {
+    /// The well-formed ids the request carries, if any.
+    pub(crate) fn read_ids(&self, headers: &HeaderMap) -> Option<Incoming> {
         match self {
-            Transport::Cookie(settings) => settings.read_id(headers),
+            Transport::Cookie(settings) => settings.read_ids(headers),
             Transport::Header(name) => headers
                 .get(name)
-                .and_then(|value| SessionId::parse_bytes(value.as_bytes().trim_ascii())),
+                .and_then(|value| SessionId::parse_bytes(value.as_bytes().trim_ascii()))
+                .map(Incoming::Id),
         }
     }
 

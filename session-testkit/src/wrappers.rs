@@ -27,6 +27,7 @@ struct Instruments {
     counts: Mutex<HashMap<&'static str, usize>>,
     failing: AtomicBool,
     hanging: AtomicBool,
+    yielding: AtomicBool,
     answering_without_waiting: AtomicBool,
     released: Notify,
     forced_key: Mutex<Option<SessionKey>>,
@@ -111,12 +112,23 @@ impl<S> InstrumentedStore<S> {
         lock(&self.shared.forced_key).is_some()
     }
 
+    /// Makes every call give the runtime a turn before it runs (off by default), as a
+    /// call over the network would: requests of a test then interleave between store
+    /// calls, as they do against a real server, where a store that answers at once
+    /// would run each request's calls in one go.
+    pub fn set_yielding(&self, on: bool) {
+        self.shared.yielding.store(on, Ordering::SeqCst);
+    }
+
     fn tally(&self, operation: &'static str) {
         *lock(&self.shared.counts).entry(operation).or_default() += 1;
     }
 
     async fn enter(&self, operation: &'static str) -> Result<(), StoreError> {
         self.tally(operation);
+        if self.shared.yielding.load(Ordering::SeqCst) {
+            tokio::task::yield_now().await;
+        }
         loop {
             // Made before the check, so that a release in between is not missed.
             let released = self.shared.released.notified();

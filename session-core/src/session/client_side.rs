@@ -4,13 +4,12 @@
 //! response. A client store that revokes users is the only store call, for "log out
 //! everywhere", a per-user cap and the login that must start after a revocation.
 
-use std::time::Duration;
-
 use crate::client::{ClientSide, ClientStore};
 use crate::error::{SessionError, StoreError};
-use crate::expiry::{Refresh, Timestamp};
+use crate::expiry::Timestamp;
 use crate::id::SessionId;
 use crate::layer::Shared;
+use crate::login::LoginOrder;
 use crate::record::Record;
 use crate::session_store::UserSession;
 
@@ -34,9 +33,13 @@ impl Session {
             && shared.max_sessions_per_user.is_some()
         {
             if let Some(user) = state.meta.user_id.clone() {
-                // This session was created at its login, so it is not refused itself.
-                let at = state.meta.created_at;
-                call(shared, "revoke_user", client.revoke_user(&user, at))
+                // Every session of the user before this one ends, this one not: of
+                // logins that overlap, the newest in the order of logins survives.
+                let before = LoginOrder {
+                    created_at: state.meta.created_at,
+                    key: state.key(),
+                };
+                call(shared, "revoke_user", client.revoke_user(&user, before))
                     .await
                     .map_err(|e| state.fail(e))?;
             }
@@ -93,36 +96,44 @@ impl State {
     }
 }
 
-/// The first of the request's sealed values that opens, is live (the stored times
-/// are all the expiry a client-side session has) and, for a store that revokes
-/// users, was not created before its user's revocation.
+/// The first of the request's sealed values that opens and, for a store that
+/// revokes users, was not created before its user's revocation; `None` if there is
+/// none. Its stored times are all the expiry a client-side session has: one that has
+/// expired is this request's to end, and it says so (`ends_client_id`).
 pub(super) async fn open(
     shared: &Shared,
     client: &ClientSide,
+    state: &mut State,
     values: &[String],
-    refresh: &Refresh,
-) -> Result<Option<(SessionId, Record, bool)>, StoreError> {
-    let Some(found) = client
-        .open_first(shared.transport.name(), values)
-        .filter(|(_, record, _)| refresh.is_live(&record.meta))
-    else {
+) -> Result<Option<(SessionId, Record, bool)>, SessionError> {
+    let Some(found) = client.open_first(shared.transport.name(), values) else {
         return Ok(None);
     };
-    let meta = &found.1.meta;
+    if !state.refresh(shared).is_live(&found.1.meta) {
+        state.ends_client_id = true;
+        return Ok(None);
+    }
+    let (id, record, _) = &found;
+    let meta = &record.meta;
     if let (Some(user), true) = (meta.user_id.as_deref(), client.store.revokes_users()) {
-        let revoked_before =
-            call(shared, "revoked_before", client.store.revoked_before(user)).await?;
-        if revoked_before.is_some_and(|at| meta.created_at < at) {
+        let revoked_before = call(shared, "revoked_before", client.store.revoked_before(user))
+            .await
+            .map_err(|e| state.fail(e))?;
+        let place = LoginOrder {
+            created_at: meta.created_at,
+            key: id.key(),
+        };
+        if revoked_before.is_some_and(|before| place < before) {
             return Ok(None);
         }
     }
     Ok(Some(found))
 }
 
-/// When a session that `user` logs in to at `now` counts as created. A session made
-/// in the millisecond of a "log out everywhere", or on a server whose clock is behind
-/// the one that revoked, would be created before the user's revocation and refused at
-/// once: it starts at the revocation.
+/// When a session that `user` logs in to at `now` counts as created: after the
+/// user's revocation, if that is not before `now`. A session made in the millisecond
+/// of a "log out everywhere" or of another login, or on a server whose clock is
+/// behind the one that revoked, would otherwise be refused at once.
 pub(super) async fn login_time(
     shared: &Shared,
     client: &ClientSide,
@@ -133,7 +144,12 @@ pub(super) async fn login_time(
         return Ok(now);
     }
     let revoked = call(shared, "revoked_before", client.store.revoked_before(user)).await?;
-    Ok(revoked.map_or(now, |at| at.max(now)))
+    Ok(match revoked {
+        Some(before) if before.created_at >= now => {
+            LoginOrder::after_all_of(before.created_at).created_at
+        }
+        _ => now,
+    })
 }
 
 /// "Log out everywhere" for a client-side store: every session of `user` created up
@@ -150,9 +166,13 @@ pub(super) async fn revoke_all(
             "log out everywhere needs a client-side store that revokes users",
         ));
     }
-    let until = state.now.saturating_add(Duration::from_millis(1));
-    call(shared, "revoke_user", client.store.revoke_user(user, until))
-        .await
-        .map_err(|e| state.fail(e))?;
+    let before = LoginOrder::after_all_of(state.now);
+    call(
+        shared,
+        "revoke_user",
+        client.store.revoke_user(user, before),
+    )
+    .await
+    .map_err(|e| state.fail(e))?;
     Ok(1)
 }

@@ -19,11 +19,12 @@ use serde_json::Value;
 use crate::client::Kind;
 use crate::data::Data;
 use crate::error::{SessionError, StoreError};
-use crate::expiry::Expiry;
-use crate::id::SessionKey;
+use crate::expiry::{Expiry, Timestamp};
+use crate::id::{SessionId, SessionKey};
 use crate::layer::Shared;
 use crate::record::Changes;
-use crate::session_store::{Updated, UserSession};
+use crate::record::Record;
+use crate::session_store::{SessionStore, Updated, UserSession};
 use crate::transport::Incoming;
 
 use state::{fresh_meta, State, Stored};
@@ -89,6 +90,7 @@ impl Session {
                     meta_changed: false,
                     issued: false,
                     logged_in: false,
+                    ends_client_id: false,
                     retired: Vec::new(),
                     failed: None,
                     now,
@@ -246,11 +248,17 @@ impl Session {
         let mut state = self.inner.state.lock().await;
         let shared = &self.inner.shared;
         if state.stored == Stored::Unknown {
-            // No need to load what is being deleted.
-            if let Some(Incoming::Id(id)) = &state.incoming {
-                let key = id.key();
-                state.retired.push(key);
-            }
+            // No need to load what is being deleted: every id the client presented
+            // ends (deleting one that names nothing is harmless).
+            let keys: Vec<SessionKey> = state
+                .incoming
+                .as_ref()
+                .map_or(&[][..], Incoming::ids)
+                .iter()
+                .map(SessionId::key)
+                .collect();
+            state.ends_client_id = state.incoming.is_some();
+            state.retired.extend(keys);
             state.stored = Stored::Absent;
         } else {
             state.retire();
@@ -264,18 +272,33 @@ impl Session {
     /// Binds the session to `user_id` and cycles its id. The absolute lifetime, if
     /// any, counts from now; if the layer caps sessions per user, the user's oldest
     /// sessions beyond the cap end when the response is sent.
+    ///
+    /// What the session held stays if it was anonymous (a cart) or the same user's;
+    /// a session of another user starts empty (see [`LoginData`](crate::LoginData)
+    /// for the layer's choice).
     pub async fn login(&self, user_id: impl Into<String>) -> Result<(), SessionError> {
         let mut state = self.loaded().await?;
         let shared = &self.inner.shared;
         let now = state.now;
-        state.retire();
         let user_id = user_id.into();
-        state.meta.created_at = now;
-        if let Kind::Client(client) = &shared.backend {
-            state.meta.created_at = client_side::login_time(shared, client, &user_id, now)
-                .await
-                .map_err(|e| state.fail(e))?;
+        let starts_empty = shared
+            .login_data
+            .starts_empty(state.meta.user_id.as_deref(), &user_id);
+        state.retire();
+        if starts_empty {
+            state.base.clear();
+            state.meta = fresh_meta(shared, now);
         }
+        state.meta.created_at = match &shared.backend {
+            Kind::Client(client) => client_side::login_time(shared, client, &user_id, now)
+                .await
+                .map_err(|e| state.fail(e))?,
+            Kind::Server(store) if shared.max_sessions_per_user.is_some() => {
+                self.login_time(store.as_ref(), &mut state, &user_id)
+                    .await?
+            }
+            Kind::Server(_) => now,
+        };
         state.meta.user_id = Some(user_id);
         state.meta.deadline = shared.absolute_timeout.map(|t| now.saturating_add(t));
         state.logged_in = true;
@@ -374,6 +397,7 @@ impl Session {
             }
         };
         // The store deleted this session's record too; only the handle is left.
+        state.ends_client_id = state.stored == Stored::Present;
         state.stored = Stored::Absent;
         state.id = None;
         state.base.clear();
@@ -425,30 +449,20 @@ impl Session {
         }
         if state.stored == Stored::Unknown {
             let shared = &self.inner.shared;
-            let found = match (&shared.backend, &state.incoming) {
-                (Kind::Server(store), Some(Incoming::Id(id))) => {
-                    let id = id.clone();
-                    let key = id.key();
-                    let loaded = match store.load_without_waiting(&key, state.now) {
-                        Some(loaded) => loaded,
-                        None => call(shared, "load", store.load(&key)).await,
-                    };
-                    let record = loaded.map_err(|e| state.fail(e))?;
-                    // The store enforces expiry too; this check makes the stored times
-                    // authoritative even where a store's clock or TTL lags.
-                    let refresh = state.refresh(shared);
-                    record
-                        .filter(|record| refresh.is_live(&record.meta))
-                        .map(|record| (id, record, false))
+            // Taken out while the state is written to; put back below.
+            let incoming = state.incoming.take();
+            let found = match (&shared.backend, &incoming) {
+                (Kind::Server(store), Some(incoming)) => {
+                    self.load_first_live(store.as_ref(), &mut state, incoming.ids())
+                        .await
                 }
                 (Kind::Client(client), Some(Incoming::Sealed(values))) => {
-                    let refresh = state.refresh(shared);
-                    client_side::open(shared, client, values, &refresh)
-                        .await
-                        .map_err(|e| state.fail(e))?
+                    client_side::open(shared, client, &mut state, values).await
                 }
-                _ => None,
+                _ => Ok(None),
             };
+            state.incoming = incoming;
+            let found = found?;
             match found {
                 Some((id, record, stale)) => {
                     // Changes made before this first read stay on top of the record.
@@ -460,6 +474,60 @@ impl Session {
             }
         }
         Ok(state)
+    }
+
+    /// When a login of `user` under a cap of sessions counts as made: after the
+    /// user's newest session, so that a login that follows another within the same
+    /// millisecond is the newer in the order of logins, and the cap keeps it.
+    async fn login_time(
+        &self,
+        store: &dyn SessionStore,
+        state: &mut State,
+        user: &str,
+    ) -> Result<Timestamp, SessionError> {
+        let shared = &self.inner.shared;
+        let sessions = call(shared, "user_sessions", store.user_sessions(user))
+            .await
+            .map_err(|e| state.fail(e))?;
+        let newest = sessions.iter().map(|s| s.meta.created_at).max();
+        Ok(match newest {
+            Some(newest) if newest >= state.now => {
+                newest.saturating_add(std::time::Duration::from_millis(1))
+            }
+            _ => state.now,
+        })
+    }
+
+    /// The first of `ids` that names a live session, loaded. One the store holds but
+    /// whose stored times say it has expired is this request's to end (the client is
+    /// told to forget it, unless another id is live); one the store does not know
+    /// could be another request's, ended or rotated meanwhile, and is left alone.
+    async fn load_first_live(
+        &self,
+        store: &dyn SessionStore,
+        state: &mut State,
+        ids: &[SessionId],
+    ) -> Result<Option<(SessionId, Record, bool)>, SessionError> {
+        let shared = &self.inner.shared;
+        let refresh = state.refresh(shared);
+        for id in ids {
+            let key = id.key();
+            let loaded = match store.load_without_waiting(&key, state.now) {
+                Some(loaded) => loaded,
+                None => call(shared, "load", store.load(&key)).await,
+            };
+            match loaded.map_err(|e| state.fail(e))? {
+                // The store enforces expiry too; this check makes the stored times
+                // authoritative even where a store's clock or TTL lags.
+                Some(record) if refresh.is_live(&record.meta) => {
+                    state.ends_client_id = false;
+                    return Ok(Some((id.clone(), record, false)));
+                }
+                Some(_) => state.ends_client_id = true,
+                None => {}
+            }
+        }
+        Ok(None)
     }
 }
 

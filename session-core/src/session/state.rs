@@ -43,6 +43,12 @@ pub(super) struct State {
     pub(super) issued: bool,
     /// A login happened: the per-user cap applies when the request ends.
     pub(super) logged_in: bool,
+    /// This request ended the session the client's id names (a logout, an id it
+    /// cycled, a session it found expired): if no session replaces it, the client is
+    /// told to forget the id. A session that another request ended or rotated, or
+    /// that the layer did not find, is none of this request's to remove: the client's
+    /// cookie may by now be that other request's.
+    pub(super) ends_client_id: bool,
     /// Records this request ended (logout, id cycling), deleted when it ends.
     pub(super) retired: Vec<SessionKey>,
     /// The first store failure of this request, if any.
@@ -130,7 +136,7 @@ impl State {
                 Some(IdUpdate::Issue(value, max_age))
             }
             (_, Stored::Present | Stored::Unknown) => None,
-            (_, Stored::Absent) => self.incoming.is_some().then_some(IdUpdate::Remove),
+            (_, Stored::Absent) => self.ends_client_id.then_some(IdUpdate::Remove),
         }
     }
 
@@ -142,6 +148,7 @@ impl State {
             self.retired.push(key);
             self.id = None;
             self.issued = false;
+            self.ends_client_id = true;
         }
         self.base = self.merged();
         self.stored = Stored::Absent;
@@ -181,6 +188,7 @@ impl State {
         self.meta = fresh_meta(shared, self.now);
         self.meta_changed = false;
         self.logged_in = false;
+        self.ends_client_id = false;
     }
 
     /// The metadata a write stores: the current one with the idle timeout restarted.

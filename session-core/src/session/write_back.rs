@@ -12,7 +12,7 @@ use crate::error::{SessionError, StoreError, StoreErrorKind};
 use crate::id::SessionId;
 use crate::layer::Shared;
 use crate::record::{Changes, Meta};
-use crate::session_store::{Created, Saved, SessionStore};
+use crate::session_store::{Created, Saved, SessionStore, UserSession};
 use crate::transport::{IdUpdate, Incoming};
 
 use super::state::{State, Stored};
@@ -145,32 +145,43 @@ impl Session {
         }
     }
 
-    /// Saves the changes of a session nobody read, in one store call. If its record is
-    /// gone, the changes become a new session, as they would had the request read
-    /// first. Returns whether a persistent cookie should be re-sent.
+    /// Saves the changes of a session nobody read, in one store call (one per id the
+    /// client presented, until one is live). If its record is gone, the changes are
+    /// dropped. Returns whether a persistent cookie should be re-sent.
     pub(super) async fn save_unloaded(
         &self,
         store: &dyn SessionStore,
         state: &mut State,
     ) -> Result<bool, SessionError> {
         let shared = &self.inner.shared;
-        let id = match &state.incoming {
-            Some(Incoming::Id(id)) => Some(id.clone()),
-            _ => None,
-        };
-        let previous = match &id {
-            Some(id) => {
-                let (key, refresh) = (id.key(), state.refresh(shared));
-                let future = store.save_unloaded(&key, &state.changes, &refresh);
-                call(shared, "save_unloaded", future)
-                    .await
-                    .map_err(|e| state.fail(e))?
+        let refresh = state.refresh(shared);
+        let mut saved = None;
+        let ids = state.incoming.as_ref().map_or(&[][..], Incoming::ids);
+        for id in ids {
+            let key = id.key();
+            let future = store.save_unloaded(&key, &state.changes, &refresh);
+            match call(shared, "save_unloaded", future).await {
+                Ok(Some(previous)) => {
+                    saved = Some(Ok((id.clone(), previous)));
+                    break;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    saved = Some(Err(error));
+                    break;
+                }
             }
-            None => None,
-        };
-        let (Some(id), Some(previous)) = (id, previous) else {
+        }
+        let saved = saved.transpose().map_err(|e| state.fail(e))?;
+        let Some((id, previous)) = saved else {
+            // The session is gone: ended or rotated by another request meanwhile, or
+            // expired. A new session here would give the client a cookie in place of
+            // the one that other request may have set (a login's), so the changes are
+            // dropped and the client told nothing; a handler that must keep a value
+            // reads the session first, which starts a new one when none is found.
+            tracing::debug!("session gone before an unread write; changes dropped");
             state.stored = Stored::Absent;
-            self.create(state).await?;
+            state.changes = Changes::default();
             return Ok(false);
         };
         state.meta = previous;
@@ -224,15 +235,30 @@ impl Session {
             return Ok(());
         };
         let current = state.key();
-        let mut others = call(shared, "user_sessions", store.user_sessions(&user))
+        let mut sessions = call(shared, "user_sessions", store.user_sessions(&user))
             .await
             .map_err(|e| state.fail(e))?;
-        others.retain(|s| s.key != current);
-        others.sort_by_key(|s| Reverse(s.meta.created_at));
-        for old in others.iter().skip(cap - 1) {
+        if !sessions.iter().any(|s| s.key == current) {
+            sessions.push(UserSession {
+                key: current,
+                meta: state.meta.clone(),
+            });
+        }
+        // The newest `cap` survive, in an order every server agrees on: login time,
+        // then key. Every login ends what it sees beyond them, itself included, so
+        // that logins that overlap leave exactly `cap`: the newest are never ended by
+        // anyone, and each older one is seen beside them by the last of them to list.
+        sessions.sort_by_key(|s| Reverse((s.meta.created_at, s.key)));
+        let mut superseded = false;
+        for old in sessions.iter().skip(cap) {
             call(shared, "delete", store.delete(&old.key))
                 .await
                 .map_err(|e| state.fail(e))?;
+            superseded |= old.key == current;
+        }
+        if superseded {
+            // A newer login of the user took this one's place.
+            state.lose(shared);
         }
         Ok(())
     }

@@ -247,8 +247,8 @@ macro_rules! sql_store_tests {
                     None,
                     "{column} = {garbage}"
                 );
-                // A write that did not read it finds no session either: no error,
-                // so the layer starts a new one.
+                // A write that did not read it finds no session either, and no
+                // error.
                 let refresh = session_core::store::Refresh {
                     now,
                     idle_timeout: std::time::Duration::from_secs(60),

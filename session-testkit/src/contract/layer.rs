@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use http::StatusCode;
 use serde_json::json;
-use session_core::{SessionLayer, SessionStore};
+use session_core::{LoginData, SessionLayer, SessionStore};
+use tokio::sync::Barrier;
 
-use crate::app::{app, Client, Pause};
+use crate::app::{app, send, App, Client, Pause};
 use crate::{random_key, random_token, random_user, InstrumentedStore, MockClock};
 
 use super::{data_of, record, HOUR};
@@ -23,16 +24,22 @@ pub async fn attacker_chosen_id_is_never_adopted<S: SessionStore>(store: S) {
     let app = app(layer(store.clone()), None);
     let mut client = Client::new(&app);
     let chosen = random_token();
-    client.cookie = Some(chosen.clone());
-    let reply = client.post("/set/planted/yes").await;
-    assert_eq!(reply.status, StatusCode::OK);
-    let issued = client.cookie.clone().expect("a new id was issued");
-    assert_ne!(issued, chosen, "the attacker's id was adopted");
     let chosen_key = session_core::store::SessionId::parse(&chosen)
         .expect("well-formed")
         .key();
+    client.cookie = Some(chosen.clone());
+    // A write that does not read finds no session under the id, and is dropped.
+    let reply = client.post("/set/planted/yes").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(client.cookie.as_deref(), Some(chosen.as_str()));
     assert_eq!(store.load(&chosen_key).await.expect("load"), None);
-    assert_eq!(client.get("/get/planted").await.body, "\"yes\"");
+    // A write that reads first starts a session, under a new id.
+    let reply = client.post("/incr/planted").await;
+    assert_eq!(reply.body, "1");
+    let issued = client.cookie.clone().expect("a new id was issued");
+    assert_ne!(issued, chosen, "the attacker's id was adopted");
+    assert_eq!(store.load(&chosen_key).await.expect("load"), None);
+    assert_eq!(client.get("/get/planted").await.body, "1");
     store
         .delete(&client.key().expect("key"))
         .await
@@ -162,10 +169,10 @@ pub async fn stale_save_after_logout_does_not_resurrect<S: SessionStore>(store: 
     assert_eq!(replay.get("/get/cart").await.body, "null");
 }
 
-/// docs/security.md 6, for a request that never read its session: it changes it, the
-/// session is logged out, the request ends; the old record stays gone, and the
-/// request's write starts a new anonymous session, as it would have had it read the
-/// session after the logout.
+/// docs/security.md 6 and 31, for a request that never read its session: it changes
+/// it, the session is logged out, the request ends; the old record stays gone, and
+/// the request's write is dropped, without a cookie: a new session would have given
+/// the browser a cookie in place of whatever the other request set.
 pub async fn stale_unread_save_after_logout_does_not_resurrect<S: SessionStore>(store: S) {
     let store = Arc::new(store);
     let pause = Arc::new(Pause::default());
@@ -183,25 +190,82 @@ pub async fn stale_unread_save_after_logout_does_not_resurrect<S: SessionStore>(
     let mut logout = client.clone();
     assert_eq!(logout.post("/logout").await.status, StatusCode::OK);
     pause.proceed.wait().await;
-    let (status, mut slow) = slow_request.await.expect("task");
+    let (status, slow) = slow_request.await.expect("task");
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         store.load(&old_key).await.expect("load"),
         None,
         "the session was resurrected"
     );
-    let new_key = slow.key().expect("a new session");
-    assert_ne!(new_key, old_key);
     assert_eq!(
-        slow.get("/user").await.body,
-        "",
-        "the new session has a user"
+        slow.key(),
+        Some(old_key),
+        "the stale request changed the client's cookie"
     );
-    assert_eq!(slow.get("/get/a").await.body, "null");
-    assert_eq!(slow.get("/get/cart").await.body, "\"full\"");
     let mut replay = client.clone();
     assert_eq!(replay.get("/get/a").await.body, "null");
-    store.delete(&new_key).await.expect("delete");
+    assert_eq!(replay.get("/get/cart").await.body, "null");
+}
+
+/// docs/security.md 31: a slow request of the session a login replaces (one that read
+/// it, and one that only wrote it) finishes after the login and sends no cookie: the
+/// browser keeps the login's.
+pub async fn requests_overlapping_a_login_leave_its_cookie<S: SessionStore>(store: S) {
+    let store = Arc::new(store);
+    for path in ["/paused-set/cart/full", "/paused-put/cart/full"] {
+        let pause = Arc::new(Pause::default());
+        let app = app(layer(store.clone()), Some(pause.clone()));
+        let user = random_user();
+        let mut browser = Client::new(&app);
+        browser.post("/set/theme/dark").await;
+        let mut slow = browser.clone();
+        let slow_request = tokio::spawn(async move { slow.post(path).await });
+        pause.arrived.wait().await;
+        browser.post(&format!("/login/{user}")).await;
+        pause.proceed.wait().await;
+        let slow_reply = slow_request.await.expect("task");
+        assert_eq!(slow_reply.status, StatusCode::OK, "{path}");
+        assert_eq!(
+            slow_reply.set_cookies(),
+            Vec::<&str>::new(),
+            "{path}: a request the login overlapped changed the browser's cookie"
+        );
+        assert_eq!(browser.get("/user").await.body, user, "{path}");
+        store.delete_user_sessions(&user).await.expect("clean up");
+    }
+}
+
+/// docs/security.md 32: of several cookies with the session's name, the one that
+/// names a live session wins, whatever its place, for reads and for writes that do
+/// not read; ids the layer did not find get no removal cookie.
+pub async fn a_shadowing_cookie_does_not_hide_the_session<S: SessionStore>(store: S) {
+    let store = Arc::new(store);
+    let app = app(layer(store.clone()), None);
+    let user = random_user();
+    let mut client = Client::new(&app);
+    client.post(&format!("/login/{user}")).await;
+    let real = format!("id={}", client.cookie.clone().expect("a cookie"));
+    let planted = format!("id={}", random_token());
+    for cookies in [format!("{planted}; {real}"), format!("{real}; {planted}")] {
+        let read = send(&app, "GET", "/user", Some(&cookies)).await;
+        assert_eq!(read.body, user, "{cookies}");
+        assert_eq!(read.set_cookies(), Vec::<&str>::new(), "{cookies}");
+        let write = send(&app, "POST", "/set/shadowed/no", Some(&cookies)).await;
+        assert_eq!(write.set_cookies(), Vec::<&str>::new(), "{cookies}");
+        assert_eq!(
+            client.get("/get/shadowed").await.body,
+            "\"no\"",
+            "{cookies}"
+        );
+        client.post("/remove/shadowed").await;
+    }
+    let unknown = send(&app, "GET", "/user", Some(&planted)).await;
+    assert_eq!(
+        unknown.set_cookies(),
+        Vec::<&str>::new(),
+        "an id the layer did not find got a removal cookie"
+    );
+    store.delete_user_sessions(&user).await.expect("clean up");
 }
 
 /// A request that only writes its session costs one store call, and what it wrote
@@ -309,10 +373,6 @@ pub async fn timeouts_follow_stored_times<S: SessionStore>(store: S) {
     clock.set_ahead(minutes(29 + 31));
     let reply = idle.get("/user").await;
     assert_eq!(reply.body, "", "a session past its idle timeout was served");
-    assert_eq!(
-        idle.cookie, None,
-        "no removal cookie for an expired session"
-    );
 
     // Absolute: requests every 20 minutes keep it alive until the hour is up.
     clock.set_ahead(Duration::ZERO);
@@ -439,4 +499,111 @@ pub async fn load_error_is_not_no_session<S: SessionStore>(store: S) {
         .delete(&client.key().expect("key"))
         .await
         .expect("delete");
+}
+
+/// docs/security.md 29: a login into a session bound to another user starts empty
+/// (new id, none of the old data); an anonymous session's data carries over into a
+/// login, and a login of the same user keeps its data. With
+/// `LoginData::StartEmpty`, nothing carries over.
+pub async fn login_of_another_user_starts_empty<S: SessionStore>(store: S) {
+    let store = Arc::new(store);
+    let app = app(layer(store.clone()), None);
+    let (bob, alice) = (random_user(), random_user());
+    let mut client = Client::new(&app);
+    client.post("/set/cart/apple").await;
+    client.post(&format!("/login/{bob}")).await;
+    assert_eq!(
+        client.get("/get/cart").await.body,
+        "\"apple\"",
+        "an anonymous session's data did not carry over into the login"
+    );
+    client.post("/set/theme/planted-by-bob").await;
+    assert_eq!(client.post("/incr/visits").await.body, "1");
+    client.post(&format!("/login/{bob}")).await;
+    assert_eq!(
+        client.get("/get/theme").await.body,
+        "\"planted-by-bob\"",
+        "a login of the same user lost its data"
+    );
+    let bobs = client.clone();
+    client.post(&format!("/login/{alice}")).await;
+    assert_ne!(client.cookie, bobs.cookie, "the id did not change");
+    assert_eq!(client.get("/user").await.body, alice);
+    assert_eq!(
+        client.get("/get/theme").await.body,
+        "null",
+        "alice's session shows bob's data"
+    );
+    assert_eq!(client.post("/incr/visits").await.body, "1");
+    assert_eq!(
+        store.load(&bobs.key().expect("key")).await.expect("load"),
+        None,
+        "bob's session outlived the login"
+    );
+
+    let empty = SessionLayer::builder(store.clone())
+        .with_login_data(LoginData::StartEmpty)
+        .build()
+        .expect("valid");
+    let empty_app = crate::app(empty, None);
+    let mut shared_terminal = Client::new(&empty_app);
+    shared_terminal.post("/set/cart/pear").await;
+    shared_terminal.post(&format!("/login/{bob}")).await;
+    assert_eq!(shared_terminal.get("/get/cart").await.body, "null");
+    store.delete_user_sessions(&bob).await.expect("clean up");
+    store.delete_user_sessions(&alice).await.expect("clean up");
+}
+
+/// docs/security.md 30: with a cap of one session per user, logins that overlap (20
+/// released together, across three servers) leave exactly one live session, the
+/// newest in the order every server agrees on; with a cap of N, exactly N. Repeated,
+/// so that the race is met.
+pub async fn capped_concurrent_logins_leave_exactly_the_cap<S: SessionStore>(store: S) {
+    const LOGINS: usize = 20;
+    // Calls that give the runtime a turn, as a network store's do, so that the
+    // logins interleave between their store calls even over an in-process store.
+    let store = Arc::new(InstrumentedStore::new(store));
+    store.set_yielding(true);
+    for (round, cap) in [1, 1, 1, 3, 1, 3].into_iter().enumerate() {
+        let servers: Vec<App> = (0..3)
+            .map(|_| {
+                let layer = SessionLayer::builder(store.clone())
+                    .with_max_sessions_per_user(cap)
+                    .build()
+                    .expect("valid");
+                app(layer, None)
+            })
+            .collect();
+        let user = random_user();
+        let start = Arc::new(Barrier::new(LOGINS));
+        let logins: Vec<_> = (0..LOGINS)
+            .map(|i| {
+                let mut client = Client::new(&servers[i % servers.len()]);
+                let (start, path) = (start.clone(), format!("/login/{user}"));
+                tokio::spawn(async move {
+                    start.wait().await;
+                    client.post(&path).await;
+                    client
+                })
+            })
+            .collect();
+        let mut clients = Vec::new();
+        for login in logins {
+            clients.push(login.await.expect("the login ran"));
+        }
+        let mut logged_in = 0;
+        for client in &mut clients {
+            if client.get("/user").await.body == user {
+                logged_in += 1;
+            }
+        }
+        let listed = store.user_sessions(&user).await.expect("list");
+        store.delete_user_sessions(&user).await.expect("clean up");
+        assert_eq!(
+            (logged_in, listed.len()),
+            (cap, cap),
+            "round {round}: {logged_in} clients logged in and {} sessions listed, with a cap of {cap}",
+            listed.len()
+        );
+    }
 }

@@ -52,6 +52,10 @@ macro_rules! __for_each_rule {
             logout_ends_the_session_everywhere
             logout_everywhere_ends_every_session_of_the_user
             session_cap_ends_older_sessions
+            login_of_another_user_starts_empty
+            capped_concurrent_logins_leave_exactly_the_cap
+            requests_overlapping_a_login_leave_its_cookie
+            a_shadowing_cookie_does_not_hide_the_session
             load_error_is_not_no_session
         );
     };
