@@ -859,3 +859,56 @@ async fn concurrent_requests_across_servers_lose_nothing() {
     );
     println!("METRIC scenario=concurrent-across-servers prefs_kept=60/60 increments=100/100");
 }
+
+/// docs/security.md 30 behind nginx: with a cap of one session per user, 20 logins
+/// of one user released together through nginx over three servers leave exactly one
+/// valid session, round after round (before the fix, 0 in 7 to 9 rounds of 10).
+async fn capped_logins_behind_nginx_leave_one(store: &Store, env: &[(&str, &str)], label: &str) {
+    const LOGINS: usize = 20;
+    let servers = servers_with_cap(store, env);
+    let nginx = Nginx::start(Balance::RoundRobin, &refs(&servers));
+    let base = nginx.url();
+    for round in 0..5 {
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(LOGINS));
+        let logins: Vec<_> = (0..LOGINS)
+            .map(|_| {
+                let (start, base) = (start.clone(), base.clone());
+                tokio::spawn(async move {
+                    let mut user = User::new();
+                    start.wait().await;
+                    user.login(&base, ALICE.0, ALICE.1).await;
+                    user
+                })
+            })
+            .collect();
+        let mut users = Vec::new();
+        for login in logins {
+            users.push(login.await.expect("the login ran"));
+        }
+        let mut valid = 0;
+        for user in &mut users {
+            if user.me(&base).await.status == StatusCode::OK {
+                valid += 1;
+            }
+        }
+        assert_eq!(valid, 1, "{label}, round {round}: {valid} valid sessions");
+    }
+    println!("METRIC scenario=capped-concurrent-logins store={label} valid=1/1 rounds=5");
+    drop(nginx);
+    drop(servers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capped_concurrent_logins_leave_one_session_on_redis() {
+    let redis = OwnRedis::start();
+    capped_logins_behind_nginx_leave_one(&redis_store(&redis), &[], "redis").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capped_concurrent_logins_leave_one_session_on_postgres() {
+    let table = SqlTable::postgres();
+    let store = Store::Shared(table.url.clone());
+    let env = [("SESSION_TABLE", table.name.as_str())];
+    capped_logins_behind_nginx_leave_one(&store, &env, "postgres").await;
+    drop(table);
+}
