@@ -130,10 +130,6 @@ impl Inner {
         expired.len()
     }
 
-    fn index(&self, user: &str, key: SessionKey) {
-        self.users.entry(user.to_owned()).or_default().insert(key);
-    }
-
     fn unindex(&self, user: &str, key: &SessionKey) {
         if let Entry::Occupied(mut keys) = self.users.entry(user.to_owned()) {
             keys.get_mut().remove(key);
@@ -198,11 +194,26 @@ impl SessionStore for MemoryStore {
             // Born dead: nothing to keep, and nothing live can be under this key.
             return Ok(Created::Written);
         }
-        if let Some(user) = &record.meta.user_id {
-            self.inner.index(user, *key);
-        }
+        // The user's index entry is held while the session goes in (lock order: the
+        // index, then the sessions, as `delete_user_sessions` takes them): a "log
+        // out everywhere" of the user either ends this session or comes after it is
+        // listed, never in between, where it would end neither.
+        let mut keys = record
+            .meta
+            .user_id
+            .as_ref()
+            .map(|user| self.inner.users.entry(user.clone()).or_default());
         let replaced = match self.inner.sessions.entry(*key) {
             Entry::Occupied(existing) if !existing.get().meta.is_expired(now) => {
+                drop(existing);
+                if let Some(keys) = keys {
+                    // The entry may have been made for this call alone.
+                    if keys.is_empty() {
+                        let user = keys.key().clone();
+                        drop(keys);
+                        self.inner.users.remove_if(&user, |_, keys| keys.is_empty());
+                    }
+                }
                 return Ok(Created::Collision);
             }
             Entry::Occupied(mut dead) => Some(std::mem::replace(dead.get_mut(), record.clone())),
@@ -211,6 +222,10 @@ impl SessionStore for MemoryStore {
                 None
             }
         };
+        if let Some(keys) = &mut keys {
+            keys.insert(*key);
+        }
+        drop(keys);
         if let Some(user) = replaced.and_then(|dead| dead.meta.user_id) {
             if record.meta.user_id.as_deref() != Some(&user) {
                 self.inner.unindex(&user, key);
@@ -317,24 +332,29 @@ impl SessionStore for MemoryStore {
 
     async fn delete_user_sessions(&self, user_id: &str) -> Result<usize, StoreError> {
         let now = Timestamp::now();
-        let Some((_, keys)) = self.inner.users.remove(user_id) else {
+        // Held until every listed session is gone: a create bound to this user waits
+        // for it (see `create`).
+        let Entry::Occupied(keys) = self.inner.users.entry(user_id.to_owned()) else {
             return Ok(0);
         };
         let mut ended = 0;
-        for key in keys {
-            let removed = self.inner.sessions.remove_if(&key, |_, record| {
+        for key in keys.get() {
+            let removed = self.inner.sessions.remove_if(key, |_, record| {
                 record.meta.user_id.as_deref() == Some(user_id)
             });
             if removed.is_some_and(|(_, record)| !record.meta.is_expired(now)) {
                 ended += 1;
             }
         }
+        keys.remove();
         Ok(ended)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     use super::*;
 
     session_testkit::conformance_tests!(MemoryStore::new());
@@ -364,6 +384,70 @@ mod tests {
         }
         assert_eq!(store.len(), 0, "expired sessions left in the store");
         assert!(store.inner.users.is_empty(), "user index not cleaned");
+    }
+
+    /// A login (a create bound to a user) racing "log out everywhere" of that user
+    /// either is ended by it or stays listed, to be ended by the next one: never a
+    /// live session that nothing lists or ends. One thread logs the user in again and
+    /// again while another ends all the user's sessions in a loop; released together
+    /// by a barrier, round after round.
+    #[test]
+    fn a_login_racing_log_out_everywhere_is_never_lost() {
+        const ROUNDS: usize = 80;
+        const LOGINS: usize = 500;
+        let store = MemoryStore::new();
+        fn block_on<F: std::future::Future>(future: F) -> F::Output {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(future)
+        }
+        let now = Timestamp::now();
+        let mut lost = 0;
+        for round in 0..ROUNDS {
+            let user = format!("user-{round}");
+            let barrier = Arc::new(std::sync::Barrier::new(2));
+            let done = Arc::new(AtomicBool::new(false));
+            let ending = {
+                let (store, barrier, done, user) =
+                    (store.clone(), barrier.clone(), done.clone(), user.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    block_on(async {
+                        while !done.load(Ordering::Relaxed) {
+                            store.delete_user_sessions(&user).await.unwrap();
+                        }
+                    })
+                })
+            };
+            let mut meta = Meta::new(now, now.saturating_add(Duration::from_secs(600)));
+            meta.user_id = Some(user.clone());
+            let record = Record {
+                data: Default::default(),
+                meta,
+            };
+            let keys: Vec<SessionKey> =
+                (0..LOGINS).map(|_| session_testkit::random_key()).collect();
+            barrier.wait();
+            block_on(async {
+                for key in &keys {
+                    store.create(key, &record).await.unwrap();
+                }
+            });
+            done.store(true, Ordering::Relaxed);
+            ending.join().unwrap();
+            block_on(async {
+                let listed = store.user_sessions(&user).await.unwrap();
+                for key in &keys {
+                    let live = store.load(key).await.unwrap().is_some();
+                    if live && !listed.iter().any(|s| s.key == *key) {
+                        lost += 1;
+                    }
+                    store.delete(key).await.unwrap();
+                }
+            });
+        }
+        assert_eq!(lost, 0, "{lost} sessions live but unlisted");
     }
 
     #[tokio::test]
