@@ -29,6 +29,7 @@
 //! | --- | --- | --- |
 //! | `memory` | yes | [`MemoryStore`], in-process: one server, and tests |
 //! | `axum` | yes | [`Session`] as an axum extractor |
+//! | `login` | yes | [`RequireLoginLayer`], which lets only logged-in sessions through, and [`LoggedIn`] (an axum extractor with `axum`) |
 //! | `redis` | no | [`RedisStore`], for a Redis server or a Redis Cluster |
 //! | `postgres` | no | [`PostgresStore`], a table in PostgreSQL |
 //! | `mysql` | no | [`MySqlStore`], a table in MySQL or MariaDB |
@@ -53,6 +54,9 @@ pub use session_core::store;
 #[cfg(feature = "cookie")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cookie")))]
 pub use session_cookie::{CookieStore, Key as CookieKey, KeyError as CookieKeyError};
+#[cfg(feature = "login")]
+#[cfg_attr(docsrs, doc(cfg(feature = "login")))]
+pub use session_login::{safe_next, LoggedIn, RequireLoginLayer};
 #[cfg(feature = "memory")]
 #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 pub use session_memory::MemoryStore;

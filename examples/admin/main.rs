@@ -24,7 +24,7 @@ use std::env;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Form, Path, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -32,7 +32,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use session_kit::store::Backend;
-use session_kit::{MemoryStore, Session, SessionError, SessionKey, SessionLayer, SessionStore};
+use session_kit::{
+    safe_next, LoggedIn, MemoryStore, RequireLoginLayer, Session, SessionError, SessionKey,
+    SessionLayer, SessionStore,
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -263,18 +266,24 @@ async fn sql_store<DB: session_kit::SqlDialect>(
 }
 
 fn app(layer: SessionLayer, server_id: String) -> Router {
-    Router::new()
+    // Every page but the login page needs a login: a page asked for without one goes
+    // to the login page and back after it; the API answers 401.
+    let logged_in = Router::new()
         .route("/", get(dashboard))
-        .route("/login", get(login_form).post(login))
-        .route("/logout", post(logout))
         .route("/logout-everywhere", post(logout_everywhere))
         .route("/sessions", get(sessions))
         .route("/sessions/revoke", post(revoke))
-        .route("/api/me", get(me))
         .route("/api/prefs", get(prefs))
         .route("/api/prefs/{name}", post(set_pref))
         .route("/api/visits", post(visit))
+        .route_layer(RequireLoginLayer::new("/login").with_api_prefix("/api/"));
+    Router::new()
+        .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
+        // Answers with or without a login, and says which server answered.
+        .route("/api/me", get(me))
         .route("/healthz", get(|| async { "ok" }))
+        .merge(logged_in)
         .layer(layer)
         .with_state(AppState {
             server_id: server_id.into(),
@@ -332,16 +341,44 @@ fn page(server_id: &str, title: &str, body: &str) -> Html<String> {
     ))
 }
 
-async fn login_form(State(state): State<AppState>) -> Html<String> {
-    page(
-        &state.server_id,
-        "Log in",
-        "<form method=\"post\" action=\"/login\">\
+/// Where to go after the login: the page that sent the visitor here, if it is one of
+/// this site's.
+#[derive(Deserialize)]
+struct Next {
+    next: Option<String>,
+}
+
+impl Next {
+    fn path(&self) -> &str {
+        self.next.as_deref().and_then(safe_next).unwrap_or("/")
+    }
+}
+
+async fn login_form(State(state): State<AppState>, Query(next): Query<Next>) -> Html<String> {
+    let action = match next.path() {
+        "/" => "/login".to_owned(),
+        path => format!("/login?next={}", escape(&urlencode(path))),
+    };
+    let form = format!(
+        "<form method=\"post\" action=\"{action}\">\
          <label>User <input name=\"username\" autocomplete=\"username\"></label> \
          <label>Password <input name=\"password\" type=\"password\" \
          autocomplete=\"current-password\"></label> \
-         <button type=\"submit\">Log in</button></form>",
-    )
+         <button type=\"submit\">Log in</button></form>"
+    );
+    page(&state.server_id, "Log in", &form)
+}
+
+/// `text` as a query parameter's value.
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                char::from(byte).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -353,6 +390,7 @@ struct Credentials {
 async fn login(
     State(state): State<AppState>,
     session: Session,
+    Query(next): Query<Next>,
     Form(credentials): Form<Credentials>,
 ) -> Result<Response, SessionError> {
     if !check_password(&credentials.username, &credentials.password) {
@@ -363,16 +401,10 @@ async fn login(
     }
     // `login` binds the user and gives the session a new id, against fixation.
     session.login(&credentials.username).await?;
-    Ok(Redirect::to("/").into_response())
+    Ok(Redirect::to(next.path()).into_response())
 }
 
-async fn dashboard(
-    State(state): State<AppState>,
-    session: Session,
-) -> Result<Response, SessionError> {
-    let Some(user) = session.user_id().await? else {
-        return Ok(Redirect::to("/login").into_response());
-    };
+async fn dashboard(State(state): State<AppState>, LoggedIn(user): LoggedIn) -> Html<String> {
     let body = format!(
         "<p>Logged in as <b id=\"user\">{user}</b>.</p>\
          <p><a href=\"/sessions\">Your sessions</a></p>\
@@ -381,7 +413,7 @@ async fn dashboard(
          <button>Log out everywhere</button></form>",
         user = escape(&user)
     );
-    Ok(page(&state.server_id, "Dashboard", &body).into_response())
+    page(&state.server_id, "Dashboard", &body)
 }
 
 async fn me(State(state): State<AppState>, session: Session) -> Result<Response, SessionError> {
@@ -398,9 +430,6 @@ async fn me(State(state): State<AppState>, session: Session) -> Result<Response,
 
 /// The logged-in user's preferences: every key of the session set by `set_pref`.
 async fn prefs(session: Session) -> Result<Response, SessionError> {
-    if session.user_id().await?.is_none() {
-        return Ok(not_logged_in());
-    }
     let names: Vec<String> = session.get("pref_names").await?.unwrap_or_default();
     let mut prefs = serde_json::Map::new();
     for name in names {
@@ -418,9 +447,6 @@ async fn set_pref(
     Path(name): Path<String>,
     value: String,
 ) -> Result<Response, SessionError> {
-    if session.user_id().await?.is_none() {
-        return Ok(not_logged_in());
-    }
     session.insert(&format!("pref:{name}"), value).await?;
     session
         .update("pref_names", |names: Option<Vec<String>>| {
@@ -436,30 +462,16 @@ async fn set_pref(
 
 /// Counts this session's visits, atomically: concurrent requests never lose one.
 async fn visit(session: Session) -> Result<Response, SessionError> {
-    if session.user_id().await?.is_none() {
-        return Ok(not_logged_in());
-    }
     let visits = session
         .update("visits", |n: Option<u64>| n.unwrap_or(0) + 1)
         .await?;
     Ok(Json(json!({ "visits": visits })).into_response())
 }
 
-fn not_logged_in() -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        Json(json!({"error": "not logged in"})),
-    )
-        .into_response()
-}
-
 async fn sessions(
     State(state): State<AppState>,
     session: Session,
 ) -> Result<Response, SessionError> {
-    if session.user_id().await?.is_none() {
-        return Ok(Redirect::to("/login").into_response());
-    }
     let current = session.key().await?;
     let mut rows = String::new();
     for other in session.user_sessions().await? {
@@ -552,6 +564,32 @@ mod tests {
             .header(header::COOKIE, cookie)
             .body(Body::empty())
             .expect("request")
+    }
+
+    /// A page asked for without a login leads to the login page and, after it, back
+    /// to that page; a `next` that would leave the site leads home.
+    #[tokio::test]
+    async fn a_protected_page_leads_through_the_login_and_back() {
+        let app = test_app();
+        let response = app
+            .clone()
+            .oneshot(Request::get("/sessions").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        assert_eq!(
+            response.headers()[header::LOCATION],
+            "/login?next=/sessions"
+        );
+        let (_, _, form) = call(&app, get_with("/login?next=/sessions", "")).await;
+        assert!(form.contains("action=\"/login?next=/sessions\""), "{form}");
+        for (next, lands) in [("/sessions", "/sessions"), ("//evil.example/", "/")] {
+            let mut request = login_request("alice", "wonderland");
+            *request.uri_mut() = format!("/login?next={next}").parse().unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::SEE_OTHER, "{next}");
+            assert_eq!(response.headers()[header::LOCATION], lands, "{next}");
+        }
     }
 
     #[tokio::test]

@@ -230,16 +230,23 @@ async fn a_browser_stays_logged_in_across_every_server() {
     let site = nginx.url();
     let browser = Browser::start().await;
 
-    browser.open(&format!("{site}/login")).await;
+    // A page that needs a login sends the browser to the login page, and the login
+    // back to that page.
+    browser.open(&format!("{site}/sessions")).await;
+    assert_eq!(browser.title().await, "Log in · admin");
+    browser.screenshot("0-login-for-sessions").await;
     browser.type_into("input[name=username]", "alice").await;
     browser
         .type_into("input[name=password]", "wonderland")
         .await;
     browser.click("button[type=submit]").await;
     assert_eq!(
-        browser.title_after_click("Dashboard · admin").await,
-        "Dashboard · admin"
+        browser.title_after_click("Your sessions · admin").await,
+        "Your sessions · admin",
+        "the login did not lead back to the page asked for"
     );
+    browser.open(&format!("{site}/")).await;
+    assert_eq!(browser.title().await, "Dashboard · admin");
     browser.screenshot("1-dashboard").await;
 
     let mut seen = std::collections::BTreeSet::new();

@@ -1,0 +1,85 @@
+//! Where to go after the login: the page a visitor asked for, kept in a `next`
+//! parameter, and only ever a path on this site.
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+
+/// What a `next` value may not carry unencoded in a query.
+const QUERY_VALUE: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'&')
+    .add(b'+')
+    .add(b'<')
+    .add(b'>')
+    .add(b'=')
+    .add(b'?')
+    .add(b'`');
+
+/// `next` if it is a path on this site, to redirect to after a login; `None` for
+/// anything a browser would take somewhere else (`https://…`, `//host/…`, `/\host`,
+/// `javascript:…`) or that carries control characters. A login handler checks the
+/// `next` it is given with this before redirecting: the parameter comes from the
+/// client, so unchecked it would make the login page an open redirect.
+///
+/// ```
+/// use session_login::safe_next;
+///
+/// assert_eq!(safe_next("/reports?year=2026"), Some("/reports?year=2026"));
+/// assert_eq!(safe_next("//evil.example/"), None);
+/// assert_eq!(safe_next("/\\evil.example/"), None);
+/// assert_eq!(safe_next("https://evil.example/"), None);
+/// assert_eq!(safe_next("reports"), None);
+/// ```
+pub fn safe_next(next: &str) -> Option<&str> {
+    let bytes = next.as_bytes();
+    let rooted = bytes.first() == Some(&b'/');
+    // Browsers read `//host` and `/\host` (a backslash is a slash to them) as
+    // another host.
+    let other_host = matches!(bytes.get(1), Some(b'/' | b'\\'));
+    let clean = !bytes.iter().any(|b| b.is_ascii_control());
+    (rooted && !other_host && clean).then_some(next)
+}
+
+/// The login page's URL with `next` (a path on this site) in its query.
+pub(crate) fn login_url(login_path: &str, next: &str) -> String {
+    let separator = if login_path.contains('?') { '&' } else { '?' };
+    format!(
+        "{login_path}{separator}next={}",
+        utf8_percent_encode(next, QUERY_VALUE)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_paths_on_this_site_pass() {
+        for good in ["/", "/a", "/a/b?c=d&e=f", "/%2F%2Fescaped"] {
+            assert_eq!(safe_next(good), Some(good));
+        }
+        for bad in [
+            "",
+            "a",
+            "//evil.example",
+            "/\\evil.example",
+            "https://evil.example/",
+            "javascript:alert(1)",
+            "/a\r\nSet-Cookie: x=y",
+            "/a\t",
+        ] {
+            assert_eq!(safe_next(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_login_url_carries_next_encoded() {
+        assert_eq!(
+            login_url("/login", "/reports?year=2026&q=a b"),
+            "/login?next=/reports%3Fyear%3D2026%26q%3Da%20b"
+        );
+        assert_eq!(login_url("/login?lang=en", "/"), "/login?lang=en&next=/");
+    }
+}
