@@ -12,7 +12,9 @@ use proptest::prelude::*;
 use session_cookie::{CookieStore, Key};
 use session_core::{ConfigError, SessionLayer};
 use session_memory::MemoryStore;
-use session_testkit::{app, random_user, send, App, Client, InstrumentedStore, MockClock, Reply};
+use session_testkit::{
+    app, random_user, released_together, send, App, Client, InstrumentedStore, MockClock, Reply,
+};
 use tower::ServiceExt;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -91,6 +93,24 @@ async fn login_logout_and_the_user_list() {
 
 /// docs/security.md 20: any single-byte change of the envelope, through the layer, gives
 /// a fresh session (never a panic, never the session).
+/// docs/security.md 29 in the cookie: a login into a session sealed for another user
+/// starts empty; an anonymous cart and the same user's data carry over.
+#[tokio::test]
+async fn a_login_of_another_user_starts_clean() {
+    let app = cookie_app(CookieStore::new(key(13)));
+    let mut client = Client::new(&app);
+    client.post("/set/cart/3").await;
+    client.post("/login/bob").await;
+    assert_eq!(client.get("/get/cart").await.body, "\"3\"");
+    client.post("/set/theme/planted-by-bob").await;
+    client.post("/login/bob").await;
+    assert_eq!(client.get("/get/theme").await.body, "\"planted-by-bob\"");
+    client.post("/login/alice").await;
+    assert_eq!(client.get("/user").await.body, "alice");
+    assert_eq!(client.get("/get/theme").await.body, "null");
+    assert_eq!(client.get("/get/cart").await.body, "null");
+}
+
 #[tokio::test]
 async fn every_single_byte_change_gives_a_fresh_session() {
     let app = cookie_app(CookieStore::new(key(2)));
@@ -341,22 +361,15 @@ async fn capped_concurrent_logins_leave_one_cookie() {
         .collect();
     for round in 0..10 {
         let user = random_user();
-        let start = Arc::new(tokio::sync::Barrier::new(LOGINS));
-        let logins: Vec<_> = (0..LOGINS)
-            .map(|i| {
-                let mut client = Client::new(&servers[i % servers.len()]);
-                let (start, path) = (start.clone(), format!("/login/{user}"));
-                tokio::spawn(async move {
-                    start.wait().await;
-                    client.post(&path).await;
-                    client
-                })
-            })
-            .collect();
-        let mut clients = Vec::new();
-        for login in logins {
-            clients.push(login.await.expect("the login ran"));
-        }
+        let path = format!("/login/{user}");
+        let mut clients = released_together(LOGINS, |i| {
+            let (mut client, path) = (Client::new(&servers[i % servers.len()]), path.clone());
+            async move {
+                client.post(&path).await;
+                client
+            }
+        })
+        .await;
         let mut logged_in = 0;
         for client in &mut clients {
             if client.get("/user").await.body == user {

@@ -1,10 +1,11 @@
-//! Where a layer keeps sessions: a [`SessionStore`] on the server, or a
-//! [`ClientStore`] that seals each session into the client's cookie.
+//! Sessions kept by the client: the [`ClientStore`] trait, which seals each session
+//! into the client's cookie, the plaintext it seals, and the sessions opened
+//! recently.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -15,7 +16,6 @@ use crate::error::{StoreError, StoreErrorKind};
 use crate::id::SessionId;
 use crate::login::LoginOrder;
 use crate::record::{Meta, Record};
-use crate::store::SessionStore;
 
 /// A store that keeps no session on the server: the layer serialises each session
 /// (its data, its times, its user and a random id) and the store seals it into the
@@ -88,32 +88,19 @@ impl fmt::Debug for Opened {
     }
 }
 
-/// Where a [`SessionLayer`](crate::SessionLayer) keeps its sessions. Any
-/// [`SessionStore`] converts into one; client-side stores provide their own
-/// conversion (through [`Backend::client`]).
-#[derive(Clone)]
-pub struct Backend(pub(crate) Kind);
-
-#[derive(Clone)]
-pub(crate) enum Kind {
-    Server(Arc<dyn SessionStore>),
-    Client(Arc<ClientSide>),
-}
-
 /// A client-side store and the sessions it opened recently.
 pub(crate) struct ClientSide {
     pub(crate) store: Box<dyn ClientStore>,
     opened: OpenCache,
 }
 
-impl Backend {
-    /// Sessions sealed into the cookie by `store`.
-    pub fn client(store: impl ClientStore) -> Self {
+impl ClientSide {
+    pub(crate) fn new(store: impl ClientStore) -> Self {
         let opened = OpenCache::new(store.open_cache_entries());
-        Self(Kind::Client(Arc::new(ClientSide {
+        Self {
             store: Box::new(store),
             opened,
-        })))
+        }
     }
 }
 
@@ -212,21 +199,6 @@ impl OpenCache {
                 stale: *stale,
             },
         );
-    }
-}
-
-impl<S: SessionStore> From<S> for Backend {
-    fn from(store: S) -> Self {
-        Self(Kind::Server(Arc::new(store)))
-    }
-}
-
-impl fmt::Debug for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self.0 {
-            Kind::Server(_) => "Backend::Server",
-            Kind::Client(_) => "Backend::Client",
-        })
     }
 }
 

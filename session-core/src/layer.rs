@@ -8,7 +8,7 @@ use cookie::{Key, SameSite};
 use http::header::HeaderName;
 use tower_layer::Layer;
 
-use crate::client::{Backend, Kind};
+use crate::backend::{Backend, Kind};
 use crate::error::ConfigError;
 use crate::expiry::{Expiry, Timestamp};
 use crate::login::LoginData;

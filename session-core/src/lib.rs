@@ -73,6 +73,7 @@
 //! | `axum` | `Session` and `Option<Session>` as axum extractors |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod backend;
 mod client;
 mod data;
 mod error;
@@ -255,7 +256,8 @@ pub mod store {
     //! # let _ = layer;
     //! ```
 
-    pub use crate::client::{Backend, ClientStore, Opened};
+    pub use crate::backend::Backend;
+    pub use crate::client::{ClientStore, Opened};
     pub use crate::data::Data;
     pub use crate::error::{BoxError, StoreError, StoreErrorKind};
     pub use crate::expiry::{Refresh, Timestamp};

@@ -102,6 +102,40 @@ pub fn random_user() -> String {
     format!("user-{:016x}", u64::from_le_bytes(bytes))
 }
 
+/// Runs `count` tasks, the `i`th made by `task(i)`, released together by a barrier
+/// once all are spawned, and gives their outputs in order: how a test of a race makes
+/// its requests overlap.
+///
+/// ```
+/// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+/// # async fn main() {
+/// let doubled = session_testkit::released_together(4, |i| async move { i * 2 }).await;
+/// assert_eq!(doubled, [0, 2, 4, 6]);
+/// # }
+/// ```
+pub async fn released_together<T, F, Fut>(count: usize, task: F) -> Vec<T>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let start = Arc::new(tokio::sync::Barrier::new(count));
+    let tasks: Vec<_> = (0..count)
+        .map(|i| {
+            let (start, work) = (start.clone(), task(i));
+            tokio::spawn(async move {
+                start.wait().await;
+                work.await
+            })
+        })
+        .collect();
+    let mut outputs = Vec::with_capacity(count);
+    for task in tasks {
+        outputs.push(task.await.expect("the task ran"));
+    }
+    outputs
+}
+
 /// Generates one `#[tokio::test]` per rule of the store contract
 /// ([`contract::RULES`]), each running it against the store that `$store` (evaluated
 /// inside the test) gives.

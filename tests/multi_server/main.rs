@@ -869,22 +869,14 @@ async fn capped_logins_behind_nginx_leave_one(store: &Store, env: &[(&str, &str)
     let nginx = Nginx::start(Balance::RoundRobin, &refs(&servers));
     let base = nginx.url();
     for round in 0..5 {
-        let start = std::sync::Arc::new(tokio::sync::Barrier::new(LOGINS));
-        let logins: Vec<_> = (0..LOGINS)
-            .map(|_| {
-                let (start, base) = (start.clone(), base.clone());
-                tokio::spawn(async move {
-                    let mut user = User::new();
-                    start.wait().await;
-                    user.login(&base, ALICE.0, ALICE.1).await;
-                    user
-                })
-            })
-            .collect();
-        let mut users = Vec::new();
-        for login in logins {
-            users.push(login.await.expect("the login ran"));
-        }
+        let mut users = session_testkit::released_together(LOGINS, |_| {
+            let (mut user, base) = (User::new(), base.clone());
+            async move {
+                user.login(&base, ALICE.0, ALICE.1).await;
+                user
+            }
+        })
+        .await;
         let mut valid = 0;
         for user in &mut users {
             if user.me(&base).await.status == StatusCode::OK {

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::client::Kind;
+use crate::backend::Kind;
 use crate::data::Data;
 use crate::error::{SessionError, StoreError};
 use crate::expiry::{Expiry, Timestamp};

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::client::Kind;
+use crate::backend::Kind;
 use crate::data::Data;
 use crate::error::{SessionError, StoreError, StoreErrorKind};
 use crate::expiry::{Refresh, Timestamp};

@@ -7,7 +7,7 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::Instant;
 
-use crate::client::Kind;
+use crate::backend::Kind;
 use crate::error::{SessionError, StoreError, StoreErrorKind};
 use crate::id::SessionId;
 use crate::layer::Shared;

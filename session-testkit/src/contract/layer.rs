@@ -7,10 +7,11 @@ use std::time::Duration;
 use http::StatusCode;
 use serde_json::json;
 use session_core::{LoginData, SessionLayer, SessionStore};
-use tokio::sync::Barrier;
 
 use crate::app::{app, send, App, Client, Pause};
-use crate::{random_key, random_token, random_user, InstrumentedStore, MockClock};
+use crate::{
+    random_key, random_token, random_user, released_together, InstrumentedStore, MockClock,
+};
 
 use super::{data_of, record, HOUR};
 
@@ -575,22 +576,15 @@ pub async fn capped_concurrent_logins_leave_exactly_the_cap<S: SessionStore>(sto
             })
             .collect();
         let user = random_user();
-        let start = Arc::new(Barrier::new(LOGINS));
-        let logins: Vec<_> = (0..LOGINS)
-            .map(|i| {
-                let mut client = Client::new(&servers[i % servers.len()]);
-                let (start, path) = (start.clone(), format!("/login/{user}"));
-                tokio::spawn(async move {
-                    start.wait().await;
-                    client.post(&path).await;
-                    client
-                })
-            })
-            .collect();
-        let mut clients = Vec::new();
-        for login in logins {
-            clients.push(login.await.expect("the login ran"));
-        }
+        let path = format!("/login/{user}");
+        let mut clients = released_together(LOGINS, |i| {
+            let (mut client, path) = (Client::new(&servers[i % servers.len()]), path.clone());
+            async move {
+                client.post(&path).await;
+                client
+            }
+        })
+        .await;
         let mut logged_in = 0;
         for client in &mut clients {
             if client.get("/user").await.body == user {
