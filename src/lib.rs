@@ -56,7 +56,7 @@ pub use session_core::store;
 pub use session_cookie::{CookieStore, Key as CookieKey, KeyError as CookieKeyError};
 #[cfg(feature = "login")]
 #[cfg_attr(docsrs, doc(cfg(feature = "login")))]
-pub use session_login::{safe_next, LoggedIn, RequireLoginLayer};
+pub use session_login::{bind_credentials, safe_next, Credentials, LoggedIn, RequireLoginLayer};
 #[cfg(feature = "memory")]
 #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 pub use session_memory::MemoryStore;

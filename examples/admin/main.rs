@@ -33,14 +33,29 @@ use serde::Deserialize;
 use serde_json::json;
 use session_kit::store::Backend;
 use session_kit::{
-    safe_next, LoggedIn, MemoryStore, RequireLoginLayer, Session, SessionError, SessionKey,
-    SessionLayer, SessionStore,
+    bind_credentials, safe_next, Credentials, LoggedIn, MemoryStore, RequireLoginLayer, Session,
+    SessionError, SessionKey, SessionLayer, SessionStore,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The demo's users and their passwords. A real application keeps password hashes.
 const USERS: [(&str, &str); 2] = [("alice", "wonderland"), ("bob", "builder")];
+
+/// What sessions are tied to: a user's password as it is now (a real application
+/// gives its password hash). A session made with a password that has changed since
+/// ends on its next request.
+struct Passwords;
+
+#[session_kit::store::async_trait]
+impl Credentials for Passwords {
+    async fn fingerprint(&self, user_id: &str) -> Option<Vec<u8>> {
+        USERS
+            .iter()
+            .find(|(user, _)| *user == user_id)
+            .map(|(_, password)| password.as_bytes().to_vec())
+    }
+}
 
 #[derive(Clone)]
 struct AppState {
@@ -276,7 +291,11 @@ fn app(layer: SessionLayer, server_id: String) -> Router {
         .route("/api/prefs", get(prefs))
         .route("/api/prefs/{name}", post(set_pref))
         .route("/api/visits", post(visit))
-        .route_layer(RequireLoginLayer::new("/login").with_api_prefix("/api/"));
+        .route_layer(
+            RequireLoginLayer::new("/login")
+                .with_api_prefix("/api/")
+                .with_credentials(Passwords),
+        );
     Router::new()
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
@@ -382,7 +401,7 @@ fn urlencode(text: &str) -> String {
 }
 
 #[derive(Deserialize)]
-struct Credentials {
+struct LoginForm {
     username: String,
     password: String,
 }
@@ -391,7 +410,7 @@ async fn login(
     State(state): State<AppState>,
     session: Session,
     Query(next): Query<Next>,
-    Form(credentials): Form<Credentials>,
+    Form(credentials): Form<LoginForm>,
 ) -> Result<Response, SessionError> {
     if !check_password(&credentials.username, &credentials.password) {
         let body =
@@ -401,6 +420,7 @@ async fn login(
     }
     // `login` binds the user and gives the session a new id, against fixation.
     session.login(&credentials.username).await?;
+    bind_credentials(&session, credentials.password.as_bytes()).await?;
     Ok(Redirect::to(next.path()).into_response())
 }
 

@@ -10,6 +10,9 @@
 //!   guard does.
 //! - [`safe_next`]: checks the `next` a login handler redirects to, so that the
 //!   login page is no open redirect.
+//! - [`bind_credentials`] and [`Credentials`]: sessions tied to the credentials they
+//!   were made with; when a password changes, the sessions made with the old one end
+//!   on their next request (the guard checks, in constant time).
 //!
 //! ```
 //! use axum::extract::Query;
@@ -60,10 +63,12 @@
 //! | `axum` | yes | [`LoggedIn`] as an axum extractor |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod credentials;
 mod guard;
 mod logged_in;
 mod next;
 
+pub use credentials::{bind_credentials, Credentials};
 pub use guard::{RequireLogin, RequireLoginLayer, ResponseFuture};
 pub use logged_in::LoggedIn;
 pub use next::safe_next;

@@ -184,3 +184,102 @@ async fn the_guard_without_a_session_layer_says_what_is_missing() {
     assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(reply.body.contains("SessionLayer"), "{}", reply.body);
 }
+
+/// Passwords by user: the credentials whose hash a session is tied to.
+#[derive(Clone, Default)]
+struct Passwords(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>);
+
+impl Passwords {
+    fn set(&self, user: &str, password: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .insert(user.to_owned(), password.to_owned());
+    }
+}
+
+#[session_core::store::async_trait]
+impl session_login::Credentials for Passwords {
+    async fn fingerprint(&self, user_id: &str) -> Option<Vec<u8>> {
+        self.0
+            .lock()
+            .unwrap()
+            .get(user_id)
+            .map(|p| p.clone().into_bytes())
+    }
+}
+
+/// A session tied to the password it was made with ends on its first request after
+/// the password changes (and a removal cookie is sent); a login with the new
+/// password holds; a session made without binding is left alone.
+#[tokio::test]
+async fn a_password_change_ends_the_sessions_made_with_the_old_one() {
+    let passwords = Passwords::default();
+    let user = random_user();
+    passwords.set(&user, "old");
+    let bound = {
+        let passwords = passwords.clone();
+        move |session: Session, axum::extract::Path(user): axum::extract::Path<String>| {
+            let passwords = passwords.clone();
+            async move {
+                session.login(&user).await?;
+                let password = passwords.0.lock().unwrap().get(&user).cloned();
+                let password = password.unwrap_or_default();
+                session_login::bind_credentials(&session, password.as_bytes()).await
+            }
+        }
+    };
+    let protected = Router::new()
+        .route("/reports", get(whoami))
+        .route_layer(RequireLoginLayer::new("/login").with_credentials(passwords.clone()));
+    let app = Router::new()
+        .route("/login/{user}", post(bound))
+        .route("/unbound/{user}", post(login))
+        .merge(protected)
+        .layer(SessionLayer::new(MemoryStore::new()));
+
+    let old = send(&app, "POST", &format!("/login/{user}"), &[])
+        .await
+        .cookie
+        .unwrap();
+    let unbound = send(&app, "POST", &format!("/unbound/{user}"), &[])
+        .await
+        .cookie
+        .unwrap();
+    let reply = send(&app, "GET", "/reports", &[(COOKIE, &old)]).await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, user.as_str())
+    );
+
+    passwords.set(&user, "new");
+    let reply = send(&app, "GET", "/reports", &[(COOKIE, &old)]).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SEE_OTHER,
+        "the old password's session held"
+    );
+    assert!(
+        reply.cookie.is_some_and(|c| c.ends_with('=')),
+        "no removal cookie"
+    );
+    let reply = send(&app, "GET", "/reports", &[(COOKIE, &old)]).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SEE_OTHER,
+        "the ended session came back"
+    );
+
+    let new = send(&app, "POST", &format!("/login/{user}"), &[])
+        .await
+        .cookie
+        .unwrap();
+    let reply = send(&app, "GET", "/reports", &[(COOKIE, &new)]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let reply = send(&app, "GET", "/reports", &[(COOKIE, &unbound)]).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "a session made without binding was ended"
+    );
+}

@@ -9,6 +9,7 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
 use tower_layer::Layer;
 
 use super::RequireLogin;
+use crate::credentials::Credentials;
 use crate::next::{login_url, safe_next};
 
 /// A layer that lets only requests of logged-in sessions through (those whose
@@ -62,6 +63,7 @@ pub struct RequireLoginLayer {
 pub(crate) struct Config {
     login_path: String,
     api_prefixes: Vec<String>,
+    pub(crate) credentials: Option<Arc<dyn Credentials>>,
 }
 
 impl RequireLoginLayer {
@@ -71,6 +73,7 @@ impl RequireLoginLayer {
             config: Arc::new(Config {
                 login_path: login_path.into(),
                 api_prefixes: Vec::new(),
+                credentials: None,
             }),
         }
     }
@@ -85,11 +88,23 @@ impl RequireLoginLayer {
     }
 }
 
+impl RequireLoginLayer {
+    /// Ends, on its next request, a session tied with
+    /// [`bind_credentials`](crate::bind_credentials) to credentials that have changed
+    /// since: the request is then refused as one without a login. `credentials` gives
+    /// the current fingerprint of a user's credentials.
+    pub fn with_credentials(mut self, credentials: impl Credentials) -> Self {
+        Arc::make_mut(&mut self.config).credentials = Some(Arc::new(credentials));
+        self
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
             login_path: "/login".to_owned(),
             api_prefixes: Vec::new(),
+            credentials: None,
         }
     }
 }
@@ -156,6 +171,7 @@ impl fmt::Debug for RequireLoginLayer {
         f.debug_struct("RequireLoginLayer")
             .field("login_path", &self.config.login_path)
             .field("api_prefixes", &self.config.api_prefixes)
+            .field("credentials", &self.config.credentials.is_some())
             .finish()
     }
 }

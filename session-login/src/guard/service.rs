@@ -9,6 +9,7 @@ use session_core::Session;
 use tower_service::Service;
 
 use super::{Config, ResponseFuture};
+use crate::credentials::still_hold;
 use crate::LoggedIn;
 
 /// Lets only requests of logged-in sessions through to `S`; made by
@@ -52,15 +53,29 @@ where
             let Some(session) = session else {
                 return Ok(missing_session_layer());
             };
-            match session.user_id().await {
-                Ok(Some(user)) => {
-                    request.extensions_mut().insert(LoggedIn(user));
-                    inner.call(request).await
+            let user = match session.user_id().await {
+                Ok(Some(user)) => user,
+                Ok(None) => {
+                    return Ok(config.refusal(request.method(), request.uri(), request.headers()))
                 }
-                Ok(None) => Ok(config.refusal(request.method(), request.uri(), request.headers())),
                 // The session layer answers with its error policy in place of this.
-                Err(_) => Ok(status(StatusCode::SERVICE_UNAVAILABLE, String::new())),
+                Err(_) => return Ok(status(StatusCode::SERVICE_UNAVAILABLE, String::new())),
+            };
+            if let Some(credentials) = &config.credentials {
+                match still_hold(&session, &user, credentials.as_ref()).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Ok(config.refusal(
+                            request.method(),
+                            request.uri(),
+                            request.headers(),
+                        ))
+                    }
+                    Err(_) => return Ok(status(StatusCode::SERVICE_UNAVAILABLE, String::new())),
+                }
             }
+            request.extensions_mut().insert(LoggedIn(user));
+            inner.call(request).await
         })
     }
 }
