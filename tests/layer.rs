@@ -138,6 +138,16 @@ fn cookie_prefixes_are_validated_at_build_time() {
         .with_cookie_name("__Secure-id")
         .with_secure(false);
     assert_eq!(error(secure), ConfigError::PrefixWithoutSecure);
+    // Browsers match the prefixes in any case.
+    let upper = SessionLayer::builder(MemoryStore::new()).with_cookie_name("__HOST-id");
+    assert_eq!(
+        error(upper.with_domain("example.com")),
+        ConfigError::HostPrefixWithDomain
+    );
+    let lower = SessionLayer::builder(MemoryStore::new())
+        .with_cookie_name("__secure-id")
+        .with_secure(false);
+    assert_eq!(error(lower), ConfigError::PrefixWithoutSecure);
     for bad in ["", "a b", "a;b", "a=b", "é"] {
         let b = SessionLayer::builder(MemoryStore::new()).with_cookie_name(bad);
         assert!(

@@ -75,13 +75,21 @@ pub struct Expiry {
 
 impl Expiry {
     /// Ends the session after `idle_timeout` without a request, with a cookie that the
-    /// browser drops when it closes. Whole seconds count; zero is raised to one second.
+    /// browser drops when it closes. Whole seconds count; zero is raised to one second,
+    /// and anything past [`LONGEST`](Self::LONGEST) cut to it.
     pub fn on_inactivity(idle_timeout: Duration) -> Self {
+        let seconds = idle_timeout.as_secs().clamp(1, Self::LONGEST.as_secs());
         Self {
-            idle_timeout: Duration::from_secs(idle_timeout.as_secs().max(1)),
+            idle_timeout: Duration::from_secs(seconds),
             persistent: false,
         }
     }
+
+    /// The longest idle timeout: 400 days, the longest a browser keeps a cookie
+    /// (RFC 6265bis caps `Max-Age` there). A longer one is cut to it, so that no
+    /// store is handed an expiry past what it can keep, and every session still
+    /// ends.
+    pub const LONGEST: Duration = Duration::from_secs(400 * 24 * 3600);
 
     /// The same expiry with a persistent cookie (`Max-Age`), kept across browser
     /// restarts until the session expires.
@@ -120,7 +128,9 @@ mod whole_seconds {
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_secs)
+        // A stored value past the longest (an old or altered record) is cut to it.
+        u64::deserialize(d)
+            .map(|seconds| Duration::from_secs(seconds.clamp(1, super::Expiry::LONGEST.as_secs())))
     }
 }
 
@@ -193,6 +203,20 @@ impl Refresh {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_endless_idle_timeout_is_cut_to_the_longest() {
+        assert_eq!(
+            Expiry::on_inactivity(Duration::MAX).idle_timeout(),
+            Expiry::LONGEST
+        );
+        assert_eq!(
+            Expiry::on_inactivity(Duration::ZERO).idle_timeout(),
+            Duration::from_secs(1)
+        );
+        let stored: Expiry = serde_json::from_str(r#"{"i":18446744073709551615}"#).unwrap();
+        assert_eq!(stored.idle_timeout(), Expiry::LONGEST);
+    }
 
     #[test]
     fn timestamps_saturate() {

@@ -146,7 +146,8 @@ pub struct SessionLayerBuilder {
 
 impl SessionLayerBuilder {
     /// The cookie's name (default `id`). A `__Host-` name must be `Secure`, with
-    /// `Path=/` and no `Domain`; a `__Secure-` name must be `Secure`.
+    /// `Path=/` and no `Domain`; a `__Secure-` name must be `Secure` (the prefixes in
+    /// any case, as browsers match them).
     pub fn with_cookie_name(mut self, name: impl Into<String>) -> Self {
         self.cookie.name = name.into();
         self
@@ -292,7 +293,12 @@ impl SessionLayerBuilder {
                 return Err(ConfigError::InvalidCookieDomain(domain.clone()));
             }
         }
-        if name.starts_with("__Host-") {
+        // Browsers match the prefixes without regard to case (`__HOST-` is one).
+        let has_prefix = |prefix: &str| {
+            name.len() >= prefix.len()
+                && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+        };
+        if has_prefix("__Host-") {
             if self.cookie.domain.is_some() {
                 return Err(ConfigError::HostPrefixWithDomain);
             }
@@ -300,7 +306,7 @@ impl SessionLayerBuilder {
                 return Err(ConfigError::HostPrefixWithPath);
             }
         }
-        if (name.starts_with("__Host-") || name.starts_with("__Secure-")) && !self.cookie.secure {
+        if (has_prefix("__Host-") || has_prefix("__Secure-")) && !self.cookie.secure {
             return Err(ConfigError::PrefixWithoutSecure);
         }
         if let Some(header) = &self.header {

@@ -7,7 +7,7 @@ use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use session_core::store::SessionId;
-use session_core::{Session, SessionError, SessionKey, SessionLayer};
+use session_core::{Expiry, Session, SessionError, SessionKey, SessionLayer};
 use tokio::sync::Barrier;
 use tower::util::BoxCloneService;
 use tower::{service_fn, Layer, ServiceExt};
@@ -48,6 +48,7 @@ impl Default for Pause {
 /// | `POST /logout` | destroys the session |
 /// | `POST /logout-everywhere` | ends all the user's sessions |
 /// | `POST /cycle` | cycles the id |
+/// | `POST /remember` | gives the session an endless expiry with a persistent cookie |
 /// | `POST /paused-set/{key}/{value}` | reads and sets a value, then waits on `pause` |
 /// | `POST /paused-put/{key}/{value}` | sets a value unread, then waits on `pause` |
 /// | `GET /noop` | does not touch the session |
@@ -121,6 +122,11 @@ async fn route(
         ("POST", ["logout-everywhere"]) => session.logout_everywhere().await?.to_string(),
         ("POST", ["cycle"]) => {
             session.cycle_id().await?;
+            String::new()
+        }
+        ("POST", ["remember"]) => {
+            let endless = Expiry::on_inactivity(std::time::Duration::MAX).persistent();
+            session.set_expiry(endless).await?;
             String::new()
         }
         ("POST", ["paused-set", key, value]) => {

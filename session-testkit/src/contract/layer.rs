@@ -601,3 +601,29 @@ pub async fn capped_concurrent_logins_leave_exactly_the_cap<S: SessionStore>(sto
         );
     }
 }
+
+/// docs/security.md 35 and #28: an expiry past what a store can keep (an idle timeout
+/// of `Duration::MAX`, "remember me forever") is cut to `Expiry::LONGEST` before any
+/// store sees it: the login works, and the session still ends.
+pub async fn an_endless_expiry_is_cut_to_the_longest<S: SessionStore>(store: S) {
+    let store = Arc::new(store);
+    let app = app(layer(store.clone()), None);
+    let user = random_user();
+    let mut client = Client::new(&app);
+    client.post(&format!("/login/{user}")).await;
+    let reply = client.post("/remember").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(client.get("/user").await.body, user);
+    let record = store
+        .load(&client.key().expect("key"))
+        .await
+        .expect("load")
+        .expect("the session");
+    let longest = session_core::Timestamp::now().saturating_add(session_core::Expiry::LONGEST);
+    assert!(
+        record.meta.expires_at <= longest,
+        "expires at {:?}, past the longest",
+        record.meta.expires_at
+    );
+    store.delete_user_sessions(&user).await.expect("clean up");
+}

@@ -56,6 +56,7 @@ macro_rules! __for_each_rule {
             capped_concurrent_logins_leave_exactly_the_cap
             requests_overlapping_a_login_leave_its_cookie
             a_shadowing_cookie_does_not_hide_the_session
+            an_endless_expiry_is_cut_to_the_longest
             load_error_is_not_no_session
         );
     };
