@@ -43,7 +43,7 @@
 pub use session_core::MissingSessionLayer;
 pub use session_core::{
     cookie, serde_json, ConfigError, DefaultOnStoreError, Expiry, LoginData, Meta, OnStoreError,
-    ResponseFuture, Session, SessionError, SessionKey, SessionLayer, SessionLayerBuilder,
+    Refusal, ResponseFuture, Session, SessionError, SessionKey, SessionLayer, SessionLayerBuilder,
     SessionService, SessionStore, StoreError, StoreErrorKind, Timestamp, UserSession,
 };
 

@@ -121,6 +121,10 @@ pub enum SessionError {
     /// cannot end a user's other sessions. The request goes on unharmed.
     #[error("not supported by this session store: {0}")]
     Unsupported(&'static str),
+    /// Data that some store could not hold was refused before any store call;
+    /// nothing of the change is kept.
+    #[error("session data refused: {0}")]
+    Refused(#[from] crate::storable::Refusal),
 }
 
 /// A layer configuration that cannot work, reported when the layer is built.

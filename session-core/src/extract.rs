@@ -59,13 +59,14 @@ impl IntoResponse for MissingSessionLayer {
 
 /// A store failure becomes a 503 (the layer then sends its error policy's response
 /// in its place); a value that does not (de)serialise, a 500; an operation the store
-/// does not support, a 501.
+/// does not support, a 501; data no store can hold, a 400.
 impl IntoResponse for SessionError {
     fn into_response(self) -> Response {
         let status = match self {
             SessionError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             SessionError::Value(_) => StatusCode::INTERNAL_SERVER_ERROR,
             SessionError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            SessionError::Refused(_) => StatusCode::BAD_REQUEST,
         };
         (status, status.canonical_reason().unwrap_or_default()).into_response()
     }

@@ -90,6 +90,7 @@ mod record;
 mod service;
 mod session;
 mod session_store;
+mod storable;
 mod transport;
 
 pub use error::{ConfigError, SessionError, StoreError, StoreErrorKind};
@@ -106,6 +107,7 @@ pub use record::Meta;
 pub use service::SessionService;
 pub use session::Session;
 pub use session_store::{SessionStore, UserSession};
+pub use storable::Refusal;
 
 /// The `cookie` crate, whose [`SameSite`](cookie::SameSite) and [`Key`](cookie::Key)
 /// appear in the builder.

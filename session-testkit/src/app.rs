@@ -6,6 +6,7 @@ use std::sync::Arc;
 use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
+use percent_encoding::percent_decode_str;
 use session_core::store::SessionId;
 use session_core::{Expiry, Session, SessionError, SessionKey, SessionLayer};
 use tokio::sync::Barrier;
@@ -34,7 +35,8 @@ impl Default for Pause {
     }
 }
 
-/// The app, behind `layer`. Routes (the session is the request's):
+/// The app, behind `layer`. Routes (the session is the request's; path segments are
+/// percent-decoded; data no store can hold is a 400):
 ///
 /// | route | does |
 /// | --- | --- |
@@ -61,17 +63,19 @@ pub fn app(layer: SessionLayer, pause: Option<Arc<Pause>>) -> App {
                 .get::<Session>()
                 .cloned()
                 .expect("the app runs behind SessionLayer");
+            // Segments percent-decoded, so that a test can send any character.
             let path: Vec<String> = request
                 .uri()
                 .path()
                 .split('/')
                 .skip(1)
-                .map(str::to_owned)
+                .map(|segment| percent_decode_str(segment).decode_utf8_lossy().into_owned())
                 .collect();
             let result = route(&session, request.method(), &path, pause.as_deref()).await;
             Ok::<_, Infallible>(match result {
                 Ok(body) => Response::new(body),
                 Err(SessionError::Store(_)) => status(StatusCode::SERVICE_UNAVAILABLE),
+                Err(SessionError::Refused(_)) => status(StatusCode::BAD_REQUEST),
                 Err(_) => status(StatusCode::INTERNAL_SERVER_ERROR),
             })
         }

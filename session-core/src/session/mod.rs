@@ -25,6 +25,7 @@ use crate::layer::Shared;
 use crate::record::Changes;
 use crate::record::Record;
 use crate::session_store::{SessionStore, Updated, UserSession};
+use crate::storable;
 use crate::transport::Incoming;
 
 use state::{fresh_meta, State, Stored};
@@ -127,6 +128,8 @@ impl Session {
     /// nothing and costs no write.
     pub async fn insert(&self, key: &str, value: impl Serialize) -> Result<(), SessionError> {
         let value = serde_json::to_value(value).map_err(SessionError::Value)?;
+        storable::check_key(key)?;
+        storable::check_value(&value)?;
         let mut state = self.writable().await?;
         if state.view(key) != Some(&value) {
             state.changes.insert(key, value);
@@ -171,6 +174,8 @@ impl Session {
         T: Serialize + DeserializeOwned,
         F: Fn(Option<T>) -> T + Send + Sync,
     {
+        storable::check_key(key)?;
+        let refused = StdMutex::new(None);
         let failure = StdMutex::new(None);
         let compute = |current: Option<&Value>| -> Option<Value> {
             let result = current
@@ -178,7 +183,13 @@ impl Session {
                 .transpose()
                 .and_then(|current| serde_json::to_value(f(current)));
             match result {
-                Ok(value) => Some(value),
+                Ok(value) => match storable::check_value(&value) {
+                    Ok(()) => Some(value),
+                    Err(error) => {
+                        *refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+                        None
+                    }
+                },
                 Err(error) => {
                     *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
                     None
@@ -186,6 +197,9 @@ impl Session {
             }
         };
         let take_failure = || {
+            if let Some(error) = refused.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                return error;
+            }
             let error = failure.lock().unwrap_or_else(|e| e.into_inner()).take();
             SessionError::Value(error.unwrap_or_else(|| {
                 serde::de::Error::custom("the update function produced no value")

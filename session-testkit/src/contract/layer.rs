@@ -627,3 +627,35 @@ pub async fn an_endless_expiry_is_cut_to_the_longest<S: SessionStore>(store: S) 
     );
     store.delete_user_sessions(&user).await.expect("clean up");
 }
+
+/// docs/security.md 35: keys and values that some store cannot hold (a control
+/// character in a key, U+0000 in a value) are refused alike on every store, before
+/// any store call, as the client's error (400 here), not an outage; the session and
+/// what it held are intact.
+pub async fn data_no_store_can_hold_is_refused_before_any_store_call<S: SessionStore>(store: S) {
+    let store = Arc::new(InstrumentedStore::new(store));
+    let app = app(layer(store.clone()), None);
+    let mut client = Client::new(&app);
+    client.post("/set/a/1").await;
+    for path in [
+        "/set/a%00b/1",
+        "/set/a%0Ab/1",
+        "/set/k/v%00w",
+        "/incr/a%0Db",
+    ] {
+        store.reset_counts();
+        let reply = client.post(path).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(reply.set_cookies(), Vec::<&str>::new(), "{path}");
+        if !path.starts_with("/incr") {
+            assert_eq!(store.total(), 0, "{path}: the store was asked");
+        }
+        assert_eq!(store.writes(), 0, "{path}: the store was written");
+    }
+    assert_eq!(client.get("/get/a").await.body, "\"1\"");
+    assert_eq!(client.get("/get/k").await.body, "null");
+    store
+        .delete(&client.key().expect("key"))
+        .await
+        .expect("delete");
+}
