@@ -13,7 +13,7 @@ use session_cookie::{CookieStore, Key};
 use session_core::{ConfigError, SessionLayer};
 use session_memory::MemoryStore;
 use session_testkit::{
-    app, random_user, released_together, send, App, Client, InstrumentedStore, MockClock, Reply,
+    app, concurrent_logins, random_user, send, App, Client, InstrumentedStore, MockClock, Reply,
 };
 use tower::ServiceExt;
 
@@ -361,21 +361,7 @@ async fn capped_concurrent_logins_leave_one_cookie() {
         .collect();
     for round in 0..10 {
         let user = random_user();
-        let path = format!("/login/{user}");
-        let mut clients = released_together(LOGINS, |i| {
-            let (mut client, path) = (Client::new(&servers[i % servers.len()]), path.clone());
-            async move {
-                client.post(&path).await;
-                client
-            }
-        })
-        .await;
-        let mut logged_in = 0;
-        for client in &mut clients {
-            if client.get("/user").await.body == user {
-                logged_in += 1;
-            }
-        }
+        let logged_in = concurrent_logins(&servers, &user, LOGINS).await;
         assert_eq!(logged_in, 1, "round {round}: {logged_in} cookies logged in");
     }
 }

@@ -65,3 +65,14 @@ impl LoginOrder {
         }
     }
 }
+
+/// When a login at `now` counts as made: at `now`, unless the latest login or
+/// revocation of the user it knows of (`latest`) is not before it (a login within
+/// the same millisecond, a server whose clock is behind); then just after that, so
+/// that the newer login is the newer in the order of logins.
+pub(crate) fn login_time(now: Timestamp, latest: Option<Timestamp>) -> Timestamp {
+    match latest {
+        Some(latest) if latest >= now => LoginOrder::after_all_of(latest).created_at,
+        _ => now,
+    }
+}

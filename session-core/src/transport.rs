@@ -34,19 +34,20 @@ impl Incoming {
         }
     }
 
-    /// The ids in `ids`, one per value: `None` for none, without an allocation for
-    /// the usual one.
+    /// The ids in `ids`, each once, in order: `None` for none, without an allocation
+    /// for the usual one (or one repeated).
     fn from_ids(mut ids: impl Iterator<Item = SessionId>) -> Option<Self> {
         let first = ids.next()?;
-        let Some(second) = ids.next() else {
-            return Some(Incoming::Id(first));
-        };
-        let mut all = vec![first, second];
+        let mut all = Vec::new();
         for id in ids {
-            if !all.contains(&id) {
+            if id != first && !all.contains(&id) {
                 all.push(id);
             }
         }
+        if all.is_empty() {
+            return Some(Incoming::Id(first));
+        }
+        all.insert(0, first);
         Some(Incoming::Ids(all))
     }
 }
@@ -282,7 +283,24 @@ impl Transport {
 
 #[cfg(test)]
 mod tests {
-    use super::pairs;
+    use super::{pairs, Incoming};
+    use crate::id::SessionId;
+
+    #[test]
+    fn each_id_is_kept_once_in_order() {
+        let (a, b) = (SessionId::generate(), SessionId::generate());
+        let ids = |list: &[&SessionId]| {
+            Incoming::from_ids(list.iter().map(|id| (*id).clone()))
+                .map(|incoming| incoming.ids().to_vec())
+        };
+        assert_eq!(ids(&[]), None);
+        assert_eq!(ids(&[&a]), Some(vec![a.clone()]));
+        assert!(matches!(
+            Incoming::from_ids([a.clone(), a.clone()].into_iter()),
+            Some(Incoming::Id(_))
+        ));
+        assert_eq!(ids(&[&b, &a, &b, &a]), Some(vec![b.clone(), a.clone()]));
+    }
 
     #[test]
     fn pairs_are_the_pieces_between_semicolons() {

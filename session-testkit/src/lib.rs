@@ -136,6 +136,28 @@ where
     outputs
 }
 
+/// Logs `user` in `count` times at once (released together), the `i`th through
+/// `servers[i % servers.len()]`, each as a client of its own, and says how many of
+/// those clients are logged in once every login has returned.
+pub async fn concurrent_logins(servers: &[App], user: &str, count: usize) -> usize {
+    let path = format!("/login/{user}");
+    let mut clients = released_together(count, |i| {
+        let (mut client, path) = (Client::new(&servers[i % servers.len()]), path.clone());
+        async move {
+            client.post(&path).await;
+            client
+        }
+    })
+    .await;
+    let mut logged_in = 0;
+    for client in &mut clients {
+        if client.get("/user").await.body == user {
+            logged_in += 1;
+        }
+    }
+    logged_in
+}
+
 /// Generates one `#[tokio::test]` per rule of the store contract
 /// ([`contract::RULES`]), each running it against the store that `$store` (evaluated
 /// inside the test) gives.

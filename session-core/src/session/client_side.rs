@@ -9,7 +9,7 @@ use crate::error::{SessionError, StoreError};
 use crate::expiry::Timestamp;
 use crate::id::SessionId;
 use crate::layer::Shared;
-use crate::login::LoginOrder;
+use crate::login::{self, LoginOrder};
 use crate::record::Record;
 use crate::session_store::UserSession;
 
@@ -144,12 +144,10 @@ pub(super) async fn login_time(
         return Ok(now);
     }
     let revoked = call(shared, "revoked_before", client.store.revoked_before(user)).await?;
-    Ok(match revoked {
-        Some(before) if before.created_at >= now => {
-            LoginOrder::after_all_of(before.created_at).created_at
-        }
-        _ => now,
-    })
+    Ok(login::login_time(
+        now,
+        revoked.map(|before| before.created_at),
+    ))
 }
 
 /// "Log out everywhere" for a client-side store: every session of `user` created up

@@ -22,6 +22,7 @@ use crate::error::{SessionError, StoreError};
 use crate::expiry::{Expiry, Timestamp};
 use crate::id::{SessionId, SessionKey};
 use crate::layer::Shared;
+use crate::login;
 use crate::record::Changes;
 use crate::record::Record;
 use crate::session_store::{SessionStore, Updated, UserSession};
@@ -504,12 +505,7 @@ impl Session {
             .await
             .map_err(|e| state.fail(e))?;
         let newest = sessions.iter().map(|s| s.meta.created_at).max();
-        Ok(match newest {
-            Some(newest) if newest >= state.now => {
-                newest.saturating_add(std::time::Duration::from_millis(1))
-            }
-            _ => state.now,
-        })
+        Ok(login::login_time(state.now, newest))
     }
 
     /// The first of `ids` that names a live session, loaded. One the store holds but

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use crate::backend::Kind;
 use crate::error::{SessionError, StoreError, StoreErrorKind};
+use crate::expiry::Refresh;
 use crate::id::SessionId;
 use crate::layer::Shared;
 use crate::record::{Changes, Meta};
@@ -155,24 +156,10 @@ impl Session {
     ) -> Result<bool, SessionError> {
         let shared = &self.inner.shared;
         let refresh = state.refresh(shared);
-        let mut saved = None;
         let ids = state.incoming.as_ref().map_or(&[][..], Incoming::ids);
-        for id in ids {
-            let key = id.key();
-            let future = store.save_unloaded(&key, &state.changes, &refresh);
-            match call(shared, "save_unloaded", future).await {
-                Ok(Some(previous)) => {
-                    saved = Some(Ok((id.clone(), previous)));
-                    break;
-                }
-                Ok(None) => {}
-                Err(error) => {
-                    saved = Some(Err(error));
-                    break;
-                }
-            }
-        }
-        let saved = saved.transpose().map_err(|e| state.fail(e))?;
+        let saved = first_saved(shared, store, ids, &state.changes, &refresh)
+            .await
+            .map_err(|e| state.fail(e))?;
         let Some((id, previous)) = saved else {
             // The session is gone: ended or rotated by another request meanwhile, or
             // expired. A new session here would give the client a cookie in place of
@@ -262,6 +249,25 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// Saves `changes`, unread, under the first of `ids` that names a live session; the id
+/// and its metadata as it was, or `None` if none does.
+async fn first_saved(
+    shared: &Shared,
+    store: &dyn SessionStore,
+    ids: &[SessionId],
+    changes: &Changes,
+    refresh: &Refresh,
+) -> Result<Option<(SessionId, Meta)>, StoreError> {
+    for id in ids {
+        let key = id.key();
+        let future = store.save_unloaded(&key, changes, refresh);
+        if let Some(previous) = call(shared, "save_unloaded", future).await? {
+            return Ok(Some((id.clone(), previous)));
+        }
+    }
+    Ok(None)
 }
 
 /// Runs one store operation under the layer's timeout, logging its outcome and

@@ -10,7 +10,7 @@ use session_core::{LoginData, SessionLayer, SessionStore};
 
 use crate::app::{app, send, App, Client, Pause};
 use crate::{
-    random_key, random_token, random_user, released_together, InstrumentedStore, MockClock,
+    concurrent_logins, random_key, random_token, random_user, InstrumentedStore, MockClock,
 };
 
 use super::{data_of, record, HOUR};
@@ -576,21 +576,7 @@ pub async fn capped_concurrent_logins_leave_exactly_the_cap<S: SessionStore>(sto
             })
             .collect();
         let user = random_user();
-        let path = format!("/login/{user}");
-        let mut clients = released_together(LOGINS, |i| {
-            let (mut client, path) = (Client::new(&servers[i % servers.len()]), path.clone());
-            async move {
-                client.post(&path).await;
-                client
-            }
-        })
-        .await;
-        let mut logged_in = 0;
-        for client in &mut clients {
-            if client.get("/user").await.body == user {
-                logged_in += 1;
-            }
-        }
+        let logged_in = concurrent_logins(&servers, &user, LOGINS).await;
         let listed = store.user_sessions(&user).await.expect("list");
         store.delete_user_sessions(&user).await.expect("clean up");
         assert_eq!(
