@@ -453,6 +453,60 @@ pub async fn user_index_lists_and_ends_sessions<S: SessionStore>(store: S) {
     store.delete(&bob_key).await.expect("delete");
 }
 
+/// Binding a session to its user and listing it is atomic with "log out everywhere":
+/// logins (creates bound to the user) racing a loop that ends all the user's sessions
+/// leave no session alive that the index does not list, which a later "log out
+/// everywhere" would then miss. Released together by a barrier, round after round.
+pub async fn a_login_racing_log_out_everywhere_is_never_lost<S: SessionStore>(store: S) {
+    const ROUNDS: usize = 5;
+    const LOGINS: usize = 40;
+    let store = Arc::new(store);
+    let mut lost = 0;
+    for _ in 0..ROUNDS {
+        let user = random_user();
+        let start = Arc::new(tokio::sync::Barrier::new(2));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ending = tokio::spawn({
+            let (store, start, done, user) =
+                (store.clone(), start.clone(), done.clone(), user.clone());
+            async move {
+                start.wait().await;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    store.delete_user_sessions(&user).await.expect("end all");
+                }
+            }
+        });
+        let mut r = record(json!({}), HOUR);
+        r.meta.user_id = Some(user.clone());
+        let keys: Vec<SessionKey> = (0..LOGINS).map(|_| random_key()).collect();
+        start.wait().await;
+        for key in &keys {
+            store.create(key, &r).await.expect("create");
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        ending.await.expect("the ending task ran");
+        let listed = store.user_sessions(&user).await.expect("list");
+        for key in &keys {
+            let live = store.load(key).await.expect("load").is_some();
+            if live && !listed.iter().any(|s| s.key == *key) {
+                lost += 1;
+            }
+        }
+        store.delete_user_sessions(&user).await.expect("end all");
+        for key in &keys {
+            assert_eq!(
+                store.load(key).await.expect("load"),
+                None,
+                "a session outlived log out everywhere"
+            );
+        }
+    }
+    assert_eq!(
+        lost, 0,
+        "{lost} sessions live but not listed under their user"
+    );
+}
+
 /// Expired sessions are not listed as a user's sessions.
 pub async fn user_index_skips_expired_sessions<S: SessionStore>(store: S) {
     let user = random_user();
