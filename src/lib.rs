@@ -30,6 +30,7 @@
 //! | `memory` | yes | [`MemoryStore`], in-process: one server, and tests |
 //! | `axum` | yes | [`Session`] as an axum extractor |
 //! | `login` | yes | [`RequireLoginLayer`], which lets only logged-in sessions through, and [`LoggedIn`] (an axum extractor with `axum`) |
+//! | `axum-login` | no | [`axum_login`]: axum-login's backends on session-kit, so that an axum-login application moves over by changing its imports and its layer |
 //! | `redis` | no | [`RedisStore`], for a Redis server or a Redis Cluster |
 //! | `postgres` | no | [`PostgresStore`], a table in PostgreSQL |
 //! | `mysql` | no | [`MySqlStore`], a table in MySQL or MariaDB |
@@ -51,6 +52,9 @@ pub use session_core::{
 /// and the invalidation protocol (see the module's guide to writing a store).
 pub use session_core::store;
 
+#[cfg(feature = "axum-login")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum-login")))]
+pub use session_axum_login as axum_login;
 #[cfg(feature = "cookie")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cookie")))]
 pub use session_cookie::{CookieStore, Key as CookieKey, KeyError as CookieKeyError};

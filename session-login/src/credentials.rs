@@ -38,23 +38,54 @@ pub async fn bind_credentials(session: &Session, fingerprint: &[u8]) -> Result<(
     session.insert(FINGERPRINT_KEY, digest(fingerprint)).await
 }
 
-/// Whether `session`, bound or not, still holds for `credentials`; a session bound to
-/// credentials that changed (or a user who is gone) is ended here.
-pub(crate) async fn still_hold(
+/// Whether `session` still holds for its user's credentials as they are now
+/// (`current`, the fingerprint [`Credentials::fingerprint`] would give; `None` for a
+/// user who no longer exists). A session that was never bound holds; one bound with
+/// [`bind_credentials`] to other credentials, or whose user is gone, is ended here
+/// (as [`Session::destroy`] does) and does not hold. The comparison takes the same
+/// time wherever the fingerprints differ.
+///
+/// The guard calls it on every request; a login layer that loads the user anyway
+/// (such as the axum-login bridge) calls it with the user it loaded.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), session_core::SessionError> {
+/// # let session = session_core::Session::detached(session_memory::MemoryStore::new());
+/// session.login("alice").await?;
+/// session_login::bind_credentials(&session, b"old password hash").await?;
+/// assert!(session_login::credentials_hold(&session, Some(b"old password hash")).await?);
+/// assert!(!session_login::credentials_hold(&session, Some(b"new password hash")).await?);
+/// assert_eq!(session.user_id().await?, None); // ended
+/// # Ok(()) }
+/// ```
+pub async fn credentials_hold(
     session: &Session,
-    user: &str,
-    credentials: &dyn Credentials,
+    current: Option<&[u8]>,
 ) -> Result<bool, SessionError> {
     let Some(bound) = session.get::<String>(FINGERPRINT_KEY).await? else {
         return Ok(true);
     };
-    let current = credentials.fingerprint(user).await.map(|f| digest(&f));
+    let current = current.map(digest);
     let holds =
         current.is_some_and(|current| bool::from(current.as_bytes().ct_eq(bound.as_bytes())));
     if !holds {
         session.destroy().await;
     }
     Ok(holds)
+}
+
+/// [`credentials_hold`] with the fingerprint asked of `credentials`, which is asked
+/// only for a bound session.
+pub(crate) async fn still_hold(
+    session: &Session,
+    user: &str,
+    credentials: &dyn Credentials,
+) -> Result<bool, SessionError> {
+    if session.get::<String>(FINGERPRINT_KEY).await?.is_none() {
+        return Ok(true);
+    }
+    let current = credentials.fingerprint(user).await;
+    credentials_hold(session, current.as_deref()).await
 }
 
 fn digest(fingerprint: &[u8]) -> String {

@@ -68,7 +68,7 @@ mod guard;
 mod logged_in;
 mod next;
 
-pub use credentials::{bind_credentials, Credentials};
+pub use credentials::{bind_credentials, credentials_hold, Credentials};
 pub use guard::{RequireLogin, RequireLoginLayer, ResponseFuture};
 pub use logged_in::LoggedIn;
-pub use next::safe_next;
+pub use next::{login_url, safe_next};

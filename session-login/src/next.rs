@@ -42,11 +42,31 @@ pub fn safe_next(next: &str) -> Option<&str> {
     (rooted && !other_host && clean).then_some(next)
 }
 
-/// The login page's URL with `next` (a path on this site) in its query.
-pub(crate) fn login_url(login_path: &str, next: &str) -> String {
-    let separator = if login_path.contains('?') { '&' } else { '?' };
+/// The login page's URL with the page asked for, `next` (a path on this site), in
+/// its query parameter `field`; a login path whose query has `field` already is kept
+/// as it is.
+///
+/// ```
+/// use session_login::login_url;
+///
+/// assert_eq!(login_url("/login", "next", "/reports?year=2026"), "/login?next=/reports%3Fyear%3D2026");
+/// assert_eq!(login_url("/login?lang=en", "then", "/"), "/login?lang=en&then=/");
+/// assert_eq!(login_url("/login?next=/home", "next", "/reports"), "/login?next=/home");
+/// ```
+pub fn login_url(login_path: &str, field: &str, next: &str) -> String {
+    let query = login_path.split_once('?').map(|(_, query)| query);
+    let has_field = query.is_some_and(|query| {
+        query
+            .split('&')
+            .any(|pair| pair.split('=').next() == Some(field))
+    });
+    if has_field {
+        return login_path.to_owned();
+    }
+    let separator = if query.is_some() { '&' } else { '?' };
     format!(
-        "{login_path}{separator}next={}",
+        "{login_path}{separator}{}={}",
+        utf8_percent_encode(field, QUERY_VALUE),
         utf8_percent_encode(next, QUERY_VALUE)
     )
 }
@@ -77,9 +97,12 @@ mod tests {
     #[test]
     fn the_login_url_carries_next_encoded() {
         assert_eq!(
-            login_url("/login", "/reports?year=2026&q=a b"),
+            login_url("/login", "next", "/reports?year=2026&q=a b"),
             "/login?next=/reports%3Fyear%3D2026%26q%3Da%20b"
         );
-        assert_eq!(login_url("/login?lang=en", "/"), "/login?lang=en&next=/");
+        assert_eq!(
+            login_url("/login?lang=en", "next", "/"),
+            "/login?lang=en&next=/"
+        );
     }
 }

@@ -146,7 +146,7 @@ impl Config {
         }
         let asked_for = uri.path_and_query().map_or("/", |p| p.as_str());
         let location = match (method, safe_next(asked_for)) {
-            (&Method::GET | &Method::HEAD, Some(next)) => login_url(&self.login_path, next),
+            (&Method::GET | &Method::HEAD, Some(next)) => login_url(&self.login_path, "next", next),
             _ => self.login_path.clone(),
         };
         let mut response = Response::new(B::from(String::new()));
