@@ -29,6 +29,16 @@
 //! - **Loads in flight** cannot put a stale copy back: every invalidation bumps a
 //!   generation, and a load only keeps what it read if no invalidation of its key
 //!   came while it was in flight.
+//! - **Changes behind the store's back.** A server learns of a change through the
+//!   channel, or when the central store answers one of its own calls. A record that
+//!   disappears from the central store unannounced (evicted under `maxmemory`, lost
+//!   in a failover, deleted by hand) is still served from a server's copy until one
+//!   of these happens: a write, touch or delete of that session from the server
+//!   (whatever the answer; an `update` that finds the session missing included),
+//!   its eviction from the cache, or the end of the copy's own idle timeout, which
+//!   the copy carries. What a server cannot notice is a change made directly in the
+//!   central store by something other than session-kit: to end sessions by hand, end
+//!   them through a store (`delete`, `delete_user_sessions`), which announces it.
 //!
 //! ```no_run
 //! # async fn run(central: impl session_core::SessionStore) -> Result<(), Box<dyn std::error::Error>> {
@@ -497,10 +507,11 @@ impl<S: SessionStore> SessionStore for TieredStore<S> {
     ) -> Result<Updated, StoreError> {
         let owed = self.owe(Invalidation::Session(*key));
         let updated = self.inner.central.update(key, field, f, meta).await?;
-        if matches!(updated, Updated::Stored(_)) {
-            owed.send().await;
-        } else {
-            owed.forgive();
+        match updated {
+            // A session found gone (ended behind this store's back, by an eviction or
+            // a manual delete) is dropped here and on the other servers too.
+            Updated::Stored(_) | Updated::Missing => owed.send().await,
+            Updated::Kept(_) => owed.forgive(),
         }
         Ok(updated)
     }

@@ -9,7 +9,7 @@ mod strict;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use session_core::store::{Changes, Created, Record};
+use session_core::store::{Changes, Created, Record, Updated};
 use session_core::{Meta, SessionLayer, SessionStore, Timestamp};
 use session_redis::{RedisChannel, RedisStore};
 use session_testkit::proxy::CuttableProxy;
@@ -129,6 +129,37 @@ async fn warm_reads_cost_no_central_round_trip() {
         central.total(),
         loads,
         "reads after a change did more than load"
+    );
+}
+
+/// A record gone from the central store without an announcement (an eviction, a
+/// manual `DEL`): once an `update` finds it missing, this server stops serving its
+/// copy, as it does after a save, a touch or a delete.
+#[tokio::test]
+async fn an_update_that_finds_the_session_gone_drops_the_copy() {
+    let central = shared_store().await;
+    let store = tiered(central.clone(), &redis_servers::redis_url(), &channel()).await;
+    let key = random_key();
+    let record = record(json!({"a": 1}));
+    assert_eq!(store.create(&key, &record).await.unwrap(), Created::Written);
+    assert!(store.load(&key).await.unwrap().is_some());
+    // Behind the tiered store's back: nothing is announced.
+    central.delete(&key).await.unwrap();
+    assert!(
+        store.load(&key).await.unwrap().is_some(),
+        "the copy is served until something tells this server"
+    );
+    let increment =
+        |n: Option<&serde_json::Value>| Some(json!(n.and_then(|n| n.as_i64()).unwrap_or(0) + 1));
+    let updated = store
+        .update(&key, "a", &increment, &record.meta)
+        .await
+        .unwrap();
+    assert_eq!(updated, Updated::Missing);
+    assert_eq!(
+        store.load(&key).await.unwrap(),
+        None,
+        "the copy outlived the session"
     );
 }
 
