@@ -136,6 +136,13 @@ pub(crate) mod sealed {
     pub struct Statements {
         pub table: String,
         pub schema: Vec<String>,
+        /// Run before `schema`, on the same connection, to keep other servers'
+        /// `migrate` out until `migrate_unlock`: two servers creating one table at
+        /// once fail in PostgreSQL (a duplicate `pg_type` row).
+        pub migrate_lock: Vec<String>,
+        /// Run after `schema`. A `migrate` that fails closes its connection instead,
+        /// which releases the lock and rolls back.
+        pub migrate_unlock: Vec<String>,
         pub load: String,
         pub insert: String,
         pub delete_if_expired: String,

@@ -36,6 +36,14 @@ impl sealed::Dialect for MySql {
                     INDEX {index}_user_id (user_id)
                 )"
             )],
+            // A named lock of the connection, per database and table (a name is at
+            // most 64 characters); DDL commits at once, so no transaction would hold.
+            migrate_lock: vec![format!(
+                "DO GET_LOCK(CONCAT('session-kit:', SHA1(CONCAT(DATABASE(), '.{table}'))), 3600)"
+            )],
+            migrate_unlock: vec![format!(
+                "DO RELEASE_LOCK(CONCAT('session-kit:', SHA1(CONCAT(DATABASE(), '.{table}'))))"
+            )],
             // MariaDB sends JSON columns as text already; MySQL needs the cast. The
             // keys' placeholders are written per query, for as many keys as it has.
             load: format!(

@@ -44,6 +44,12 @@ impl sealed::Dialect for Postgres {
                      WHERE user_id IS NOT NULL"
                 ),
             ],
+            // Held until the transaction ends, however it ends.
+            migrate_lock: vec![
+                "BEGIN".to_owned(),
+                format!("SELECT pg_advisory_xact_lock(hashtext('session-kit migrate {table}'))"),
+            ],
+            migrate_unlock: vec!["COMMIT".to_owned()],
             load: format!(
                 "SELECT key, data::text, meta::text, user_id, expires_at FROM {table}
                  WHERE key = ANY($1) AND expires_at > $2"

@@ -52,6 +52,9 @@ impl sealed::Dialect for Sqlite {
                      WHERE user_id IS NOT NULL"
                 ),
             ],
+            // The database's write lock, taken at once.
+            migrate_lock: vec!["BEGIN IMMEDIATE".to_owned()],
+            migrate_unlock: vec!["COMMIT".to_owned()],
             // The keys come as one JSON array, so one statement serves any number.
             load: format!(
                 "SELECT \"key\", data, meta, user_id, expires_at FROM {table}

@@ -103,12 +103,26 @@ impl<DB: Dialect> SqlStore<DB> {
     }
 
     /// Creates the table and its indexes if they are not there; safe to run at every
-    /// start. The same SQL ships in the crate's `migrations/` for other tools.
+    /// start, from any number of servers at once (they take turns under a lock of
+    /// the database: an advisory lock in PostgreSQL, a named lock in MySQL, the write
+    /// lock in SQLite). The same SQL ships in the crate's `migrations/` for other
+    /// tools.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        for statement in &self.statements.schema {
-            self.execute(sqlx::query(AssertSqlSafe(statement.as_str())))
-                .await?;
+        let statements = &self.statements;
+        let mut connection = self.connection().await?;
+        for statement in statements
+            .migrate_lock
+            .iter()
+            .chain(&statements.schema)
+            .chain(&statements.migrate_unlock)
+        {
+            sqlx::query(AssertSqlSafe(statement.as_str()))
+                .execute(DB::on_connection(connection.connection()))
+                .await
+                // Dropped unreleased, the connection closes: lock and transaction end.
+                .map_err(unavailable)?;
         }
+        connection.release();
         Ok(())
     }
 

@@ -109,3 +109,22 @@ async fn migrate_is_idempotent() {
     };
     assert_eq!(store.create(&key, &record).await.unwrap(), Created::Written);
 }
+
+/// docs/security.md 36: servers started together on a table that does not exist yet
+/// all start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_started_together_on_a_new_table_all_migrate() {
+    for _ in 0..10 {
+        let name = format!(
+            "sessions_{}",
+            session_testkit::random_user().replace('-', "_")
+        );
+        let _table = common::Table::mysql(name.clone(), &mysql_url()).await;
+        let mut stores = Vec::new();
+        for _ in 0..3 {
+            let store = MySqlStore::connect(&mysql_url()).await.unwrap();
+            stores.push(store.with_table(&name).unwrap());
+        }
+        common::migrate_together(stores).await;
+    }
+}

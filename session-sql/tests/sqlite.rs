@@ -187,3 +187,19 @@ async fn migrate_is_idempotent_and_matches_the_shipped_sql() {
         record.data
     );
 }
+
+/// docs/security.md 36: servers started together on a table that does not exist yet
+/// all start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_started_together_on_a_new_table_all_migrate() {
+    for _ in 0..10 {
+        let url = file_url();
+        let name = format!("sessions_{}", random_user().replace('-', "_"));
+        let mut stores = Vec::new();
+        for _ in 0..3 {
+            let store = SqliteStore::connect(&url).await.unwrap();
+            stores.push(store.with_table(&name).unwrap());
+        }
+        common::migrate_together(stores).await;
+    }
+}

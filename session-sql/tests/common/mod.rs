@@ -124,3 +124,16 @@ impl Outage for Proxy {
         Proxy::restore(self).await;
     }
 }
+
+/// docs/security.md 36: `stores` (one per server, each with its own pool) migrate a
+/// table none of them has yet, released together; every one must succeed.
+pub async fn migrate_together<DB: session_sql::Dialect>(stores: Vec<session_sql::SqlStore<DB>>) {
+    let results = session_testkit::released_together(stores.len(), |i| {
+        let store = stores[i].clone();
+        async move { store.migrate().await }
+    })
+    .await;
+    for result in results {
+        result.expect("a migrate beside others");
+    }
+}
