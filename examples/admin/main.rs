@@ -1,6 +1,6 @@
 //! A small admin site with login: the kind of application session-kit exists for.
 //!
-//! Run with: `cargo run --example admin`, then open <http://127.0.0.1:3000/> and log
+//! Run with: `PLAIN_HTTP=1 cargo run --example admin`, then open <http://127.0.0.1:3000/> and log
 //! in as `alice` (password `wonderland`) or `bob` (password `builder`).
 //!
 //! Environment:
@@ -12,13 +12,18 @@
 //! | `SESSION_STORE` | `memory` | where sessions live: `memory`; `redis://host:port`, `redis-cluster://host:port,…` or `redis-sentinel://host:port,…/master_name` (feature `redis`); `postgres://user@host/db` (feature `postgres`), `mysql://user@host/db` (feature `mysql`) or `sqlite://path` (feature `sqlite`; the file is created), table `sessions`, created at start; `cookie`: in the browser, encrypted (feature `cookie`); `tiered+redis://host:port`, `tiered+redis-sentinel://host:port,…/master_name` or `tiered+postgres://user@host/db`: cached in each server, in front of that Redis or PostgreSQL, coherent over its pub/sub or `NOTIFY` (feature `tiered`); `tiered-strict+…` the same in strict mode, with no coherence window |
 //! | `SESSION_KEY` | none | for `cookie`: keys of at least 32 random bytes in base64 (`head -c 32 /dev/urandom \| base64`), comma-separated; the first seals, all open |
 //! | `SESSION_EPOCHS` | none | for `cookie`: a server-side store (any `SESSION_STORE` value but `cookie`) for per-user epochs, so that "log out everywhere" and `MAX_SESSIONS_PER_USER=1` work |
-//! | `SECURE_COOKIE` | `0` | `1` marks the cookie `Secure` (use it behind HTTPS) |
+//! | `PLAIN_HTTP` | `0` | `1`: served on plain HTTP locally, so the cookie is not `Secure` (it is by default, as behind HTTPS) |
 //! | `SESSION_TABLE` | `sessions` | the table, for `postgres://`, `mysql://` and `sqlite://` |
 //! | `MAX_SESSIONS_PER_USER` | none | cap per user; `1` makes a new login end the others |
 //!
 //! Besides the pages, a small JSON API: `GET /api/me`, `GET /api/prefs`,
 //! `POST /api/prefs/{name}` (the body is the value) and `POST /api/visits` (an atomic
 //! counter), each 401 when not logged in.
+//!
+//! The server closes a connection that takes over 10 s to send its headers, and
+//! answers 408 to a request not answered within 30 s.
+
+mod serve;
 
 use std::env;
 use std::net::SocketAddr;
@@ -74,7 +79,7 @@ async fn main() -> Result<(), BoxError> {
 
     let mut layer = SessionLayer::builder(open_store(&store_spec).await?)
         .with_cookie_name("admin_session")
-        .with_secure(env::var("SECURE_COOKIE").is_ok_and(|v| v == "1"));
+        .with_secure(secure_cookie(env::var("PLAIN_HTTP").ok().as_deref()));
     if let Ok(cap) = env::var("MAX_SESSIONS_PER_USER") {
         layer = layer.with_max_sessions_per_user(cap.parse()?);
     }
@@ -83,10 +88,20 @@ async fn main() -> Result<(), BoxError> {
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = tokio::net::TcpListener::bind(address).await?;
     tracing::info!(%address, server_id, store = store_spec, "admin example listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    serve::serve(
+        listener,
+        app,
+        serve::Timeouts::PRODUCTION,
+        shutdown_signal(),
+    )
+    .await;
     Ok(())
+}
+
+/// Whether the cookie is `Secure`: always, unless `PLAIN_HTTP=1` says the example is
+/// served on plain HTTP (locally; a browser would not send a `Secure` cookie back).
+fn secure_cookie(plain_http: Option<&str>) -> bool {
+    plain_http != Some("1")
 }
 
 /// The store named by `SESSION_STORE`.
@@ -584,6 +599,14 @@ mod tests {
             .header(header::COOKIE, cookie)
             .body(Body::empty())
             .expect("request")
+    }
+
+    /// The cookie is `Secure` unless the example is told it runs on plain HTTP.
+    #[test]
+    fn the_cookie_is_secure_unless_on_plain_http() {
+        assert!(secure_cookie(None));
+        assert!(secure_cookie(Some("0")));
+        assert!(!secure_cookie(Some("1")));
     }
 
     /// A page asked for without a login leads to the login page and, after it, back

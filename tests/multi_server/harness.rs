@@ -111,6 +111,7 @@ impl AdminServer {
             .env("PORT", self.port.to_string())
             .env("SERVER_ID", &self.id)
             .env("SESSION_STORE", self.store.spec())
+            .env("PLAIN_HTTP", "1")
             .env("RUST_LOG", "warn")
             .env("NO_COLOR", "1")
             .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
