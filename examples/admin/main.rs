@@ -666,6 +666,28 @@ mod tests {
         assert_eq!(body, r#"{"error":"not logged in","server":"test-server"}"#);
     }
 
+    /// A value past the layer's size limit is refused with 413 and not kept; the
+    /// session goes on.
+    #[tokio::test]
+    async fn a_megabyte_preference_is_refused() {
+        let app = test_app();
+        let (_, cookie, _) = call(&app, login_request("alice", "wonderland")).await;
+        let cookie = cookie.expect("a session cookie");
+        for (size, expected) in [
+            (1 << 20, StatusCode::PAYLOAD_TOO_LARGE),
+            (5, StatusCode::NO_CONTENT),
+        ] {
+            let request = Request::post("/api/prefs/theme")
+                .header(header::COOKIE, &cookie)
+                .body(Body::from("x".repeat(size)))
+                .unwrap();
+            let (status, _, _) = call(&app, request).await;
+            assert_eq!(status, expected, "{size} bytes");
+        }
+        let (_, _, prefs) = call(&app, get_with("/api/prefs", &cookie)).await;
+        assert_eq!(prefs, r#"{"theme":"xxxxx"}"#);
+    }
+
     #[tokio::test]
     async fn wrong_passwords_are_refused_without_a_session() {
         let app = test_app();

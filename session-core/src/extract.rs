@@ -66,6 +66,9 @@ impl IntoResponse for SessionError {
             SessionError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             SessionError::Value(_) => StatusCode::INTERNAL_SERVER_ERROR,
             SessionError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            SessionError::Refused(refusal) if refusal.is_too_large() => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             SessionError::Refused(_) => StatusCode::BAD_REQUEST,
         };
         (status, status.canonical_reason().unwrap_or_default()).into_response()

@@ -14,6 +14,7 @@ use crate::expiry::{Expiry, Timestamp};
 use crate::login::LoginData;
 use crate::on_store_error::{DefaultOnStoreError, OnStoreError};
 use crate::service::SessionService;
+use crate::storable::SizeLimits;
 use crate::transport::{CookieSettings, Incoming, Transport};
 
 /// Where the layer reads the time; a test can replace it.
@@ -28,6 +29,7 @@ pub(crate) struct Shared {
     pub(crate) store_timeout: Duration,
     pub(crate) max_sessions_per_user: Option<usize>,
     pub(crate) login_data: LoginData,
+    pub(crate) size_limits: SizeLimits,
     pub(crate) on_store_error: Arc<dyn OnStoreError>,
     pub(crate) clock: Clock,
 }
@@ -73,6 +75,7 @@ impl SessionLayer {
             store_timeout: Duration::from_secs(1),
             max_sessions_per_user: None,
             login_data: LoginData::default(),
+            size_limits: SizeLimits::default(),
             on_store_error: Arc::new(DefaultOnStoreError::new()),
             clock: Arc::new(Timestamp::now),
         }
@@ -140,6 +143,7 @@ pub struct SessionLayerBuilder {
     store_timeout: Duration,
     max_sessions_per_user: Option<usize>,
     login_data: LoginData,
+    size_limits: SizeLimits,
     on_store_error: Arc<dyn OnStoreError>,
     clock: Clock,
 }
@@ -261,6 +265,28 @@ impl SessionLayerBuilder {
         self
     }
 
+    /// The largest value a session may hold, in bytes of JSON (default 16 KiB). A
+    /// larger one is refused before any store call with
+    /// [`Refusal::ValueTooLarge`](crate::Refusal::ValueTooLarge) (`413` with axum),
+    /// and nothing of it is kept.
+    pub fn with_max_value_size(mut self, bytes: usize) -> Self {
+        self.size_limits.value = bytes;
+        self
+    }
+
+    /// The largest a session may grow: its keys and their values as JSON (default
+    /// 64 KiB). A write that would take it past is refused before any store call with
+    /// [`Refusal::SessionTooLarge`](crate::Refusal::SessionTooLarge) (`413` with
+    /// axum), and nothing of it is kept.
+    ///
+    /// The session's data is known once it was read: a write without a read (the
+    /// one-round-trip write) is checked with what this request writes; whatever the
+    /// session held before counts from the next request that reads it.
+    pub fn with_max_session_size(mut self, bytes: usize) -> Self {
+        self.size_limits.session = bytes;
+        self
+    }
+
     /// The response when the store fails (default [`DefaultOnStoreError`]).
     pub fn with_on_store_error(mut self, policy: impl OnStoreError) -> Self {
         self.on_store_error = Arc::new(policy);
@@ -339,6 +365,7 @@ impl SessionLayerBuilder {
                 store_timeout: self.store_timeout,
                 max_sessions_per_user: self.max_sessions_per_user,
                 login_data: self.login_data,
+                size_limits: self.size_limits,
                 on_store_error: self.on_store_error,
                 clock: self.clock,
             }),

@@ -75,6 +75,9 @@ pub fn app(layer: SessionLayer, pause: Option<Arc<Pause>>) -> App {
             Ok::<_, Infallible>(match result {
                 Ok(body) => Response::new(body),
                 Err(SessionError::Store(_)) => status(StatusCode::SERVICE_UNAVAILABLE),
+                Err(SessionError::Refused(refusal)) if refusal.is_too_large() => {
+                    status(StatusCode::PAYLOAD_TOO_LARGE)
+                }
                 Err(SessionError::Refused(_)) => status(StatusCode::BAD_REQUEST),
                 Err(_) => status(StatusCode::INTERNAL_SERVER_ERROR),
             })

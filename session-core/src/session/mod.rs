@@ -8,7 +8,7 @@ mod state;
 mod write_back;
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 
 use futures_util::lock::{Mutex, MutexGuard};
@@ -131,7 +131,10 @@ impl Session {
         let value = serde_json::to_value(value).map_err(SessionError::Value)?;
         storable::check_key(key)?;
         storable::check_value(&value)?;
+        let limits = self.inner.shared.size_limits;
+        let size = limits.check_value(&value)?;
         let mut state = self.writable().await?;
+        limits.check_session(state.size_without(key), key, size)?;
         if state.view(key) != Some(&value) {
             state.changes.insert(key, value);
         }
@@ -176,6 +179,9 @@ impl Session {
         F: Fn(Option<T>) -> T + Send + Sync,
     {
         storable::check_key(key)?;
+        let limits = self.inner.shared.size_limits;
+        // What the session takes besides `key`, once loaded.
+        let others = AtomicUsize::new(0);
         let refused = StdMutex::new(None);
         let failure = StdMutex::new(None);
         let compute = |current: Option<&Value>| -> Option<Value> {
@@ -184,7 +190,11 @@ impl Session {
                 .transpose()
                 .and_then(|current| serde_json::to_value(f(current)));
             match result {
-                Ok(value) => match storable::check_value(&value) {
+                Ok(value) => match storable::check_value(&value)
+                    .and_then(|()| limits.check_value(&value))
+                    .and_then(|size| {
+                        limits.check_session(others.load(Ordering::Relaxed), key, size)
+                    }) {
                     Ok(()) => Some(value),
                     Err(error) => {
                         *refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
@@ -208,6 +218,7 @@ impl Session {
         };
 
         let mut state = self.loaded().await?;
+        others.store(state.size_without(key), Ordering::Relaxed);
         let shared = &self.inner.shared;
         if let Kind::Server(store) = &shared.backend {
             if state.stored == Stored::Present && (!state.changes.is_empty() || state.meta_changed)
@@ -237,6 +248,7 @@ impl Session {
         }
         // No record (or a client-side session, which has no store to be atomic in):
         // compute on the local view, and create the session now if there is none.
+        others.store(state.size_without(key), Ordering::Relaxed);
         let Some(value) = compute(state.view(key)) else {
             return Err(take_failure());
         };

@@ -10,6 +10,7 @@ use crate::expiry::{Refresh, Timestamp};
 use crate::id::{SessionId, SessionKey};
 use crate::layer::Shared;
 use crate::record::{Changes, Meta, Record};
+use crate::storable;
 use crate::transport::{IdUpdate, Incoming};
 
 /// Whether a record stands behind this session.
@@ -86,6 +87,21 @@ impl State {
                     .base
                     .iter()
                     .all(|(key, _)| self.changes.removed.iter().any(|k| k == key)))
+    }
+
+    /// What the session takes besides `key`, as this request sees it (see
+    /// [`SizeLimits`](crate::storable::SizeLimits)).
+    pub(super) fn size_without(&self, key: &str) -> usize {
+        let changes = &self.changes;
+        let base = self.base.iter().filter(|(k, _)| {
+            !changes.cleared
+                && !changes.removed.iter().any(|removed| removed == k)
+                && changes.set.get(k).is_none()
+        });
+        base.chain(changes.set.iter())
+            .filter(|(k, _)| *k != key)
+            .map(|(k, value)| storable::entry_size(k, value))
+            .sum()
     }
 
     /// The data as this request sees it, as one map.

@@ -645,3 +645,73 @@ pub async fn data_no_store_can_hold_is_refused_before_any_store_call<S: SessionS
         .await
         .expect("delete");
 }
+
+/// docs/security.md 33: a value, or a session, past the layer's size limits is refused
+/// before any store write (413 here; before any store call when the request has not
+/// read the session), whether the request read the session first or not, and through
+/// `update` too; nothing of it is kept, and the session and others are intact.
+pub async fn oversized_data_is_refused_and_nothing_is_kept<S: SessionStore>(store: S) {
+    let store = Arc::new(InstrumentedStore::new(store));
+    let layer = SessionLayer::builder(store.clone())
+        .with_max_value_size(100)
+        .with_max_session_size(300)
+        .build()
+        .expect("a valid layer");
+    let app = app(layer, None);
+    let mut other = Client::new(&app);
+    other.post("/set/o/1").await;
+    let mut client = Client::new(&app);
+    // Three keys of 1 + 90 bytes: 273 of the 300.
+    let ninety = "x".repeat(88);
+    for key in ["a", "b", "c"] {
+        let reply = client.post(&format!("/set/{key}/{ninety}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{key}");
+    }
+    let too_long_key = "k".repeat(30);
+    for path in [
+        // A value of 101 bytes, unread and read.
+        format!("/set/v/{}", "x".repeat(99)),
+        format!("/paused-set/v/{}", "x".repeat(99)),
+        // 273 + 1 + 90: past the session's limit, the session read first.
+        format!("/paused-set/d/{ninety}"),
+        // 273 + 30 + 1, through `update`.
+        format!("/incr/{too_long_key}"),
+    ] {
+        store.reset_counts();
+        let reply = client.post(&path).await;
+        assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        assert_eq!(reply.set_cookies(), Vec::<&str>::new(), "{path}");
+        if path.starts_with("/set") {
+            assert_eq!(store.total(), 0, "{path}: the store was asked");
+        }
+        // `update` computes on the value the store holds, so the store is asked, and
+        // the function declines; the other writes never reach it.
+        if !path.starts_with("/incr") {
+            assert_eq!(store.writes(), 0, "{path}: the store was written");
+        }
+    }
+    for key in ["a", "b", "c"] {
+        assert_eq!(
+            client.get(&format!("/get/{key}")).await.body,
+            format!("\"{ninety}\"")
+        );
+    }
+    for key in ["v", "d", too_long_key.as_str()] {
+        assert_eq!(
+            client.get(&format!("/get/{key}")).await.body,
+            "null",
+            "{key}"
+        );
+    }
+    assert_eq!(other.get("/get/o").await.body, "\"1\"");
+    // Room made, the write goes through.
+    client.post("/remove/a").await;
+    let reply = client.post(&format!("/paused-set/d/{ninety}")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    for client in [&client, &other] {
+        store
+            .delete(&client.key().expect("key"))
+            .await
+            .expect("delete");
+    }
+}

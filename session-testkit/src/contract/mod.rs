@@ -59,6 +59,7 @@ macro_rules! __for_each_rule {
             a_shadowing_cookie_does_not_hide_the_session
             an_endless_expiry_is_cut_to_the_longest
             data_no_store_can_hold_is_refused_before_any_store_call
+            oversized_data_is_refused_and_nothing_is_kept
             load_error_is_not_no_session
         );
     };
