@@ -17,6 +17,7 @@ use sqlx::Pool;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::dialect::{sealed::Dialect, Statements};
+use crate::endpoint::Endpoint;
 use crate::held::Held;
 use crate::{corrupt_as_absent, Row};
 
@@ -38,14 +39,20 @@ struct Waiter {
 pub(crate) struct Loads<DB: Dialect> {
     queue: Mutex<Option<mpsc::UnboundedSender<Waiter>>>,
     pool: Pool<DB>,
+    endpoint: Option<Arc<Endpoint>>,
     statements: Arc<Statements>,
 }
 
 impl<DB: Dialect> Loads<DB> {
-    pub(crate) fn new(pool: Pool<DB>, statements: Arc<Statements>) -> Self {
+    pub(crate) fn new(
+        pool: Pool<DB>,
+        endpoint: Option<Arc<Endpoint>>,
+        statements: Arc<Statements>,
+    ) -> Self {
         Self {
             queue: Mutex::new(None),
             pool,
+            endpoint,
             statements,
         }
     }
@@ -69,7 +76,12 @@ impl<DB: Dialect> Loads<DB> {
             None => waiter,
         };
         let (sender, waiters) = mpsc::unbounded_channel();
-        tokio::spawn(serve(waiters, self.pool.clone(), self.statements.clone()));
+        tokio::spawn(serve(
+            waiters,
+            self.pool.clone(),
+            self.endpoint.clone(),
+            self.statements.clone(),
+        ));
         // The receiver is alive: it was just made.
         let _ = sender.send(waiter);
         *queue = Some(sender);
@@ -80,6 +92,7 @@ impl<DB: Dialect> Loads<DB> {
 async fn serve<DB: Dialect>(
     mut waiters: mpsc::UnboundedReceiver<Waiter>,
     pool: Pool<DB>,
+    endpoint: Option<Arc<Endpoint>>,
     statements: Arc<Statements>,
 ) {
     let slots = Arc::new(Semaphore::new(SLOTS));
@@ -98,9 +111,9 @@ async fn serve<DB: Dialect>(
                 Err(_) => break,
             }
         }
-        let (pool, statements) = (pool.clone(), statements.clone());
+        let (pool, endpoint, statements) = (pool.clone(), endpoint.clone(), statements.clone());
         tokio::spawn(async move {
-            answer(batch, &pool, &statements).await;
+            answer(batch, &pool, endpoint.as_deref(), &statements).await;
             drop(slot);
         });
     }
@@ -112,7 +125,12 @@ async fn serve<DB: Dialect>(
 /// partition, a NAT that forgot the flow) answers nothing, and the query would hold
 /// its slot until TCP gave up, minutes later; with every slot so held, no load would
 /// run at all.
-async fn answer<DB: Dialect>(batch: Vec<Waiter>, pool: &Pool<DB>, statements: &Statements) {
+async fn answer<DB: Dialect>(
+    batch: Vec<Waiter>,
+    pool: &Pool<DB>,
+    endpoint: Option<&Endpoint>,
+    statements: &Statements,
+) {
     let (keys, mut replies): (Vec<String>, Vec<oneshot::Sender<Answer>>) = batch
         .into_iter()
         .map(|waiter| (waiter.key, waiter.reply))
@@ -120,7 +138,7 @@ async fn answer<DB: Dialect>(batch: Vec<Waiter>, pool: &Pool<DB>, statements: &S
     let mut distinct: Vec<&str> = keys.iter().map(String::as_str).collect();
     distinct.sort_unstable();
     distinct.dedup();
-    let rows = match Held::acquire(pool).await {
+    let rows = match Held::acquire(pool, endpoint).await {
         Ok(mut connection) => {
             let query = DB::load_query(statements, &distinct, Timestamp::now().unix_millis())
                 .fetch_all(DB::on_connection(connection.connection()));

@@ -9,6 +9,8 @@ use sqlx::query::Query;
 use sqlx::query::QueryAs;
 use sqlx::{Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
+use crate::endpoint::Address;
+
 /// A database [`SqlStore`](crate::SqlStore) can keep sessions in: `sqlx::Postgres`,
 /// `sqlx::MySql` and `sqlx::Sqlite`, each behind its Cargo feature. Sealed.
 pub trait Dialect: sealed::Dialect {}
@@ -96,6 +98,12 @@ pub(crate) mod sealed {
 
         /// A pool for `url`, with the dialect's settings.
         fn connect(url: &str) -> impl Future<Output = Result<Pool<Self>, sqlx::Error>> + Send;
+
+        /// Where `pool`'s server listens, for a database that has a server.
+        fn address(pool: &Pool<Self>) -> Option<Address> {
+            let _ = pool;
+            None
+        }
     }
 
     /// A save's parameters: `meta` is JSON text; times are Unix milliseconds.

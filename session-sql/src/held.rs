@@ -8,14 +8,33 @@
 //! every place is so held (a few writes cut short by the layer's store timeout), no
 //! statement can run at all, though a new connection would work.
 
+use std::io;
+
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, Pool};
+
+use crate::endpoint::Endpoint;
 
 pub(crate) struct Held<DB: Database>(Option<PoolConnection<DB>>);
 
 impl<DB: Database> Held<DB> {
-    pub(crate) async fn acquire(pool: &Pool<DB>) -> Result<Self, sqlx::Error> {
-        Ok(Self(Some(pool.acquire().await?)))
+    /// A connection of `pool`; when `endpoint`, the pool's server, is seen to refuse
+    /// connections meanwhile, the refusal at once.
+    pub(crate) async fn acquire(
+        pool: &Pool<DB>,
+        endpoint: Option<&Endpoint>,
+    ) -> Result<Self, sqlx::Error> {
+        let acquired = pool.acquire();
+        let connection = match endpoint {
+            None => acquired.await?,
+            Some(endpoint) => tokio::select! {
+                acquired = acquired => acquired?,
+                () = endpoint.refused() => {
+                    return Err(sqlx::Error::Io(io::ErrorKind::ConnectionRefused.into()));
+                }
+            },
+        };
+        Ok(Self(Some(connection)))
     }
 
     /// The connection, for a statement.

@@ -52,6 +52,7 @@ mod batch;
 #[cfg(feature = "postgres")]
 mod channel;
 mod dialect;
+mod endpoint;
 mod held;
 #[cfg(feature = "mysql")]
 mod mysql;

@@ -8,6 +8,7 @@ use sqlx::query::QueryAs;
 use sqlx::{AssertSqlSafe, Pool};
 
 use crate::dialect::{path_save_query, sealed, Save, Statements};
+use crate::endpoint::Address;
 
 impl sealed::Dialect for MySql {
     type Args = sqlx::mysql::MySqlArguments;
@@ -107,5 +108,16 @@ impl sealed::Dialect for MySql {
             .acquire_timeout(Duration::from_secs(2))
             .connect(url)
             .await
+    }
+
+    fn address(pool: &Pool<Self>) -> Option<Address> {
+        let options = pool.connect_options();
+        Some(match options.get_socket() {
+            Some(socket) => Address::Unix(socket.clone()),
+            None => Address::Tcp {
+                host: options.get_host().to_owned(),
+                port: options.get_port(),
+            },
+        })
     }
 }

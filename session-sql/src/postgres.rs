@@ -10,6 +10,7 @@ use sqlx::query::QueryAs;
 use sqlx::{AssertSqlSafe, Pool};
 
 use crate::dialect::{sealed, Save, SaveUnloaded, Statements};
+use crate::endpoint::Address;
 
 impl sealed::Dialect for Postgres {
     type Args = sqlx::postgres::PgArguments;
@@ -195,5 +196,19 @@ impl sealed::Dialect for Postgres {
             .acquire_timeout(Duration::from_secs(2))
             .connect(url)
             .await
+    }
+
+    fn address(pool: &Pool<Self>) -> Option<Address> {
+        let options = pool.connect_options();
+        Some(match options.get_socket() {
+            // The socket's directory: the server names its socket after the port.
+            Some(directory) => {
+                Address::Unix(directory.join(format!(".s.PGSQL.{}", options.get_port())))
+            }
+            None => Address::Tcp {
+                host: options.get_host().to_owned(),
+                port: options.get_port(),
+            },
+        })
     }
 }

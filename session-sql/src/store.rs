@@ -15,6 +15,7 @@ use sqlx::{AssertSqlSafe, Connection, Pool};
 
 use crate::batch::Loads;
 use crate::dialect::{sealed, Dialect, Save, SaveUnloaded, Statements};
+use crate::endpoint::Endpoint;
 use crate::held::Held;
 use crate::{corrupt_as_absent, delete_in_batches, unavailable, validate_table, Cleanup};
 use crate::{stored_document, ConfigError, Row};
@@ -35,6 +36,8 @@ use crate::{stored_document, ConfigError, Row};
 /// [`SqliteStore`]: crate::SqliteStore
 pub struct SqlStore<DB: Dialect> {
     pool: Pool<DB>,
+    /// The pool's server, to tell at once when it refuses connections.
+    endpoint: Option<Arc<Endpoint>>,
     statements: Arc<Statements>,
     loads: Arc<Loads<DB>>,
     /// Where writes announce the sessions they change (PostgreSQL only).
@@ -45,6 +48,7 @@ impl<DB: Dialect> Clone for SqlStore<DB> {
     fn clone(&self) -> Self {
         Self {
             pool: self.pool.clone(),
+            endpoint: self.endpoint.clone(),
             statements: self.statements.clone(),
             loads: self.loads.clone(),
             channel: self.channel.clone(),
@@ -71,9 +75,15 @@ impl<DB: Dialect> SqlStore<DB> {
     /// A store over a pool of the application's, with the table `sessions`.
     pub fn new(pool: Pool<DB>) -> Self {
         let statements = Arc::new(DB::statements("sessions"));
+        let endpoint = DB::address(&pool).map(|address| Arc::new(Endpoint::new(address)));
         Self {
-            loads: Arc::new(Loads::new(pool.clone(), statements.clone())),
+            loads: Arc::new(Loads::new(
+                pool.clone(),
+                endpoint.clone(),
+                statements.clone(),
+            )),
             pool,
+            endpoint,
             statements,
             channel: None,
         }
@@ -99,7 +109,11 @@ impl<DB: Dialect> SqlStore<DB> {
             None => statements,
         };
         self.statements = Arc::new(statements);
-        self.loads = Arc::new(Loads::new(self.pool.clone(), self.statements.clone()));
+        self.loads = Arc::new(Loads::new(
+            self.pool.clone(),
+            self.endpoint.clone(),
+            self.statements.clone(),
+        ));
     }
 
     /// Creates the table and its indexes if they are not there; safe to run at every
@@ -155,7 +169,9 @@ impl<DB: Dialect> SqlStore<DB> {
     /// A connection for one call's statements: closed, not put back, if the call is
     /// cut short (see [`Held`]).
     async fn connection(&self) -> Result<Held<DB>, StoreError> {
-        Held::acquire(&self.pool).await.map_err(unavailable)
+        Held::acquire(&self.pool, self.endpoint.as_deref())
+            .await
+            .map_err(unavailable)
     }
 
     /// Runs a statement; returns the rows it changed.

@@ -7,6 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use session_sql::sqlx;
 use session_testkit::outage;
 use session_testkit::proxy::{server_address, url_via, CuttableProxy};
 use session_testkit::Client;
@@ -43,6 +44,68 @@ async fn an_unreachable_mysql_fails_closed_and_recovers() {
     store.migrate().await.unwrap();
     let app = session_testkit::app(session_core::SessionLayer::new(store), None);
     session_testkit::outage::fails_closed_and_recovers(&app, &mut proxy).await;
+}
+
+/// With the server refusing connections (nothing listens on its port), requests fail
+/// closed at once, not after the store timeout: sqlx's pool retries a refused
+/// connection until its acquire timeout, and every request waited out the layer's
+/// second where Redis fails in about 2 ms.
+async fn refused_connections_fail_fast<DB: session_sql::Dialect>(
+    url: &str,
+    table: &str,
+    proxy: &mut common::Proxy,
+) {
+    let store = session_sql::SqlStore::<DB>::connect(&common::through(url, proxy))
+        .await
+        .unwrap()
+        .with_table(table)
+        .unwrap();
+    store.migrate().await.unwrap();
+    let app = session_testkit::app(session_core::SessionLayer::new(store), None);
+    let mut client = Client::new(&app);
+    client.post("/login/refused-user").await;
+    proxy.cut();
+    let mut slowest = Duration::ZERO;
+    for path in ["/user", "/user", "/set/a/1", "/incr/n", "/user"] {
+        let started = Instant::now();
+        let reply = if path == "/user" {
+            client.get(path).await
+        } else {
+            client.post(path).await
+        };
+        outage::assert_failed_closed(&reply, started.elapsed());
+        slowest = slowest.max(started.elapsed());
+    }
+    // The store timeout is a second; a refusal is known in a few milliseconds.
+    assert!(
+        slowest < Duration::from_millis(250),
+        "a request took {slowest:?}"
+    );
+    eprintln!("refused: the slowest request took {slowest:?}");
+    proxy.restore().await;
+    outage::until_ok(&mut client, "/user", Duration::from_secs(10)).await;
+    assert_eq!(client.get("/user").await.body, "refused-user");
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_that_refuses_connections_fails_fast() {
+    let url = std::env::var("POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let mut proxy = common::Proxy::start(server_address(&url)).await;
+    let table = common::Table::postgres(format!("session_kit_test_refused_{}", proxy.port), &url);
+    refused_connections_fail_fast::<sqlx::Postgres>(&url, &table.name, &mut proxy).await;
+}
+
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mysql_that_refuses_connections_fails_fast() {
+    let url = std::env::var("MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
+    let mut proxy = common::Proxy::start(server_address(&url)).await;
+    let table =
+        common::Table::mysql(format!("session_kit_test_refused_{}", proxy.port), &url).await;
+    refused_connections_fail_fast::<sqlx::MySql>(&url, &table.name, &mut proxy).await;
 }
 
 /// A table-name suffix of the test's own.
