@@ -157,6 +157,11 @@ local new_expiry = now + idle
 if deadline and deadline < new_expiry then
   new_expiry = deadline
 end
+-- Metadata no layer wrote (an idle timeout of 1e300) would make an expiry Redis
+-- refuses, after the fields were written: checked before anything is.
+if new_expiry ~= new_expiry or new_expiry < 0 or new_expiry > 1e15 then
+  return {0}
+end
 new_expiry = string.format('%.0f', new_expiry)
 hset_record(KEYS[1], remove_fields(KEYS[1], 4), new_expiry)
 redis.call('PEXPIREAT', KEYS[1], new_expiry)

@@ -126,6 +126,13 @@ impl RedisStore {
     }
 }
 
+/// What `update` answers for a record it cannot read: no session, as `load` finds
+/// it; the broken record expires with its TTL.
+fn corrupt_record_is_missing() -> Updated {
+    tracing::warn!("corrupt session record in Redis treated as absent");
+    Updated::Missing
+}
+
 /// A save's changes as its scripts take them: '1' if cleared, the number of removed
 /// fields, the removed fields, then field/value pairs to set.
 fn push_changes(call: &mut ScriptCall<'_>, changes: &Changes) {
@@ -274,13 +281,16 @@ impl SessionStore for RedisStore {
             .query_async(&mut connection)
             .await
             .map_err(unavailable)?;
-        let mut current = stored.map(stored_text).transpose()?;
+        // A field that is no text or no JSON makes the record corrupt, and a corrupt
+        // record is no session, as `load` finds it: nothing is written.
+        let Ok(mut current) = stored.map(stored_text).transpose() else {
+            return Ok(corrupt_record_is_missing());
+        };
         let expires_at = meta.expires_at.unix_millis();
         let meta_text = meta_json(meta)?;
         for _ in 0..UPDATE_ATTEMPTS {
-            let parsed = match current.as_deref().map(serde_json::from_str).transpose() {
-                Ok(parsed) => parsed,
-                Err(e) => return Err(StoreError::corrupt(e)),
+            let Ok(parsed) = current.as_deref().map(serde_json::from_str).transpose() else {
+                return Ok(corrupt_record_is_missing());
             };
             let Some(new) = f(parsed.as_ref()) else {
                 return Ok(Updated::Kept(parsed));
@@ -309,7 +319,10 @@ impl SessionStore for RedisStore {
                 Some(Value::Int(0)) => return Ok(Updated::Missing),
                 _ => {
                     current = match outcome.into_iter().nth(1) {
-                        Some(Value::BulkString(bytes)) => Some(stored_text(bytes)?),
+                        Some(Value::BulkString(bytes)) => match stored_text(bytes) {
+                            Ok(text) => Some(text),
+                            Err(_) => return Ok(corrupt_record_is_missing()),
+                        },
                         _ => None,
                     };
                 }
@@ -340,11 +353,14 @@ impl SessionStore for RedisStore {
     async fn delete(&self, key: &SessionKey) -> Result<(), StoreError> {
         let mut connection = self.connection.clone();
         let session = self.keys.session(key);
-        let user: String = self
+        let user: Vec<u8> = self
             .scripts
             .call(&self.scripts.delete, &[&session], key)
             .invoke(&mut connection)
             .await?;
+        // A user that is no text names no index this store wrote: the record was
+        // corrupt, and it is deleted all the same.
+        let user = String::from_utf8(user).unwrap_or_default();
         if !user.is_empty() {
             redis::cmd("ZREM")
                 .arg(self.keys.index(&user))
@@ -418,7 +434,7 @@ impl SessionStore for RedisStore {
                     // The script, not a `DEL`: it announces the end of each session.
                     self.scripts
                         .call(&self.scripts.delete, &[member], &key)
-                        .invoke::<String>(&mut connection)
+                        .invoke::<Vec<u8>>(&mut connection)
                         .await?;
                     ended += 1;
                 }
