@@ -166,6 +166,12 @@ fn cookie_prefixes_are_validated_at_build_time() {
     );
     let zero = SessionLayer::builder(MemoryStore::new()).with_max_sessions_per_user(0);
     assert_eq!(error(zero), ConfigError::ZeroSessionCap);
+    let limit = session_kit::store::USER_SESSIONS_LIMIT;
+    let past_the_list =
+        SessionLayer::builder(MemoryStore::new()).with_max_sessions_per_user(limit + 1);
+    assert_eq!(error(past_the_list), ConfigError::SessionCapTooLarge);
+    let at_the_list = SessionLayer::builder(MemoryStore::new()).with_max_sessions_per_user(limit);
+    assert!(at_the_list.build().is_ok());
     let header = SessionLayer::builder(MemoryStore::new()).with_header("bad header");
     assert!(matches!(error(header), ConfigError::InvalidHeaderName(_)));
 }

@@ -156,6 +156,14 @@ pub enum ConfigError {
     /// A cap of zero sessions per user would end every login at once.
     #[error("the cap of sessions per user must be at least 1")]
     ZeroSessionCap,
+    /// A cap of sessions per user above what a store lists of a user's sessions
+    /// ([`USER_SESSIONS_LIMIT`](crate::store::USER_SESSIONS_LIMIT)) could not be
+    /// enforced.
+    #[error(
+        "the cap of sessions per user may be at most {}",
+        crate::store::USER_SESSIONS_LIMIT
+    )]
+    SessionCapTooLarge,
     /// A client-side store can cap sessions per user only at one, and only if it
     /// revokes users: there is no list of sessions to trim.
     #[error("a client-side store supports only a cap of 1 session per user, with user revocation")]

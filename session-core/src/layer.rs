@@ -343,6 +343,12 @@ impl SessionLayerBuilder {
         if self.max_sessions_per_user == Some(0) {
             return Err(ConfigError::ZeroSessionCap);
         }
+        if self
+            .max_sessions_per_user
+            .is_some_and(|cap| cap > crate::store::USER_SESSIONS_LIMIT)
+        {
+            return Err(ConfigError::SessionCapTooLarge);
+        }
         if let (Kind::Client(client), Some(cap)) = (&self.backend, self.max_sessions_per_user) {
             if cap != 1 || !client.store.revokes_users() {
                 return Err(ConfigError::ClientSideCap);

@@ -271,6 +271,7 @@ pub mod store {
     pub use crate::record::{Changes, Meta, Record};
     pub use crate::session_store::{
         save_unloaded_by_loading, Created, Saved, SessionStore, UpdateFn, Updated, UserSession,
+        USER_SESSIONS_LIMIT,
     };
     /// The `async_trait` macro that [`SessionStore`] implementations need.
     pub use async_trait::async_trait;

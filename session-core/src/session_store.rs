@@ -15,6 +15,10 @@ use crate::record::{Changes, Meta, Record};
 /// more than once, so it must not have side effects.
 pub type UpdateFn<'a> = dyn Fn(Option<&Value>) -> Option<Value> + Send + Sync + 'a;
 
+/// The most sessions [`SessionStore::user_sessions`] lists: a "your devices" page
+/// needs far fewer, and the cap of sessions per user may not exceed it.
+pub const USER_SESSIONS_LIMIT: usize = 1000;
+
 /// The outcome of [`SessionStore::create`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Created {
@@ -144,10 +148,15 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Deletes the record under `key`, if there is one.
     async fn delete(&self, key: &SessionKey) -> Result<(), StoreError>;
 
-    /// The live sessions bound to `user_id`.
+    /// The live sessions bound to `user_id`: at most [`USER_SESSIONS_LIMIT`], those
+    /// that expire last (the most recently active), so that a user with many
+    /// sessions never makes a request that grows without bound.
     async fn user_sessions(&self, user_id: &str) -> Result<Vec<UserSession>, StoreError>;
 
-    /// Deletes every session bound to `user_id`, returning how many there were.
+    /// Deletes every session bound to `user_id`, however many, returning how many
+    /// there were. Bounded in round trips (a store does it in batches, or in the
+    /// server), and final against logins racing it: once it returns, no session
+    /// of the user created before it began is alive.
     async fn delete_user_sessions(&self, user_id: &str) -> Result<usize, StoreError>;
 }
 

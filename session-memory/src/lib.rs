@@ -23,6 +23,7 @@ use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use session_core::store::{
     async_trait, Changes, Created, KeyHasher, Record, Refresh, Saved, UpdateFn, Updated,
+    USER_SESSIONS_LIMIT,
 };
 use session_core::{Meta, SessionKey, SessionStore, StoreError, Timestamp, UserSession};
 
@@ -317,7 +318,7 @@ impl SessionStore for MemoryStore {
             Some(keys) => keys.iter().copied().collect(),
             None => return Ok(Vec::new()),
         };
-        Ok(keys
+        let mut sessions: Vec<UserSession> = keys
             .into_iter()
             .filter_map(|key| {
                 let record = self.inner.sessions.get(&key)?;
@@ -327,7 +328,12 @@ impl SessionStore for MemoryStore {
                     meta: record.meta.clone(),
                 })
             })
-            .collect())
+            .collect();
+        if sessions.len() > USER_SESSIONS_LIMIT {
+            sessions.sort_unstable_by_key(|session| std::cmp::Reverse(session.meta.expires_at));
+            sessions.truncate(USER_SESSIONS_LIMIT);
+        }
+        Ok(sessions)
     }
 
     async fn delete_user_sessions(&self, user_id: &str) -> Result<usize, StoreError> {
@@ -384,6 +390,23 @@ mod tests {
         }
         assert_eq!(store.len(), 0, "expired sessions left in the store");
         assert!(store.inner.users.is_empty(), "user index not cleaned");
+    }
+
+    /// docs/security.md 34: "log out everywhere" of 100,000 sessions of one user, while
+    /// logins of that user keep coming.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn log_out_everywhere_of_100_000_sessions_wins_against_a_login_storm() {
+        let store = Arc::new(MemoryStore::new());
+        let user = session_testkit::random_user();
+        let record = session_testkit::storm::login_record(&user);
+        for _ in 0..100_000 {
+            store
+                .create(&session_testkit::random_key(), &record)
+                .await
+                .unwrap();
+        }
+        session_testkit::storm::log_out_everywhere_against_a_login_storm(store, &user, 100_000)
+            .await;
     }
 
     /// A login (a create bound to a user) racing "log out everywhere" of that user

@@ -193,9 +193,15 @@ fn stored_meta(
 
 /// The metadata a save script found (`{1, e, m, u}`, the fields as they were).
 pub(crate) fn decode_previous(reply: &[Value]) -> Result<Meta, String> {
-    let bytes = |i: usize| match reply.get(i) {
+    decode_meta_fields(reply.get(1..).unwrap_or_default())
+}
+
+/// A session's metadata from its fields `e`, `m` and `u`, in that order (`HMGET`'s
+/// reply); an error for a record that is not there or does not decode.
+pub(crate) fn decode_meta_fields(fields: &[Value]) -> Result<Meta, String> {
+    let bytes = |i: usize| match fields.get(i) {
         Some(Value::BulkString(bytes)) => Some(bytes.as_slice()),
         _ => None,
     };
-    stored_meta(bytes(1), bytes(2), bytes(3).map(<[u8]>::to_vec))
+    stored_meta(bytes(0), bytes(1), bytes(2).map(<[u8]>::to_vec))
 }

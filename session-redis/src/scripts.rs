@@ -217,6 +217,57 @@ announce()
 return user or ''
 "#;
 
+/// Takes a user's index for "log out everywhere": `KEYS[1]`, the index, is moved into
+/// `KEYS[2]`, the set of sessions being ended (merged with what an earlier call left
+/// there). A login from now on starts a new index, so that a storm of them cannot
+/// keep the call going, and every session created before it is in the set it ends.
+/// Returns how many sessions the set holds.
+const TAKE_INDEX: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('EXISTS', KEYS[2]) == 1 then
+    redis.call('ZUNIONSTORE', KEYS[2], 2, KEYS[2], KEYS[1], 'AGGREGATE', 'MAX')
+    redis.call('DEL', KEYS[1])
+    local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+    if last[2] then
+      redis.call('PEXPIREAT', KEYS[2], last[2])
+    end
+  else
+    redis.call('RENAME', KEYS[1], KEYS[2])
+  end
+end
+return redis.call('ZCARD', KEYS[2])
+"#;
+
+/// Ends a page of the sessions being ended (a standalone server). `KEYS[1]`: the set,
+/// then its members to end, which leave it. Announces the user's invalidation once.
+/// Returns how many sessions ended.
+///
+/// On one server a session is in its user's index only if it was created for that
+/// user (the index is written in the same step), and a session's user never changes
+/// (a login gives a new key): the page is deleted as it is, one `DEL` for all, which
+/// costs Redis about 2 µs a session where a check of each session's user cost 6.5.
+const END_SESSIONS: &str = r#"
+local ended = 0
+for i = 2, #KEYS, 4000 do
+  local last = math.min(i + 3999, #KEYS)
+  ended = ended + redis.call('DEL', unpack(KEYS, i, last))
+  redis.call('ZREM', KEYS[1], unpack(KEYS, i, last))
+end
+announce()
+return ended
+"#;
+
+/// Ends one session if it is `ARGV[1]`'s (a cluster, where a page of sessions spans
+/// slots). Returns 1 if it ended.
+const END_SESSION: &str = r#"
+if redis.call('HGET', KEYS[1], 'u') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  announce()
+  return 1
+end
+return 0
+"#;
+
 /// The index step alone, for a cluster. `ARGV`: member, score, '1' to add it.
 const INDEX: &str = r#"
 reindex(KEYS[1], ARGV[1], ARGV[2], ARGV[3] == '1')
@@ -238,6 +289,9 @@ pub(crate) struct Scripts {
     pub(crate) compare_and_set: StoreScript,
     pub(crate) delete: StoreScript,
     pub(crate) index: StoreScript,
+    pub(crate) take_index: StoreScript,
+    pub(crate) end_sessions: StoreScript,
+    pub(crate) end_session: StoreScript,
     /// Where the scripts that call `announce()` publish, if anywhere.
     channel: Option<String>,
 }
@@ -272,6 +326,9 @@ impl Scripts {
                 announces: true,
             },
             index: silent(INDEX),
+            take_index: silent(TAKE_INDEX),
+            end_sessions: announcing(END_SESSIONS),
+            end_session: announcing(END_SESSION),
             channel,
         }
     }
@@ -285,10 +342,28 @@ impl Scripts {
         keys: &[&str],
         key: &SessionKey,
     ) -> ScriptCall<'a> {
+        self.announcing(script, keys, Invalidation::Session(*key))
+    }
+
+    /// A call of `script` with `keys` that announces the end of `user`'s sessions.
+    pub(crate) fn call_for_user<'a>(
+        &self,
+        script: &'a StoreScript,
+        keys: &[&str],
+        user: &str,
+    ) -> ScriptCall<'a> {
+        self.announcing(script, keys, Invalidation::User(user.to_owned()))
+    }
+
+    fn announcing<'a>(
+        &self,
+        script: &'a StoreScript,
+        keys: &[&str],
+        invalidation: Invalidation,
+    ) -> ScriptCall<'a> {
         let mut call = ScriptCall::new(&script.script, keys);
         if let (true, Some(channel)) = (script.announces, &self.channel) {
-            call.arg(channel.as_str())
-                .arg_fmt(Invalidation::Session(*key));
+            call.arg(channel.as_str()).arg_fmt(invalidation);
         }
         call
     }

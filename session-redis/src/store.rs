@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use redis::{Cmd, RedisWrite, Value};
 use session_core::store::{
-    async_trait, Changes, Created, Record, Refresh, Saved, UpdateFn, Updated,
+    async_trait, Changes, Created, Record, Refresh, Saved, UpdateFn, Updated, USER_SESSIONS_LIMIT,
 };
 use session_core::{
     Meta, SessionKey, SessionStore, StoreError, StoreErrorKind, Timestamp, UserSession,
@@ -13,7 +13,8 @@ use session_core::{
 
 use crate::connect::{unavailable, Topology};
 use crate::layout::{
-    data_field, decode_or_absent, decode_previous, meta_error, meta_json, stored_text, Keys,
+    data_field, decode_meta_fields, decode_or_absent, decode_previous, meta_error, meta_json,
+    stored_text, Keys,
 };
 use crate::scripts::{ScriptCall, Scripts, StoreScript};
 use crate::turns::Turns;
@@ -23,6 +24,10 @@ use crate::watched::WatchedConnection;
 /// process: this one's take turns) before it reports an error: far beyond what
 /// contention on one field of one session produces.
 const UPDATE_ATTEMPTS: usize = 1000;
+
+/// Sessions per step of "log out everywhere": a page of the set being ended is read
+/// and ended in two round trips, whatever the number of the user's sessions.
+const PAGE: usize = 2000;
 
 /// A session store in Redis or a Redis Cluster. Clones share the connection.
 #[derive(Clone)]
@@ -123,6 +128,68 @@ impl RedisStore {
             .arg(expires_at)
             .arg(if create { "1" } else { "0" });
         call.invoke::<i64>(connection).await.map(drop)
+    }
+
+    /// The fields `e`, `m` and `u` of each session in `members` (full keys): one
+    /// pipeline on a server, concurrent commands on a cluster, whose slots differ.
+    async fn meta_fields(
+        &self,
+        connection: &mut WatchedConnection,
+        members: &[String],
+    ) -> Result<Vec<Vec<Value>>, StoreError> {
+        let fields = |member: &String| {
+            let mut command = redis::cmd("HMGET");
+            command.arg(member).arg("e").arg("m").arg("u");
+            command
+        };
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !self.is_cluster() {
+            let mut pipeline = redis::pipe();
+            for member in members {
+                pipeline.add_command(fields(member));
+            }
+            return pipeline.query_async(connection).await.map_err(unavailable);
+        }
+        let replies = members.iter().map(|member| {
+            let (command, mut connection) = (fields(member), connection.clone());
+            async move { command.query_async(&mut connection).await }
+        });
+        futures_util::future::try_join_all(replies)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Ends the sessions in `members` that are still `user`'s, on a cluster: one
+    /// script per session, sent together, since their slots differ; then they leave
+    /// `ending`. Returns how many ended.
+    async fn end_on_cluster(
+        &self,
+        connection: &mut WatchedConnection,
+        user: &str,
+        ending: &str,
+        members: &[String],
+    ) -> Result<usize, StoreError> {
+        let ends = members.iter().filter_map(|member| {
+            let key = self.keys.session_from(member)?;
+            let mut connection = connection.clone();
+            Some(async move {
+                let mut call = self
+                    .scripts
+                    .call(&self.scripts.end_session, &[member], &key);
+                call.arg(user);
+                call.invoke::<usize>(&mut connection).await
+            })
+        });
+        let ended = futures_util::future::try_join_all(ends).await?;
+        redis::cmd("ZREM")
+            .arg(ending)
+            .arg(members)
+            .query_async::<i64>(connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(ended.into_iter().sum())
     }
 }
 
@@ -375,30 +442,32 @@ impl SessionStore for RedisStore {
     async fn user_sessions(&self, user_id: &str) -> Result<Vec<UserSession>, StoreError> {
         let index = self.keys.index(user_id);
         let mut connection = self.connection.clone();
-        let now = Timestamp::now().unix_millis();
+        let now = Timestamp::now();
+        // Those that expire last first, as many as the contract lists.
         let members: Vec<String> = redis::cmd("ZRANGE")
             .arg(&index)
-            .arg(now)
             .arg("+inf")
+            .arg(now.unix_millis())
             .arg("BYSCORE")
+            .arg("REV")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(USER_SESSIONS_LIMIT)
             .query_async(&mut connection)
             .await
             .map_err(unavailable)?;
+        let fields = self.meta_fields(&mut connection, &members).await?;
         let mut sessions = Vec::with_capacity(members.len());
         let mut gone = Vec::new();
-        for member in members {
-            let Some(key) = self.keys.session_from(&member) else {
-                gone.push(member);
-                continue;
-            };
-            match self.load(&key).await? {
-                Some(record) if record.meta.user_id.as_deref() == Some(user_id) => {
-                    sessions.push(UserSession {
-                        key,
-                        meta: record.meta,
-                    });
-                }
-                _ => gone.push(member),
+        for (member, fields) in members.into_iter().zip(fields) {
+            let session = self.keys.session_from(&member).and_then(|key| {
+                let meta = decode_meta_fields(&fields).ok()?;
+                let live = !meta.is_expired(now) && meta.user_id.as_deref() == Some(user_id);
+                live.then_some(UserSession { key, meta })
+            });
+            match session {
+                Some(session) => sessions.push(session),
+                None => gone.push(member),
             }
         }
         if !gone.is_empty() {
@@ -414,41 +483,39 @@ impl SessionStore for RedisStore {
 
     async fn delete_user_sessions(&self, user_id: &str) -> Result<usize, StoreError> {
         let index = self.keys.index(user_id);
+        let ending = format!("{index}:ending");
         let mut connection = self.connection.clone();
-        let members: Vec<String> = redis::cmd("ZRANGE")
-            .arg(&index)
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
+        // The index becomes the set of sessions to end: logins from now on start a
+        // new one, and every session created before this call is in the set.
+        let _: i64 = self
+            .scripts
+            .call_for_user(&self.scripts.take_index, &[&index, &ending], user_id)
+            .invoke(&mut connection)
+            .await?;
         let mut ended = 0;
-        for member in &members {
-            // Only a session still bound to this user: a member can outlive its session
-            // on a cluster, where the index is written after the session.
-            let Some(key) = self.keys.session_from(member) else {
-                continue;
-            };
-            if let Some(record) = self.load(&key).await? {
-                if record.meta.user_id.as_deref() == Some(user_id) {
-                    // The script, not a `DEL`: it announces the end of each session.
-                    self.scripts
-                        .call(&self.scripts.delete, &[member], &key)
-                        .invoke::<Vec<u8>>(&mut connection)
-                        .await?;
-                    ended += 1;
-                }
-            }
-        }
-        if !members.is_empty() {
-            // Members added meanwhile (a login racing this call) stay.
-            redis::cmd("ZREM")
-                .arg(&index)
-                .arg(&members)
-                .query_async::<i64>(&mut connection)
+        loop {
+            let members: Vec<String> = redis::cmd("ZRANGE")
+                .arg(&ending)
+                .arg(0)
+                .arg(PAGE - 1)
+                .query_async(&mut connection)
                 .await
                 .map_err(unavailable)?;
+            if members.is_empty() {
+                return Ok(ended);
+            }
+            ended += if self.is_cluster() {
+                self.end_on_cluster(&mut connection, user_id, &ending, &members)
+                    .await?
+            } else {
+                let keys: Vec<&str> = std::iter::once(ending.as_str())
+                    .chain(members.iter().map(String::as_str))
+                    .collect();
+                self.scripts
+                    .call_for_user(&self.scripts.end_sessions, &keys, user_id)
+                    .invoke::<usize>(&mut connection)
+                    .await?
+            };
         }
-        Ok(ended)
     }
 }

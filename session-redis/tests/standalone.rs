@@ -675,3 +675,35 @@ async fn writes_announce_their_sessions_on_the_invalidation_channel() {
     let store = silent.with_invalidation_channel(channel);
     session_testkit::announcements::writes_announce_their_sessions(store, &mut announced).await;
 }
+
+/// docs/security.md 34: "log out everywhere" of 100,000 sessions of one user, while
+/// logins of that user keep coming, in a bounded number of round trips: two per
+/// 2,000 sessions (it took one per session, and 40,000 of them outlasted the store
+/// timeout eleven times in a row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_out_everywhere_of_100_000_sessions_wins_against_a_login_storm() {
+    use futures_util::StreamExt;
+
+    const SESSIONS: usize = 100_000;
+    let most_pages = 2 * SESSIONS.div_ceil(2000) as u64 + 10;
+    let server = OwnRedis::start();
+    let store = Arc::new(RedisStore::connect(&server.url()).await.unwrap());
+    let user = random_user();
+    let record = session_testkit::storm::login_record(&user);
+    futures_util::stream::iter(0..SESSIONS)
+        .map(|_| {
+            let (store, record) = (store.clone(), record.clone());
+            async move { store.create(&random_key(), &record).await.unwrap() }
+        })
+        .buffer_unordered(256)
+        .collect::<Vec<_>>()
+        .await;
+    let ranges = server.command_calls("zrange");
+    let logins =
+        session_testkit::storm::log_out_everywhere_against_a_login_storm(store, &user, SESSIONS)
+            .await;
+    // Both calls of log out everywhere page through what they end; each login's
+    // script reads its index's last member, and the listing reads the index once.
+    let pages_read = server.command_calls("zrange") - ranges - logins as u64;
+    assert!(pages_read <= most_pages, "{pages_read} pages");
+}

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use session_core::store::USER_SESSIONS_LIMIT;
 use sqlx::mysql::{MySql, MySqlPoolOptions, MySqlQueryResult};
 use sqlx::query::Query;
 use sqlx::query::QueryAs;
@@ -68,7 +69,8 @@ impl sealed::Dialect for MySql {
             delete: format!("DELETE FROM {table} WHERE `key` = ?"),
             user_sessions: format!(
                 "SELECT `key`, CAST(meta AS CHAR), user_id, expires_at FROM {table}
-                 WHERE user_id = ? AND expires_at > ?"
+                 WHERE user_id = ? AND expires_at > ?
+                 ORDER BY expires_at DESC LIMIT {USER_SESSIONS_LIMIT}"
             ),
             delete_user_sessions: format!(
                 "DELETE FROM {table} WHERE user_id = ? AND expires_at > ?"

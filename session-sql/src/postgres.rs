@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use session_core::store::Invalidation;
+use session_core::store::{Invalidation, USER_SESSIONS_LIMIT};
 use sqlx::postgres::{PgPoolOptions, PgQueryResult, Postgres};
 use sqlx::query::Query;
 use sqlx::query::QueryAs;
@@ -75,7 +75,8 @@ impl sealed::Dialect for Postgres {
             delete: format!("DELETE FROM {table} WHERE key = $1"),
             user_sessions: format!(
                 "SELECT key, meta::text, user_id, expires_at FROM {table}
-                 WHERE user_id = $1 AND expires_at > $2"
+                 WHERE user_id = $1 AND expires_at > $2
+                 ORDER BY expires_at DESC LIMIT {USER_SESSIONS_LIMIT}"
             ),
             delete_user_sessions: format!(
                 "DELETE FROM {table} WHERE user_id = $1 AND expires_at > $2"
@@ -130,7 +131,15 @@ impl sealed::Dialect for Postgres {
         statements.save = returning_keys(&statements.save, "saved");
         statements.set_field = returning_keys(&statements.set_field, "set");
         statements.touch = returning_keys(&statements.touch, "touched");
-        statements.delete_user_sessions = returning_keys(&statements.delete_user_sessions, "ended");
+        // One row per session ended, so that the count holds, but one notification:
+        // PostgreSQL delivers identical ones of a transaction once. A user with
+        // 100,000 sessions is one invalidation, not 100,000.
+        statements.delete_user_sessions = format!(
+            "WITH ended AS ({} RETURNING key)
+             SELECT pg_notify('{channel}', '{}' || $1) FROM ended",
+            statements.delete_user_sessions,
+            Invalidation::USER_TAG
+        );
         // Announced whether or not there was a row: a tiered store checks the channel
         // by deleting a key that holds no session.
         statements.delete = format!(

@@ -3,6 +3,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use session_core::store::USER_SESSIONS_LIMIT;
 use sqlx::query::Query;
 use sqlx::query::QueryAs;
 use sqlx::sqlite::{
@@ -79,7 +80,8 @@ impl sealed::Dialect for Sqlite {
             delete: format!("DELETE FROM {table} WHERE \"key\" = ?"),
             user_sessions: format!(
                 "SELECT \"key\", meta, user_id, expires_at FROM {table}
-                 WHERE user_id = ? AND expires_at > ?"
+                 WHERE user_id = ? AND expires_at > ?
+                 ORDER BY expires_at DESC LIMIT {USER_SESSIONS_LIMIT}"
             ),
             delete_user_sessions: format!(
                 "DELETE FROM {table} WHERE user_id = ? AND expires_at > ?"

@@ -128,3 +128,39 @@ async fn servers_started_together_on_a_new_table_all_migrate() {
         common::migrate_together(stores).await;
     }
 }
+
+/// docs/security.md 34: "log out everywhere" of 100,000 sessions of one user, one
+/// statement, while logins of that user keep coming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_out_everywhere_of_100_000_sessions_wins_against_a_login_storm() {
+    let name = format!(
+        "sessions_{}",
+        session_testkit::random_user().replace('-', "_")
+    );
+    let _table = common::Table::mysql(name.clone(), &mysql_url()).await;
+    let store = MySqlStore::connect(&mysql_url())
+        .await
+        .unwrap()
+        .with_table(&name)
+        .unwrap();
+    store.migrate().await.unwrap();
+    let user = session_testkit::random_user();
+    let (meta, expires_at) = common::many_sessions_of(&user);
+    // Five columns of digits make the 100,000 rows (no sequence table in MySQL).
+    let digits = "(SELECT 0 AS d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 \
+                  UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 \
+                  UNION ALL SELECT 8 UNION ALL SELECT 9)";
+    let inserted = session_sql::sqlx::query(session_sql::sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {name} (`key`, data, meta, user_id, expires_at)
+         SELECT CONCAT('bulk-', a.d, b.d, c.d, e.d, f.d), '{{}}', ?, ?, ?
+         FROM {digits} a, {digits} b, {digits} c, {digits} e, {digits} f"
+    )))
+    .bind(meta)
+    .bind(&user)
+    .bind(expires_at)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(inserted.rows_affected(), common::MANY as u64);
+    common::log_out_everywhere_of_many(store, &user).await;
+}

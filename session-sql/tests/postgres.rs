@@ -175,3 +175,35 @@ async fn servers_started_together_on_a_new_table_all_migrate() {
         common::migrate_together(stores).await;
     }
 }
+
+/// docs/security.md 34: "log out everywhere" of 100,000 sessions of one user, one
+/// statement, while logins of that user keep coming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_out_everywhere_of_100_000_sessions_wins_against_a_login_storm() {
+    let name = format!(
+        "sessions_{}",
+        session_testkit::random_user().replace('-', "_")
+    );
+    let _table = common::Table::postgres(name.clone(), &postgres_url());
+    let store = PostgresStore::connect(&postgres_url())
+        .await
+        .unwrap()
+        .with_table(&name)
+        .unwrap();
+    store.migrate().await.unwrap();
+    let user = session_testkit::random_user();
+    let (meta, expires_at) = common::many_sessions_of(&user);
+    let inserted = session_sql::sqlx::query(session_sql::sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {name} (key, data, meta, user_id, expires_at)
+         SELECT 'bulk-' || i, '{{}}', $1::jsonb, $2, $3 FROM generate_series(1, $4) AS i"
+    )))
+    .bind(meta)
+    .bind(&user)
+    .bind(expires_at)
+    .bind(common::MANY)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(inserted.rows_affected(), common::MANY as u64);
+    common::log_out_everywhere_of_many(store, &user).await;
+}

@@ -203,3 +203,27 @@ async fn servers_started_together_on_a_new_table_all_migrate() {
         common::migrate_together(stores).await;
     }
 }
+
+/// docs/security.md 34: "log out everywhere" of 100,000 sessions of one user, one
+/// statement, while logins of that user keep coming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_out_everywhere_of_100_000_sessions_wins_against_a_login_storm() {
+    let fixture = fixture_at(&file_url()).await;
+    let user = random_user();
+    let (meta, expires_at) = common::many_sessions_of(&user);
+    let inserted = session_sql::sqlx::query(session_sql::sqlx::AssertSqlSafe(format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+         INSERT INTO {} (\"key\", data, meta, user_id, expires_at)
+         SELECT 'bulk-' || i, '{{}}', ?, ?, ? FROM n",
+        fixture.table
+    )))
+    .bind(common::MANY)
+    .bind(meta)
+    .bind(&user)
+    .bind(expires_at)
+    .execute(fixture.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(inserted.rows_affected(), common::MANY as u64);
+    common::log_out_everywhere_of_many(fixture.store, &user).await;
+}

@@ -33,6 +33,7 @@ pub mod outage;
 pub mod proxy;
 #[cfg(feature = "redis-servers")]
 pub mod redis_servers;
+pub mod storm;
 mod wrappers;
 
 pub use app::{app, send, App, Client, Pause, Reply};

@@ -137,3 +137,21 @@ pub async fn migrate_together<DB: session_sql::Dialect>(stores: Vec<session_sql:
         result.expect("a migrate beside others");
     }
 }
+
+/// How many sessions of one user the "log out everywhere" tests end.
+pub const MANY: i64 = 100_000;
+
+/// docs/security.md 34: a user with [`MANY`] sessions (the test put them in `store`'s
+/// table at once), and "log out everywhere" against a login storm.
+pub async fn log_out_everywhere_of_many<S: session_core::SessionStore>(store: S, user: &str) {
+    let store = std::sync::Arc::new(store);
+    session_testkit::storm::log_out_everywhere_against_a_login_storm(store, user, MANY as usize)
+        .await;
+}
+
+/// A user's sessions as rows (`meta`, `user`, `expires_at`) for a bulk insert.
+pub fn many_sessions_of(user: &str) -> (String, i64) {
+    let record = session_testkit::storm::login_record(user);
+    let meta = serde_json::to_string(&record.meta).unwrap();
+    (meta, record.meta.expires_at.unix_millis())
+}

@@ -40,6 +40,7 @@ macro_rules! __for_each_rule {
             user_index_lists_and_ends_sessions
             user_index_skips_expired_sessions
             a_login_racing_log_out_everywhere_is_never_lost
+            a_user_with_many_sessions_is_listed_up_to_the_limit_and_all_end
             attacker_chosen_id_is_never_adopted
             stored_key_is_not_a_cookie
             cycle_id_keeps_data_and_ends_the_old_id

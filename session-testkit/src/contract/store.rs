@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use session_core::store::{Created, Record, Refresh, Saved, Updated};
+use session_core::store::{Created, Record, Refresh, Saved, Updated, USER_SESSIONS_LIMIT};
 use session_core::{SessionKey, SessionStore, Timestamp};
 
 use crate::{random_key, random_user};
@@ -505,6 +505,44 @@ pub async fn a_login_racing_log_out_everywhere_is_never_lost<S: SessionStore>(st
         lost, 0,
         "{lost} sessions live but not listed under their user"
     );
+}
+
+/// A user with more sessions than [`USER_SESSIONS_LIMIT`]: the list holds the limit,
+/// the sessions that expire last; "log out everywhere" ends every one of them.
+pub async fn a_user_with_many_sessions_is_listed_up_to_the_limit_and_all_end<S: SessionStore>(
+    store: S,
+) {
+    let user = random_user();
+    let count = USER_SESSIONS_LIMIT + 10;
+    let mut keys = Vec::with_capacity(count);
+    for i in 0..count {
+        let key = random_key();
+        // Later sessions expire later.
+        let mut r = record(json!({}), HOUR + Duration::from_millis(10 * i as u64));
+        r.meta.user_id = Some(user.clone());
+        store.create(&key, &r).await.expect("create");
+        keys.push(key);
+    }
+    let listed: std::collections::HashSet<SessionKey> = store
+        .user_sessions(&user)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|s| s.key)
+        .collect();
+    assert_eq!(listed.len(), USER_SESSIONS_LIMIT);
+    assert!(
+        keys[..10].iter().all(|key| !listed.contains(key)),
+        "the list holds sessions that expire before others left out"
+    );
+    assert_eq!(
+        store.delete_user_sessions(&user).await.expect("end all"),
+        count
+    );
+    assert!(store.user_sessions(&user).await.expect("list").is_empty());
+    for key in keys.iter().step_by(50) {
+        assert_eq!(store.load(key).await.expect("load"), None);
+    }
 }
 
 /// Expired sessions are not listed as a user's sessions.
