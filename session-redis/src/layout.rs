@@ -205,3 +205,112 @@ pub(crate) fn decode_meta_fields(fields: &[Value]) -> Result<Meta, String> {
     };
     stored_meta(bytes(0), bytes(1), bytes(2).map(<[u8]>::to_vec))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn bulk(bytes: impl Into<Vec<u8>>) -> Value {
+        Value::BulkString(bytes.into())
+    }
+
+    /// A record as `HGETALL` answers it, as the store's scripts write it.
+    fn stored(record: &Record) -> Value {
+        let meta = &record.meta;
+        let mut items = vec![
+            bulk("e"),
+            bulk(meta.expires_at.unix_millis().to_string()),
+            bulk("m"),
+            bulk(meta_json(meta).unwrap()),
+        ];
+        if let Some(user) = &meta.user_id {
+            items.extend([bulk("u"), bulk(user.as_str())]);
+        }
+        for (name, value) in record.data.iter() {
+            items.extend([bulk(data_field(name)), bulk(value.to_string())]);
+        }
+        Value::Array(items)
+    }
+
+    /// Any reply: strings of any bytes, integers, nil and nested arrays.
+    fn any_reply() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Nil),
+            any::<i64>().prop_map(Value::Int),
+            prop::collection::vec(any::<u8>(), 0..32).prop_map(Value::BulkString),
+            prop_oneof![
+                Just("e"),
+                Just("m"),
+                Just("u"),
+                Just("d:a"),
+                Just("{}"),
+                Just("1")
+            ]
+            .prop_map(bulk),
+        ];
+        leaf.prop_recursive(3, 64, 12, |inner| {
+            prop::collection::vec(inner, 0..12).prop_map(Value::Array)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// docs/security.md 28: whatever a hash holds (fields and values of any
+        /// bytes, any count), `load` finds a record or nothing, never a panic; the
+        /// same for the metadata fields the scripts read back.
+        #[test]
+        fn any_hash_decodes_or_is_absent(reply in any_reply()) {
+            let _ = decode_or_absent(reply.clone());
+            if let Value::Array(items) = &reply {
+                let _ = decode_meta_fields(items);
+                let _ = decode_previous(items);
+            }
+        }
+
+        /// A record the scripts wrote, with any data and user, reads back as it was.
+        #[test]
+        fn any_record_round_trips(
+            entries in prop::collection::btree_map(
+                any::<String>(),
+                prop_oneof![
+                    any::<String>().prop_map(serde_json::Value::String),
+                    any::<i64>().prop_map(serde_json::Value::from),
+                    any::<bool>().prop_map(serde_json::Value::Bool),
+                ],
+                0..8,
+            ),
+            user in proptest::option::of(any::<String>()),
+            expires_at in 0..i64::MAX / 2,
+        ) {
+            let mut meta = Meta::new(Timestamp::from_unix_millis(1), Timestamp::from_unix_millis(expires_at));
+            meta.user_id = user;
+            let record = Record { data: entries.into_iter().collect(), meta };
+            let decoded = decode_or_absent(stored(&record)).expect("a record");
+            prop_assert_eq!(decoded.data, record.data);
+            prop_assert_eq!(decoded.meta.user_id, record.meta.user_id);
+            prop_assert_eq!(decoded.meta.expires_at, record.meta.expires_at);
+        }
+    }
+
+    /// An oversized field decodes like any other; one that is no JSON makes the
+    /// record absent.
+    #[test]
+    fn oversized_and_broken_fields() {
+        let now = Timestamp::now();
+        let mut record = Record {
+            data: Data::new(),
+            meta: Meta::new(now, now),
+        };
+        record
+            .data
+            .insert("big".into(), serde_json::Value::String("x".repeat(8 << 20)));
+        assert_eq!(decode_or_absent(stored(&record)), Some(record.clone()));
+        let Value::Array(mut items) = stored(&record) else {
+            unreachable!()
+        };
+        items.extend([bulk("d:broken"), bulk("{\u{0}")]);
+        assert_eq!(decode_or_absent(Value::Array(items)), None);
+    }
+}
