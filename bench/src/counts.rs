@@ -125,12 +125,19 @@ pub(crate) async fn send(
     Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned())
 }
 
+/// Clients that keep the servers busy in [`coherence`]'s busy mode.
+const BUSY_CLIENTS: usize = 16;
+
 /// The coherence window, in process: two servers of `lib` (each its own layer and
 /// cache) on one Redis. For each of `TRIALS` sessions, made on server A and read on
 /// server B (so that B has it cached), a logout on A; from the moment A's response
 /// is back, B is asked for the session until it refuses it. Percentiles of that
 /// wait, and how many sessions B still served after a second.
-pub(crate) fn coherence(lib: Lib, url: &str) -> Result<String, BoxError> {
+///
+/// `busy`: three servers, all kept busy meanwhile by [`BUSY_CLIENTS`] clients reading
+/// sessions as fast as they are answered, on the same two threads as the servers'
+/// subscriptions (as a loaded server runs them).
+pub(crate) fn coherence(lib: Lib, url: &str, busy: bool) -> Result<String, BoxError> {
     const TRIALS: usize = 500;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -138,6 +145,24 @@ pub(crate) fn coherence(lib: Lib, url: &str) -> Result<String, BoxError> {
         .build()?;
     runtime.block_on(async {
         let (a, b) = (router(lib, Some(url)).await?, router(lib, Some(url)).await?);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut load = Vec::new();
+        if busy {
+            let c = router(lib, Some(url)).await?;
+            let servers = [a.clone(), b.clone(), c];
+            let cookies = make_sessions(&servers[0], BUSY_CLIENTS).await?;
+            for (i, cookie) in cookies.into_iter().enumerate() {
+                let (server, stop) = (servers[i % 3].clone(), stop.clone());
+                load.push(tokio::spawn(async move {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let _ = send(&server, "GET", "/read", &cookie).await;
+                        // A request over a socket gives its thread up; one answered
+                        // from the cache in process would not.
+                        tokio::task::yield_now().await;
+                    }
+                }));
+            }
+        }
         let mut waits = Vec::with_capacity(TRIALS);
         let (mut still_served, mut tried, mut at_once) = (0, 0, 0);
         for cookie in make_sessions(&a, TRIALS).await? {
@@ -176,13 +201,18 @@ pub(crate) fn coherence(lib: Lib, url: &str) -> Result<String, BoxError> {
             let index = ((waits.len() as f64 * p).ceil() as usize).clamp(1, waits.len()) - 1;
             format!("{:.0} µs", waits[index])
         };
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for task in load {
+            task.await?;
+        }
         let channel = if url.starts_with("postgres") {
             "PostgreSQL"
         } else {
             "Redis"
         };
+        let servers = if busy { "3, busy" } else { "2, idle" };
         Ok(format!(
-            "| {lib} | {channel} | {} | {} | {} | {at_once} of {tried} | {still_served} of {tried} |",
+            "| {lib} | {channel} | {servers} | {} | {} | {} | {at_once} of {tried} | {still_served} of {tried} |",
             percentile(&mut waits, 0.5),
             percentile(&mut waits, 0.99),
             percentile(&mut waits, 1.0),

@@ -463,8 +463,8 @@ pub(crate) fn run(
     }
     if store == "tiered" {
         println!("\nCoherence: after a logout on server A, how long until server B refuses\n");
-        println!("| | channel | p50 | p99 | max | refused at once | still served after 1 s |");
-        println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+        println!("| | channel | servers | p50 | p99 | max | refused at once | still served after 1 s |");
+        println!("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |");
         let redis_url = store_url.as_deref().ok_or("no Redis")?;
         // The peer only when it is the caching store (`--libs` may name another,
         // whose sessions two servers do not share).
@@ -475,11 +475,14 @@ pub(crate) fn run(
             .into_iter()
             .chain(peer)
         {
-            println!("{}", coherence(lib, redis_url)?);
+            println!("{}", coherence(lib, redis_url, false)?);
         }
         let database = BenchDatabase::create()?;
         for lib in [Lib::SessionKitTiered, Lib::SessionKitTieredStrict] {
-            println!("{}", coherence(lib, &database.url)?);
+            println!("{}", coherence(lib, &database.url, false)?);
+        }
+        for url in [redis_url, database.url.as_str()] {
+            println!("{}", coherence(Lib::SessionKitTiered, url, true)?);
         }
     }
     drop((redis, database));

@@ -18,7 +18,7 @@
 //!   `scripts/instructions-per-request` counts under callgrind.
 //! - `concurrency --lib L [--url URL]`: the lost-update figures alone.
 //! - `commands --lib L --url URL`: Redis round trips and commands per request alone.
-//! - `coherence --lib L --url URL`: after a logout on one server, how long another
+//! - `coherence --lib L --url URL [--busy]`: after a logout on one server, how long another
 //!   still serves the session (two servers in process on one Redis).
 
 mod apps;
@@ -98,7 +98,7 @@ fn main() -> Result<(), BoxError> {
         }
         Some("coherence") => {
             let url = flag(&args, "--url").ok_or("--url URL is required")?;
-            println!("{}", coherence(lib()?, url)?);
+            println!("{}", coherence(lib()?, url, args.iter().any(|a| a == "--busy"))?);
             Ok(())
         }
         Some("concurrency") => {
