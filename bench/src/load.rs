@@ -463,7 +463,9 @@ pub(crate) fn run(
     }
     if store == "tiered" {
         println!("\nCoherence: after a logout on server A, how long until server B refuses\n");
-        println!("| | channel | servers | p50 | p99 | max | refused at once | still served after 1 s |");
+        println!(
+            "| | channel | servers | p50 | p99 | max | refused at once | still served after 1 s |"
+        );
         println!("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |");
         let redis_url = store_url.as_deref().ok_or("no Redis")?;
         // The peer only when it is the caching store (`--libs` may name another,

@@ -13,6 +13,7 @@ use session_testkit::proxy::{server_address, url_via, CuttableProxy};
 use session_testkit::{random_key, random_user, InstrumentedStore};
 use session_tiered::TieredStore;
 
+mod busy;
 mod silent;
 mod strict;
 
@@ -320,4 +321,18 @@ mod published_by_central {
         })
         .await;
     }
+}
+
+/// #28 item 7: a logout reaches a server busy with reads within the bound a broken
+/// channel cannot meet (the window's percentiles are printed; BENCHMARKS.md has them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logouts_reach_a_busy_server() {
+    let central = central(single_connection().await).await;
+    let channel = channel();
+    let servers = [
+        tiered(central.clone(), &channel).await,
+        tiered(central.clone(), &channel).await,
+        tiered(central, &channel).await,
+    ];
+    busy::logouts_reach_a_busy_server(servers).await;
 }

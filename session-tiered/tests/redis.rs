@@ -3,6 +3,7 @@
 //! prefix and channel), coherence between two stores as two servers would have them,
 //! and the loss of the channel on a redis-server of the test's own.
 
+mod busy;
 mod silent;
 mod strict;
 
@@ -507,4 +508,19 @@ async fn a_central_store_that_does_not_publish_is_refused() {
             "{refused:?}"
         );
     }
+}
+
+/// #28 item 7: a logout reaches a server busy with reads within the bound a broken
+/// channel cannot meet (the window's percentiles are printed; BENCHMARKS.md has them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logouts_reach_a_busy_server() {
+    let central = shared_store().await;
+    let channel = channel();
+    let url = redis_servers::redis_url();
+    let servers = [
+        tiered(central.clone(), &url, &channel).await,
+        tiered(central.clone(), &url, &channel).await,
+        tiered(central, &url, &channel).await,
+    ];
+    busy::logouts_reach_a_busy_server(servers).await;
 }
