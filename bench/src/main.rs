@@ -17,6 +17,9 @@
 //!   named (`read`, `read-hot`, `write`, `write-hot`); what
 //!   `scripts/instructions-per-request` counts under callgrind.
 //! - `concurrency --lib L [--url URL]`: the lost-update figures alone.
+//! - `scale [--sessions N] [--of-one-user M]`: a user with many sessions on a
+//!   redis-server of its own: memory per session, the list and "log out everywhere"
+//!   timed, the latter's round trips.
 //! - `commands --lib L --url URL`: Redis round trips and commands per request alone.
 //! - `coherence --lib L --url URL [--busy]`: after a logout on one server, how long another
 //!   still serves the session (two servers in process on one Redis).
@@ -25,6 +28,7 @@ mod apps;
 mod counts;
 mod in_process;
 mod load;
+mod scale;
 mod scenario;
 mod servers;
 mod speed;
@@ -99,6 +103,12 @@ fn main() -> Result<(), BoxError> {
         Some("coherence") => {
             let url = flag(&args, "--url").ok_or("--url URL is required")?;
             println!("{}", coherence(lib()?, url, args.iter().any(|a| a == "--busy"))?);
+            Ok(())
+        }
+        Some("scale") => {
+            let total = flag(&args, "--sessions").unwrap_or("1000000").parse()?;
+            let one_user = flag(&args, "--of-one-user").unwrap_or("100000").parse()?;
+            println!("{}", scale::scale(total, one_user)?);
             Ok(())
         }
         Some("concurrency") => {
