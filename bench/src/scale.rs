@@ -82,7 +82,9 @@ fn millis(duration: Duration) -> String {
 fn random_key(i: usize) -> SessionKey {
     // 32 base64url characters, as a client sends an id.
     let id = format!("{i:0>32}");
-    SessionId::parse(&id).expect("32 base64url characters").key()
+    SessionId::parse(&id)
+        .expect("32 base64url characters")
+        .key()
 }
 
 /// A one-counter session of `user`, with a 30-minute idle timeout.
@@ -91,7 +93,9 @@ fn record(user: &str) -> Record {
     let mut meta = Meta::new(now, now.saturating_add(Duration::from_secs(1800)));
     meta.user_id = Some(user.to_owned());
     Record {
-        data: [("n".to_owned(), serde_json::json!(1))].into_iter().collect(),
+        data: [("n".to_owned(), serde_json::json!(1))]
+            .into_iter()
+            .collect(),
         meta,
     }
 }
