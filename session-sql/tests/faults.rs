@@ -13,10 +13,20 @@ use session_testkit::proxy::{server_address, url_via, CuttableProxy};
 use session_testkit::Client;
 
 #[cfg(feature = "postgres")]
+fn postgres_url() -> String {
+    std::env::var("POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+#[cfg(feature = "mysql")]
+fn mysql_url() -> String {
+    std::env::var("MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
+}
+
+#[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_postgres_fails_closed_and_recovers() {
-    let url = std::env::var("POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let url = postgres_url();
     let mut proxy = common::Proxy::start(server_address(&url)).await;
     let table = common::Table::postgres(format!("session_kit_test_fault_{}", proxy.port), &url);
     let store = session_sql::PostgresStore::connect(&common::through(&url, &proxy))
@@ -32,8 +42,7 @@ async fn an_unreachable_postgres_fails_closed_and_recovers() {
 #[cfg(feature = "mysql")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_mysql_fails_closed_and_recovers() {
-    let url = std::env::var("MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
+    let url = mysql_url();
     let mut proxy = common::Proxy::start(server_address(&url)).await;
     let table = common::Table::mysql(format!("session_kit_test_fault_{}", proxy.port), &url).await;
     let store = session_sql::MySqlStore::connect(&common::through(&url, &proxy))
@@ -90,8 +99,7 @@ async fn refused_connections_fail_fast<DB: session_sql::Dialect>(
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_that_refuses_connections_fails_fast() {
-    let url = std::env::var("POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let url = postgres_url();
     let mut proxy = common::Proxy::start(server_address(&url)).await;
     let table = common::Table::postgres(format!("session_kit_test_refused_{}", proxy.port), &url);
     refused_connections_fail_fast::<sqlx::Postgres>(&url, &table.name, &mut proxy).await;
@@ -100,8 +108,7 @@ async fn a_postgres_that_refuses_connections_fails_fast() {
 #[cfg(feature = "mysql")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mysql_that_refuses_connections_fails_fast() {
-    let url = std::env::var("MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
+    let url = mysql_url();
     let mut proxy = common::Proxy::start(server_address(&url)).await;
     let table =
         common::Table::mysql(format!("session_kit_test_refused_{}", proxy.port), &url).await;
@@ -276,8 +283,7 @@ async fn statements_caught_by_a_silence_are_given_up<DB: session_sql::Dialect>(
 
 #[cfg(feature = "postgres")]
 async fn postgres_caught_by_a_silence(held_up_by: HeldUp) {
-    let url = std::env::var("POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let url = postgres_url();
     let table = common::Table::postgres(format!("session_kit_test_held_{}", silent_suffix()), &url);
     let lock = TableLock::postgres(&url, &table.name);
     statements_caught_by_a_silence_are_given_up::<sqlx::Postgres>(
@@ -291,8 +297,7 @@ async fn postgres_caught_by_a_silence(held_up_by: HeldUp) {
 
 #[cfg(feature = "mysql")]
 async fn mysql_caught_by_a_silence(held_up_by: HeldUp) {
-    let url = std::env::var("MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
+    let url = mysql_url();
     let table =
         common::Table::mysql(format!("session_kit_test_held_{}", silent_suffix()), &url).await;
     let lock = TableLock::mysql(&url, &table.name);
@@ -327,8 +332,7 @@ async fn mysql_writes_caught_by_a_silence_are_given_up() {
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_pool_gone_silent_recovers() {
-    let url = std::env::var("POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let url = postgres_url();
     let table =
         common::Table::postgres(format!("session_kit_test_silent_{}", silent_suffix()), &url);
     a_pool_gone_silent_recovers::<sqlx::Postgres>(&url, &table.name).await;
@@ -337,8 +341,7 @@ async fn a_postgres_pool_gone_silent_recovers() {
 #[cfg(feature = "mysql")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mysql_pool_gone_silent_recovers() {
-    let url = std::env::var("MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
+    let url = mysql_url();
     let table =
         common::Table::mysql(format!("session_kit_test_silent_{}", silent_suffix()), &url).await;
     a_pool_gone_silent_recovers::<sqlx::MySql>(&url, &table.name).await;

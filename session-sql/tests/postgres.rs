@@ -162,15 +162,13 @@ async fn writes_announce_their_sessions_on_the_invalidation_channel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_started_together_on_a_new_table_all_migrate() {
     for _ in 0..10 {
-        let name = format!(
-            "sessions_{}",
-            session_testkit::random_user().replace('-', "_")
-        );
+        let name = common::own_table_name();
         let _table = common::Table::postgres(name.clone(), &postgres_url());
         let mut stores = Vec::new();
         for _ in 0..3 {
-            let store = PostgresStore::connect(&postgres_url()).await.unwrap();
-            stores.push(store.with_table(&name).unwrap());
+            stores.push(
+                common::store_in::<session_sql::sqlx::Postgres>(&postgres_url(), &name).await,
+            );
         }
         common::migrate_together(stores).await;
     }
@@ -180,16 +178,9 @@ async fn servers_started_together_on_a_new_table_all_migrate() {
 /// statement, while logins of that user keep coming.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_out_everywhere_of_100_000_sessions_wins_against_a_login_storm() {
-    let name = format!(
-        "sessions_{}",
-        session_testkit::random_user().replace('-', "_")
-    );
+    let name = common::own_table_name();
     let _table = common::Table::postgres(name.clone(), &postgres_url());
-    let store = PostgresStore::connect(&postgres_url())
-        .await
-        .unwrap()
-        .with_table(&name)
-        .unwrap();
+    let store = common::store_in::<session_sql::sqlx::Postgres>(&postgres_url(), &name).await;
     store.migrate().await.unwrap();
     let user = session_testkit::random_user();
     let (meta, expires_at) = common::many_sessions_of(&user);

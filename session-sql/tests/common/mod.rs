@@ -155,3 +155,23 @@ pub fn many_sessions_of(user: &str) -> (String, i64) {
     let meta = serde_json::to_string(&record.meta).unwrap();
     (meta, record.meta.expires_at.unix_millis())
 }
+
+/// A table name no other test uses.
+pub fn own_table_name() -> String {
+    format!(
+        "sessions_{}",
+        session_testkit::random_user().replace('-', "_")
+    )
+}
+
+/// A store of its own pool on `url`, in `table` (not created).
+pub async fn store_in<DB: session_sql::Dialect>(
+    url: &str,
+    table: &str,
+) -> session_sql::SqlStore<DB> {
+    session_sql::SqlStore::<DB>::connect(url)
+        .await
+        .unwrap()
+        .with_table(table)
+        .unwrap()
+}
