@@ -73,8 +73,10 @@ impl Default for SizeLimits {
 }
 
 impl SizeLimits {
-    /// The size of `value` if it is within the limit of one value.
+    /// The size of `value` if every store can hold it ([`check_value`]) and it is
+    /// within the limit of one value.
     pub(crate) fn check_value(&self, value: &Value) -> Result<usize, SessionError> {
+        check_value(value)?;
         let size = json_size(value);
         if size > self.value {
             return Err(SessionError::Refused(Refusal::ValueTooLarge {
@@ -136,7 +138,7 @@ pub(crate) fn check_key(key: &str) -> Result<(), SessionError> {
 }
 
 /// `value` if every store can hold it: no U+0000 in any string or object key in it.
-pub(crate) fn check_value(value: &Value) -> Result<(), SessionError> {
+fn check_value(value: &Value) -> Result<(), SessionError> {
     let holds_nul = |text: &str| text.contains('\0');
     let refused = match value {
         Value::String(text) => holds_nul(text),

@@ -62,16 +62,10 @@ pub async fn credentials_hold(
     session: &Session,
     current: Option<&[u8]>,
 ) -> Result<bool, SessionError> {
-    let Some(bound) = session.get::<String>(FINGERPRINT_KEY).await? else {
-        return Ok(true);
-    };
-    let current = current.map(digest);
-    let holds =
-        current.is_some_and(|current| bool::from(current.as_bytes().ct_eq(bound.as_bytes())));
-    if !holds {
-        session.destroy().await;
+    match bound_fingerprint(session).await? {
+        Some(bound) => Ok(ends_unless_bound_to(session, &bound, current).await),
+        None => Ok(true),
     }
-    Ok(holds)
 }
 
 /// [`credentials_hold`] with the fingerprint asked of `credentials`, which is asked
@@ -81,11 +75,28 @@ pub(crate) async fn still_hold(
     user: &str,
     credentials: &dyn Credentials,
 ) -> Result<bool, SessionError> {
-    if session.get::<String>(FINGERPRINT_KEY).await?.is_none() {
+    let Some(bound) = bound_fingerprint(session).await? else {
         return Ok(true);
-    }
+    };
     let current = credentials.fingerprint(user).await;
-    credentials_hold(session, current.as_deref()).await
+    Ok(ends_unless_bound_to(session, &bound, current.as_deref()).await)
+}
+
+/// The hash of the fingerprint the session was bound to, if it was.
+async fn bound_fingerprint(session: &Session) -> Result<Option<String>, SessionError> {
+    session.get::<String>(FINGERPRINT_KEY).await
+}
+
+/// Whether `current` is the fingerprint whose hash is `bound`; the session ends if
+/// it is not.
+async fn ends_unless_bound_to(session: &Session, bound: &str, current: Option<&[u8]>) -> bool {
+    let current = current.map(digest);
+    let holds =
+        current.is_some_and(|current| bool::from(current.as_bytes().ct_eq(bound.as_bytes())));
+    if !holds {
+        session.destroy().await;
+    }
+    holds
 }
 
 fn digest(fingerprint: &[u8]) -> String {

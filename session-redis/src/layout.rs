@@ -111,13 +111,6 @@ pub(crate) fn meta_json(meta: &Meta) -> Result<String, StoreError> {
     serde_json::to_string(meta).map_err(meta_error)
 }
 
-/// A field's value as `update` compares and sends it back: bytes that are no text
-/// are as corrupt as text that is no JSON (as `load` finds them). Read as text, they
-/// failed as if Redis were down; replaced lossily, they never compared equal again.
-pub(crate) fn stored_text(bytes: Vec<u8>) -> Result<String, StoreError> {
-    String::from_utf8(bytes).map_err(StoreError::corrupt)
-}
-
 /// A record nobody can read is no session: the client gets a new one, and the broken
 /// record expires with its TTL.
 pub(crate) fn decode_or_absent(reply: Value) -> Option<Record> {

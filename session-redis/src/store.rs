@@ -13,8 +13,7 @@ use session_core::{
 
 use crate::connect::{unavailable, Topology};
 use crate::layout::{
-    data_field, decode_meta_fields, decode_or_absent, decode_previous, meta_error, meta_json,
-    stored_text, Keys,
+    data_field, decode_meta_fields, decode_or_absent, decode_previous, meta_error, meta_json, Keys,
 };
 use crate::scripts::{ScriptCall, Scripts, StoreScript};
 use crate::turns::Turns;
@@ -342,21 +341,20 @@ impl SessionStore for RedisStore {
         // Read after the turn starts: a value read before it would be stale by then.
         let _turn = self.turns.take(format!("{session}\0{field}")).await;
         let mut connection = self.connection.clone();
-        let stored: Option<Vec<u8>> = redis::cmd("HGET")
+        // The field's bytes as stored: compared as they are, parsed as `load` parses
+        // them.
+        let mut current: Option<Vec<u8>> = redis::cmd("HGET")
             .arg(&session)
             .arg(&field)
             .query_async(&mut connection)
             .await
             .map_err(unavailable)?;
-        // A field that is no text or no JSON makes the record corrupt, and a corrupt
-        // record is no session, as `load` finds it: nothing is written.
-        let Ok(mut current) = stored.map(stored_text).transpose() else {
-            return Ok(corrupt_record_is_missing());
-        };
         let expires_at = meta.expires_at.unix_millis();
         let meta_text = meta_json(meta)?;
         for _ in 0..UPDATE_ATTEMPTS {
-            let Ok(parsed) = current.as_deref().map(serde_json::from_str).transpose() else {
+            // A field that is no JSON (or no text) makes the record corrupt, and a
+            // corrupt record is no session, as `load` finds it: nothing is written.
+            let Ok(parsed) = current.as_deref().map(serde_json::from_slice).transpose() else {
                 return Ok(corrupt_record_is_missing());
             };
             let Some(new) = f(parsed.as_ref()) else {
@@ -386,10 +384,7 @@ impl SessionStore for RedisStore {
                 Some(Value::Int(0)) => return Ok(Updated::Missing),
                 _ => {
                     current = match outcome.into_iter().nth(1) {
-                        Some(Value::BulkString(bytes)) => match stored_text(bytes) {
-                            Ok(text) => Some(text),
-                            Err(_) => return Ok(corrupt_record_is_missing()),
-                        },
+                        Some(Value::BulkString(bytes)) => Some(bytes),
                         _ => None,
                     };
                 }

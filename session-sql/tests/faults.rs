@@ -29,11 +29,8 @@ async fn an_unreachable_postgres_fails_closed_and_recovers() {
     let url = postgres_url();
     let mut proxy = common::Proxy::start(server_address(&url)).await;
     let table = common::Table::postgres(format!("session_kit_test_fault_{}", proxy.port), &url);
-    let store = session_sql::PostgresStore::connect(&common::through(&url, &proxy))
-        .await
-        .unwrap()
-        .with_table(&table.name)
-        .unwrap();
+    let store =
+        common::store_in::<sqlx::Postgres>(&common::through(&url, &proxy), &table.name).await;
     store.migrate().await.unwrap();
     let app = session_testkit::app(session_core::SessionLayer::new(store), None);
     session_testkit::outage::fails_closed_and_recovers(&app, &mut proxy).await;
@@ -45,11 +42,7 @@ async fn an_unreachable_mysql_fails_closed_and_recovers() {
     let url = mysql_url();
     let mut proxy = common::Proxy::start(server_address(&url)).await;
     let table = common::Table::mysql(format!("session_kit_test_fault_{}", proxy.port), &url).await;
-    let store = session_sql::MySqlStore::connect(&common::through(&url, &proxy))
-        .await
-        .unwrap()
-        .with_table(&table.name)
-        .unwrap();
+    let store = common::store_in::<sqlx::MySql>(&common::through(&url, &proxy), &table.name).await;
     store.migrate().await.unwrap();
     let app = session_testkit::app(session_core::SessionLayer::new(store), None);
     session_testkit::outage::fails_closed_and_recovers(&app, &mut proxy).await;
@@ -64,11 +57,7 @@ async fn refused_connections_fail_fast<DB: session_sql::Dialect>(
     table: &str,
     proxy: &mut common::Proxy,
 ) {
-    let store = session_sql::SqlStore::<DB>::connect(&common::through(url, proxy))
-        .await
-        .unwrap()
-        .with_table(table)
-        .unwrap();
+    let store = common::store_in::<DB>(&common::through(url, proxy), table).await;
     store.migrate().await.unwrap();
     let app = session_testkit::app(session_core::SessionLayer::new(store), None);
     let mut client = Client::new(&app);
@@ -128,11 +117,7 @@ async fn app_through_proxy<DB: session_sql::Dialect>(
     table: &str,
 ) -> (CuttableProxy, session_testkit::App) {
     let proxy = CuttableProxy::start(server_address(url)).await.unwrap();
-    let store = session_sql::SqlStore::<DB>::connect(&url_via(url, proxy.address()))
-        .await
-        .unwrap()
-        .with_table(table)
-        .unwrap();
+    let store = common::store_in::<DB>(&url_via(url, proxy.address()), table).await;
     store.migrate().await.unwrap();
     let app = session_testkit::app(session_core::SessionLayer::new(store), None);
     (proxy, app)

@@ -130,7 +130,6 @@ impl Session {
     pub async fn insert(&self, key: &str, value: impl Serialize) -> Result<(), SessionError> {
         let value = serde_json::to_value(value).map_err(SessionError::Value)?;
         storable::check_key(key)?;
-        storable::check_value(&value)?;
         let limits = self.inner.shared.size_limits;
         let size = limits.check_value(&value)?;
         let mut state = self.writable().await?;
@@ -190,11 +189,9 @@ impl Session {
                 .transpose()
                 .and_then(|current| serde_json::to_value(f(current)));
             match result {
-                Ok(value) => match storable::check_value(&value)
-                    .and_then(|()| limits.check_value(&value))
-                    .and_then(|size| {
-                        limits.check_session(others.load(Ordering::Relaxed), key, size)
-                    }) {
+                Ok(value) => match limits.check_value(&value).and_then(|size| {
+                    limits.check_session(others.load(Ordering::Relaxed), key, size)
+                }) {
                     Ok(()) => Some(value),
                     Err(error) => {
                         *refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
