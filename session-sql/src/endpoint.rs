@@ -3,12 +3,15 @@
 //! so with the server down every request waited out the layer's store timeout (a
 //! second) before its 503, where Redis fails in about 2 ms.
 //!
-//! An acquire that has not finished after [`GRACE`] may be connecting: the store then
-//! connects to the server itself, and gives up on the acquire if that connection is
-//! refused. One probe runs at a time per store. A server that accepted is not asked
-//! again for [`RECENT`], so a pool that is merely busy costs the server at most a few
-//! connections a second; a refusal is never taken as still holding (it costs nobody
-//! anything to be refused again), so a server back up is used at once.
+//! An acquire that has not finished after [`GRACE`], while the pool has room for a
+//! connection, is waiting for a new connection: the store then connects
+//! to the server itself, and gives up on the acquire if that connection is refused.
+//! A pool that is merely busy (all its connections in use) waits for one of them and
+//! is never probed: a probe is a connection that ends before its handshake, which
+//! MySQL counts against the client's host (`max_connect_errors`). One probe runs at a
+//! time per store; a server that accepted is not asked again for [`RECENT`]; a
+//! refusal is never taken as still holding (it costs nobody anything to be refused
+//! again), so a server back up is used at once.
 
 use std::io::ErrorKind;
 use std::path::PathBuf;
@@ -75,11 +78,12 @@ impl Endpoint {
     }
 
     /// Resolves once the server is seen to refuse connections, [`GRACE`] at the
-    /// earliest; pends while it accepts them.
-    pub(crate) async fn refused(&self) {
+    /// earliest; pends while it accepts them. `connecting` says whether the pool is
+    /// opening a connection (it has room for one): it is asked only then.
+    pub(crate) async fn refused(&self, connecting: impl Fn() -> bool) {
         tokio::time::sleep(GRACE).await;
         loop {
-            {
+            if connecting() {
                 let mut accepted_at = self.accepted_at.lock().await;
                 if accepted_at.is_none_or(|at| at.elapsed() >= RECENT) {
                     if self.address.refuses().await {

@@ -19,7 +19,7 @@ pub(crate) struct Held<DB: Database>(Option<PoolConnection<DB>>);
 
 impl<DB: Database> Held<DB> {
     /// A connection of `pool`; when `endpoint`, the pool's server, is seen to refuse
-    /// connections meanwhile, the refusal at once.
+    /// connections while the pool is opening one, the refusal at once.
     pub(crate) async fn acquire(
         pool: &Pool<DB>,
         endpoint: Option<&Endpoint>,
@@ -29,7 +29,7 @@ impl<DB: Database> Held<DB> {
             None => acquired.await?,
             Some(endpoint) => tokio::select! {
                 acquired = acquired => acquired?,
-                () = endpoint.refused() => {
+                () = endpoint.refused(|| opening_a_connection(pool)) => {
                     return Err(sqlx::Error::Io(io::ErrorKind::ConnectionRefused.into()));
                 }
             },
@@ -56,4 +56,11 @@ impl<DB: Database> Drop for Held<DB> {
             drop(cut_short.detach());
         }
     }
+}
+
+/// Whether an acquire of `pool` that is slow waits for a new connection rather than
+/// for one in use: the pool has room for another. (Its idle connections do not say:
+/// after an outage they are dead, and an acquire that found one so connects anew.)
+fn opening_a_connection<DB: Database>(pool: &Pool<DB>) -> bool {
+    pool.size() < pool.options().get_max_connections()
 }
